@@ -1,0 +1,146 @@
+"""The topic bus: routes each published tick to the mailboxes of its subscribers.
+
+Topics are symbols. A tick is encoded once, here, and the same bytes object goes to every
+subscriber; the bus also keeps the last value of each symbol, the source of snapshots.
+It is synchronous and knows nothing of sockets: a publish returns when every mailbox has
+the tick, and nothing (no task, future or callback) is created per tick.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+
+import orjson
+
+from ticker.core.mailbox import Mailbox
+from ticker.core.ticks import MAX_SYMBOL_LENGTH, MicrosClock, TickBatch, now_us
+
+WILDCARD = "*"
+
+
+class Topic:
+    """One symbol: its sequence counter, last encoded tick and subscribers."""
+
+    __slots__ = ("last", "q", "subscribers", "symbol")
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.q = 0
+        self.last: bytes | None = None
+        self.subscribers: set[Mailbox] = set()
+
+
+def new_epoch(clock: MicrosClock = now_us) -> str:
+    """A stream id that differs across restarts: start time plus randomness."""
+    return f"{clock() // 1_000_000:x}-{secrets.token_hex(4)}"
+
+
+class Bus:
+    """In-process pub/sub of ticks with a last-value cache.
+
+    ``epoch`` names the stream: ``q`` counts up per symbol within an epoch and restarts only
+    with a new one.
+    """
+
+    def __init__(self, *, clock: MicrosClock = now_us, epoch: str | None = None) -> None:
+        self._clock = clock
+        self.epoch = epoch or new_epoch(clock)
+        self._topics: dict[str, Topic] = {}
+        self._wildcard: set[Mailbox] = set()
+        self.published = 0
+        """Ticks published since start (a counter for metrics and readiness)."""
+
+    # -- the universe -----------------------------------------------------------------
+
+    def add_symbols(self, symbols: Iterable[str]) -> None:
+        """Declare symbols a feed will publish, so clients can list and subscribe to them."""
+        for symbol in symbols:
+            self._topic(symbol)
+
+    def symbols(self) -> list[str]:
+        return sorted(self._topics)
+
+    def known(self, symbol: str) -> bool:
+        return symbol in self._topics
+
+    def _topic(self, symbol: str) -> Topic:
+        topic = self._topics.get(symbol)
+        if topic is None:
+            if not symbol or len(symbol) > MAX_SYMBOL_LENGTH or symbol == WILDCARD:
+                raise ValueError(f"invalid symbol {symbol!r}")
+            topic = self._topics[symbol] = Topic(symbol)
+        return topic
+
+    # -- publish ----------------------------------------------------------------------
+
+    def publish(self, batch: TickBatch) -> None:
+        """Stamp, encode once and route a batch of ticks.
+
+        Ticks keep ``q`` and ``t`` when they bring them and get them here otherwise (the
+        dicts are completed in place). Ticks of one symbol reach a mailbox together and in
+        order, so per-symbol publish order holds; across symbols it need not.
+        """
+        if not batch:
+            return
+        now = self._clock()
+        dumps = orjson.dumps
+        topics = self._topics
+        runs: dict[str, list[bytes]] = {}
+        for tick in batch:
+            symbol = tick["s"]
+            topic = topics.get(symbol) or self._topic(symbol)
+            q = tick.get("q")
+            if q is None:
+                q = tick["q"] = topic.q + 1
+            if "t" not in tick:
+                tick["t"] = now
+            topic.q = q
+            data = topic.last = dumps(tick)
+            run = runs.get(symbol)
+            if run is None:
+                runs[symbol] = [data]
+            else:
+                run.append(data)
+        self.published += len(batch)
+        wildcard = self._wildcard
+        for symbol, run in runs.items():
+            subscribers = topics[symbol].subscribers
+            if not subscribers and not wildcard:
+                continue
+            nbytes = sum(map(len, run))
+            for mailbox in subscribers:
+                mailbox.put(symbol, run, nbytes)
+            for mailbox in wildcard:
+                mailbox.put(symbol, run, nbytes)
+
+    # -- subscriptions ----------------------------------------------------------------
+
+    def subscribe(self, mailbox: Mailbox, symbols: Iterable[str]) -> None:
+        """Route these topics ("*" for every symbol, present and future) to ``mailbox``.
+
+        Take the snapshot right after, before returning to the loop: nothing can be
+        published in between, so the first tick the mailbox gets of a symbol has
+        q = snapshot q + 1.
+        """
+        for symbol in symbols:
+            if symbol == WILDCARD:
+                self._wildcard.add(mailbox)
+            else:
+                self._topic(symbol).subscribers.add(mailbox)
+
+    def snapshot(self, symbols: Iterable[str]) -> list[bytes]:
+        """The last encoded tick of each of these symbols that has one."""
+        topics = self._topics
+        return [t.last for s in symbols if (t := topics.get(s)) is not None and t.last is not None]
+
+    def unsubscribe(self, mailbox: Mailbox, symbols: Iterable[str]) -> None:
+        for symbol in symbols:
+            if symbol == WILDCARD:
+                self._wildcard.discard(mailbox)
+            elif (topic := self._topics.get(symbol)) is not None:
+                topic.subscribers.discard(mailbox)
+
+    def subscriber_count(self) -> int:
+        """Subscriptions across all topics, "*" included (for metrics)."""
+        return len(self._wildcard) + sum(len(t.subscribers) for t in self._topics.values())

@@ -1,0 +1,186 @@
+"""Protocol v1, sans I/O: parse what a client sends, build what the server sends.
+
+Parsing turns raw bytes into a typed ``Op`` or raises ``ProtocolError`` carrying the error
+code and the request id (so the error frame can echo it). Building returns bytes ready to
+be written as one text frame; tick frames are joined from pre-encoded ticks, never
+re-encoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ticker.core.codes import ErrorCode
+from ticker.core.ticks import MAX_SYMBOL_LENGTH
+
+PROTOCOL_VERSION = 1
+MAX_ID_LENGTH = 64
+
+RequestId = int | str | None
+
+OPS = ("subscribe", "unsubscribe", "ping", "list")
+
+
+class ProtocolError(Exception):
+    """A client request that cannot be served; becomes an ``error`` frame."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        id: RequestId = None,
+        symbols: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.id = id
+        self.symbols = symbols
+
+    def frame(self) -> bytes:
+        return error(self.code, self.message, id=self.id, symbols=self.symbols)
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One parsed client operation."""
+
+    op: str
+    id: RequestId = None
+    symbols: list[str] = field(default_factory=list)
+
+
+def _request_id(obj: dict[str, Any]) -> RequestId:
+    rid = obj.get("id")
+    if rid is None:
+        return None
+    if isinstance(rid, bool) or not isinstance(rid, int | str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "id must be an integer or a string")
+    if isinstance(rid, str) and len(rid) > MAX_ID_LENGTH:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"id must be at most {MAX_ID_LENGTH} characters")
+    if isinstance(rid, int) and abs(rid) > 2**53:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "id must fit in 53 bits")
+    return rid
+
+
+def _symbols(obj: dict[str, Any], rid: RequestId) -> list[str]:
+    symbols = obj.get("symbols")
+    if not isinstance(symbols, list) or not symbols:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, "symbols must be a non-empty list of strings", id=rid
+        )
+    for symbol in symbols:
+        if not isinstance(symbol, str) or not symbol or len(symbol) > MAX_SYMBOL_LENGTH:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"each symbol must be a string of 1 to {MAX_SYMBOL_LENGTH} characters",
+                id=rid,
+            )
+    return list(dict.fromkeys(symbols))  # de-duplicated, order kept
+
+
+def parse(data: bytes | str) -> Op:
+    """Parse one text frame from a client."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProtocolError(ErrorCode.BAD_JSON, "the message is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "the message must be a JSON object")
+    rid = _request_id(obj)
+    op = obj.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, '"op" must be a string', id=rid)
+    if op not in OPS:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_OP,
+            f"unknown op {op[:MAX_ID_LENGTH]!r}; known: {', '.join(OPS)}",
+            id=rid,
+        )
+    if op in ("subscribe", "unsubscribe"):
+        return Op(op, rid, _symbols(obj, rid))
+    return Op(op, rid)
+
+
+# -- server frames --------------------------------------------------------------------
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    return orjson.dumps(obj)
+
+
+def _with_id(frame: dict[str, Any], rid: RequestId) -> dict[str, Any]:
+    if rid is not None:
+        frame["id"] = rid
+    return frame
+
+
+def welcome(
+    *,
+    session: str,
+    epoch: str,
+    mode: str,
+    heartbeat_s: float,
+    server_time: int,
+    limits: dict[str, int],
+) -> bytes:
+    return _dumps(
+        {
+            "type": "welcome",
+            "protocol": PROTOCOL_VERSION,
+            "session": session,
+            "epoch": epoch,
+            "mode": mode,
+            "heartbeat_s": heartbeat_s,
+            "server_time": server_time,
+            "limits": limits,
+        }
+    )
+
+
+def subscription(kind: str, symbols: list[str], rid: RequestId = None) -> bytes:
+    """``subscribed`` or ``unsubscribed``, always with the full current set."""
+    return _dumps(_with_id({"type": kind, "symbols": symbols}, rid))
+
+
+def symbols_list(symbols: list[str], rid: RequestId = None) -> bytes:
+    return _dumps(_with_id({"type": "symbols", "symbols": symbols}, rid))
+
+
+def pong(server_time: int, rid: RequestId = None) -> bytes:
+    return _dumps(_with_id({"type": "pong", "server_time": server_time}, rid))
+
+
+def heartbeat(server_time: int) -> bytes:
+    return _dumps({"type": "heartbeat", "server_time": server_time})
+
+
+def error(
+    code: ErrorCode,
+    message: str,
+    *,
+    id: RequestId = None,
+    symbols: list[str] | None = None,
+) -> bytes:
+    frame = _with_id({"type": "error", "code": str(code), "message": message}, id)
+    if symbols is not None:
+        frame["symbols"] = symbols
+    return _dumps(frame)
+
+
+_TICKS_HEAD = b'{"type":"ticks","ticks":['
+_SNAPSHOT_HEAD = b'{"type":"snapshot","ticks":['
+_TAIL = b"]}"
+
+
+def ticks(encoded: list[bytes]) -> bytes:
+    """A ``ticks`` frame from ticks the bus already encoded: a join, not an encode."""
+    return b"".join((_TICKS_HEAD, b",".join(encoded), _TAIL))
+
+
+def snapshot(encoded: list[bytes]) -> bytes:
+    return b"".join((_SNAPSHOT_HEAD, b",".join(encoded), _TAIL))

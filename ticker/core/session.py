@@ -1,0 +1,286 @@
+"""One client session, independent of the transport that carries it.
+
+The session owns the client's subscriptions, its mailbox and its outbox of control frames
+(replies, snapshots, errors). A transport feeds it what the client sent and asks it what
+to write next; the session never touches a socket, a loop or a clock of its own.
+
+Order on the wire: control frames go before tick frames, which is what makes a snapshot
+arrive before the first live tick of its symbol.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ticker.core import protocol
+from ticker.core.bus import WILDCARD, Bus
+from ticker.core.codes import CloseCode, ErrorCode
+from ticker.core.mailbox import MAX_FRAME_BYTES, ConflatingMailbox, Mailbox, QueueMailbox
+from ticker.core.protocol import Op, ProtocolError
+from ticker.core.ratelimit import TokenBucket
+from ticker.core.ticks import MicrosClock, now_us
+
+MODES = ("conflate", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Everything a client controls is bounded by one of these; all are in the welcome."""
+
+    max_symbols: int = 1000
+    max_message_bytes: int = 64 * 1024
+    ops_per_s: int = 20
+    queue_bytes: int = 1024 * 1024
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "max_symbols": self.max_symbols,
+            "max_message_bytes": self.max_message_bytes,
+            "ops_per_s": self.ops_per_s,
+            "queue_bytes": self.queue_bytes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequest:
+    code: int
+    reason: str
+
+
+def _chunks(encoded: list[bytes], max_bytes: int = MAX_FRAME_BYTES) -> Iterable[list[bytes]]:
+    """Split pre-encoded ticks into runs of at most ``max_bytes`` (at least one tick each)."""
+    run: list[bytes] = []
+    size = 0
+    for item in encoded:
+        if run and size + len(item) > max_bytes:
+            yield run
+            run, size = [], 0
+        run.append(item)
+        size += len(item)
+    if run:
+        yield run
+
+
+class Session:
+    """State of one connected client; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        mode: str = "conflate",
+        limits: Limits = Limits(),
+        wake: Callable[[], None] = lambda: None,
+        clock_us: MicrosClock = now_us,
+        monotonic: Callable[[], float] = time.monotonic,
+        session_id: str | None = None,
+        error_counts: dict[str, int] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        self.id = session_id or secrets.token_hex(8)
+        self.bus = bus
+        self.limits = limits
+        self._wake = wake
+        self._clock_us = clock_us
+        self.mailbox: Mailbox = (
+            QueueMailbox(limits.queue_bytes, self._on_queue_ready)
+            if mode == "all"
+            else ConflatingMailbox(wake)
+        )
+        self.subscriptions: set[str] = set()
+        self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._bucket = TokenBucket(limits.ops_per_s, limits.ops_per_s, clock=monotonic)
+        self._strikes = 0
+        self.close_request: CloseRequest | None = None
+        self.errors: dict[str, int] = {} if error_counts is None else error_counts
+        """Error frames sent, by code (for metrics; may be shared by many sessions)."""
+
+    @property
+    def mode(self) -> str:
+        return self.mailbox.mode
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self, heartbeat_s: float, symbols: list[str] | None = None) -> None:
+        """Queue the welcome, and subscribe to the symbols asked for at connect time."""
+        self._send(
+            protocol.welcome(
+                session=self.id,
+                epoch=self.bus.epoch,
+                mode=self.mode,
+                heartbeat_s=heartbeat_s,
+                server_time=self._clock_us(),
+                limits=self.limits.as_dict(),
+            )
+        )
+        if symbols:
+            self._run(Op("subscribe", None, list(dict.fromkeys(symbols))))
+
+    def end(self) -> None:
+        """Leave every topic and drop what is pending; the session is then inert."""
+        self.bus.unsubscribe(self.mailbox, self._registered())
+        self.subscriptions.clear()
+        self.mailbox.clear()
+        self._outbox.clear()
+        self._outbox_bytes = 0
+
+    def request_close(self, code: int, reason: str) -> None:
+        """Ask the transport to close. Pending ticks are dropped now; the session stays on
+        the bus until ``end()`` (this may run inside a publish, which must not see its
+        subscriber sets change), its mailbox bounded as ever."""
+        if self.close_request is None:
+            self.close_request = CloseRequest(code, reason)
+            self.mailbox.clear()
+        self._wake()
+
+    # -- what the client sent -------------------------------------------------------------
+
+    def receive(self, data: bytes | str) -> None:
+        """Handle one text frame. Errors become error frames; nothing here raises."""
+        if not self._admit():
+            return
+        try:
+            self._run(protocol.parse(data))
+        except ProtocolError as exc:
+            self._error(exc)
+
+    def receive_binary(self) -> None:
+        if self._admit():
+            self._error(
+                ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not accepted; send text")
+            )
+
+    def _admit(self) -> bool:
+        """The ops-per-second limit: an error frame while over it, a close if it goes on."""
+        if self.close_request is not None:
+            return False
+        if self._bucket.take():
+            self._strikes = 0
+            return True
+        self._strikes += 1
+        if self._strikes > self.limits.ops_per_s:
+            self.request_close(CloseCode.RATE_LIMITED, "rate limited: too many operations")
+        else:
+            self._error(
+                ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"over {self.limits.ops_per_s} operations per second; slow down",
+                )
+            )
+        return False
+
+    def _run(self, op: Op) -> None:
+        if op.op == "subscribe":
+            self._subscribe(op)
+        elif op.op == "unsubscribe":
+            self._unsubscribe(op)
+        elif op.op == "ping":
+            self._send(protocol.pong(self._clock_us(), op.id))
+        elif op.op == "list":
+            self._send(protocol.symbols_list(self.bus.symbols(), op.id))
+
+    def _registered(self) -> list[str]:
+        """The topics this mailbox is on in the bus: "*" alone covers every symbol."""
+        return [WILDCARD] if WILDCARD in self.subscriptions else list(self.subscriptions)
+
+    def _subscribe(self, op: Op) -> None:
+        bus = self.bus
+        unknown = [s for s in op.symbols if s != WILDCARD and not bus.known(s)]
+        wanted = [s for s in op.symbols if s not in unknown and s not in self.subscriptions]
+        if len(self.subscriptions) + len(wanted) > self.limits.max_symbols:
+            self._error(
+                ProtocolError(
+                    ErrorCode.TOO_MANY_SYMBOLS,
+                    f"at most {self.limits.max_symbols} symbols per connection; "
+                    f"{len(self.subscriptions)} subscribed, {len(wanted)} more asked",
+                    id=op.id,
+                )
+            )
+            return
+        if unknown:
+            self._error(
+                ProtocolError(
+                    ErrorCode.UNKNOWN_SYMBOL,
+                    f"unknown symbol(s): {', '.join(unknown)}",
+                    id=op.id,
+                    symbols=unknown,
+                )
+            )
+        if not wanted and unknown:
+            return
+        fresh: list[str] = []  # symbols that start streaming now, hence need a snapshot
+        if WILDCARD in self.subscriptions:
+            pass  # already receiving every symbol: nothing new to register or snapshot
+        elif WILDCARD in wanted:
+            bus.unsubscribe(self.mailbox, self.subscriptions)
+            bus.subscribe(self.mailbox, [WILDCARD])
+            fresh = [s for s in bus.symbols() if s not in self.subscriptions]
+        else:
+            bus.subscribe(self.mailbox, wanted)
+            fresh = wanted
+        snapshot = bus.snapshot(fresh)
+        self.subscriptions.update(wanted)
+        self._send(protocol.subscription("subscribed", sorted(self.subscriptions), op.id))
+        for run in _chunks(snapshot):
+            self._send(protocol.snapshot(run))
+
+    def _unsubscribe(self, op: Op) -> None:
+        bus = self.bus
+        leaving = [s for s in op.symbols if s in self.subscriptions]
+        had_wildcard = WILDCARD in self.subscriptions
+        self.subscriptions.difference_update(leaving)
+        if had_wildcard and WILDCARD in leaving:
+            bus.unsubscribe(self.mailbox, [WILDCARD])
+            bus.subscribe(self.mailbox, self.subscriptions)  # continuing streams: no snapshot
+            self.mailbox.discard(s for s in bus.symbols() if s not in self.subscriptions)
+        elif not had_wildcard:
+            bus.unsubscribe(self.mailbox, leaving)
+            self.mailbox.discard(leaving)
+        self._send(protocol.subscription("unsubscribed", sorted(self.subscriptions), op.id))
+
+    # -- what to write next ---------------------------------------------------------------
+
+    def _send(self, frame: bytes) -> None:
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
+        if self._outbox_bytes > max(self.limits.queue_bytes, MAX_FRAME_BYTES * 2):
+            self.request_close(CloseCode.SLOW_CONSUMER, "slow consumer: replies not read")
+        self._wake()
+
+    def _error(self, exc: ProtocolError) -> None:
+        self.errors[exc.code] = self.errors.get(exc.code, 0) + 1
+        self._send(exc.frame())
+
+    def take_control(self) -> list[bytes]:
+        """Control frames (replies, snapshots, errors) in order; they go before ticks."""
+        frames = list(self._outbox)
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        return frames
+
+    def has_control(self) -> bool:
+        return bool(self._outbox)
+
+    def has_ticks(self) -> bool:
+        return len(self.mailbox) > 0
+
+    def take_ticks(self) -> tuple[bytes, int]:
+        """One ``ticks`` frame and the number of ticks in it."""
+        encoded = self.mailbox.drain()
+        return protocol.ticks(encoded), len(encoded)
+
+    def _on_queue_ready(self) -> None:
+        """Mode ``all``: a queue past its byte bound is a slow consumer, closed with 4008."""
+        if self.mailbox.overflowed:
+            self.request_close(
+                CloseCode.SLOW_CONSUMER,
+                f"slow consumer: queue over {self.limits.queue_bytes} bytes",
+            )
+        else:
+            self._wake()
