@@ -1,0 +1,93 @@
+"""Keeps one feed running: a feed that fails is logged, backed off and restarted.
+
+A feed's failure (a dropped socket, a parse error) must not take the server down, and a
+feed that fails in a loop must neither flood the log nor hammer its upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from feeds.base import FeedAdapter
+from ticker.core.ticks import TickBatch
+
+log = logging.getLogger("ticker.feeds")
+
+JITTER = 0.2
+"""Each delay is shortened by up to this fraction at random, so feeds that failed together
+(one upstream outage) do not reconnect in lockstep; shortening keeps ``backoff_max`` a
+true bound and keeps successive delays increasing until the cap."""
+
+
+class FeedSupervisor:
+    """Runs ``adapter.stream()`` into ``publish`` and restarts it with capped backoff.
+
+    The attributes are for health checks and metrics.
+    """
+
+    def __init__(
+        self,
+        adapter: FeedAdapter,
+        publish: Callable[[TickBatch], None],
+        *,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < backoff_initial <= backoff_max:
+            raise ValueError("need 0 < backoff_initial <= backoff_max")
+        self.adapter = adapter
+        self._publish = publish
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self.restarts = 0
+        """Times the feed failed and was restarted."""
+        self.ticks = 0
+        """Ticks published since start, across restarts."""
+        self.last_tick_monotonic: float | None = None
+        """``clock()`` at the last non-empty batch: a stale feed is visible by its age."""
+        self.ready = False
+        """True once at least one tick was published (the bus has something to serve)."""
+
+    async def run(self) -> None:
+        """Supervise until the feed ends on its own (a finite source) or the task is cancelled.
+
+        Any ``Exception`` raised while streaming or publishing a batch counts as a failure of
+        this feed. Cancellation does not: ``CancelledError`` is not an ``Exception`` and
+        propagates untouched.
+        """
+        backoff = self._backoff_initial
+        while True:
+            try:
+                async for batch in self.adapter.stream():
+                    self._publish(batch)
+                    backoff = self._backoff_initial  # it ran healthily: forget past failures
+                    if batch:
+                        self.ticks += len(batch)
+                        self.last_tick_monotonic = self._clock()
+                        self.ready = True
+                return
+            except Exception as exc:
+                self.restarts += 1
+                delay = backoff * (1.0 - JITTER * self._rng.random())
+                backoff = min(backoff * 2.0, self._backoff_max)
+                # One line per failure; the traceback only when someone asked for debug.
+                log.error(
+                    "feed %s failed: %s: %s; restart #%d in %.2f s",
+                    self.adapter.name,
+                    type(exc).__name__,
+                    exc,
+                    self.restarts,
+                    delay,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
+            await self._sleep(delay)
