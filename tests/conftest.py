@@ -1,0 +1,69 @@
+"""Shared fixtures: a real server on 127.0.0.1 with a bus the test publishes into."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from ticker.core.session import Limits
+from ticker.server.app import create_app
+from ticker.server.node import Node
+from ticker.server.settings import Settings
+
+SYMBOLS = ["AAPL", "MSFT", "GOOGL", "AMZN", "NVDA"]
+REQUIRE_ALL = os.environ.get("TICKER_REQUIRE_ALL") == "1"
+
+
+def require(executable: str) -> str:
+    """The path of a system program a test needs; skip (or fail under CI) without it."""
+    path = shutil.which(executable)
+    if path is None:
+        reason = f"{executable} is not installed (.ci/run installs it)"
+        if REQUIRE_ALL:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+StartServer = Callable[..., Awaitable[tuple[Node, TestServer]]]
+
+
+@pytest.fixture
+async def start_server(aiohttp_server: Any) -> StartServer:
+    """Start a node (no feeds unless given) behind a real listening socket."""
+
+    async def start(
+        feeds: tuple[Any, ...] = (), symbols: list[str] = SYMBOLS, **overrides: Any
+    ) -> tuple[Node, TestServer]:
+        limits = Limits(**overrides.pop("limits", {}))
+        node = Node(Settings(limits=limits, **overrides), feeds)
+        node.bus.add_symbols(symbols)
+        server = await aiohttp_server(create_app(node))
+        return node, server
+
+    return start
+
+
+async def next_of(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float = 5.0) -> dict:
+    """The next frame of this type, skipping others (heartbeats, ticks...)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            msg = await ws.receive()
+            assert msg.type is aiohttp.WSMsgType.TEXT, msg
+            frame = msg.json()
+            if frame["type"] == kind:
+                return frame
+
+
+async def frame(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0) -> dict:
+    async with asyncio.timeout(timeout):
+        msg = await ws.receive()
+    assert msg.type is aiohttp.WSMsgType.TEXT, msg
+    return msg.json()

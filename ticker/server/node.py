@@ -1,0 +1,148 @@
+"""The node: one broadcaster process — its bus, its feeds and its open connections.
+
+The node starts the feeds under supervision and, at shutdown, stops them and closes every
+client with 1001 at once (not one by one: one stuck client must not hold up the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from feeds.base import FeedAdapter
+from feeds.supervisor import FeedSupervisor
+from ticker.core.bus import Bus
+from ticker.core.codes import CloseCode
+from ticker.server.metrics import Metrics
+from ticker.server.settings import Settings
+
+if TYPE_CHECKING:
+    from ticker.server.websocket import Connection
+
+log = logging.getLogger("ticker.server")
+
+
+@dataclass(slots=True)
+class Stats:
+    """Plain counters bumped once per frame by the transports; scraped, never locked."""
+
+    frames_sent: int = 0
+    ticks_delivered: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class Node:
+    def __init__(
+        self, settings: Settings, feeds: Iterable[FeedAdapter] = (), bus: Bus | None = None
+    ) -> None:
+        self.settings = settings
+        self.bus = bus or Bus()
+        self.metrics = Metrics()
+        self.stats = Stats()
+        self.connections: set[Connection] = set()
+        self.supervisors = [
+            FeedSupervisor(
+                feed,
+                self.bus.publish,
+                backoff_initial=settings.feed_backoff_s,
+                backoff_max=settings.feed_backoff_max_s,
+            )
+            for feed in feeds
+        ]
+        for feed in feeds:
+            self.bus.add_symbols(feed.symbols())
+        self._feed_tasks: list[asyncio.Task[None]] = []
+        self.closing = False
+        self.metrics.registry.register(_NodeCollector(self))
+
+    @property
+    def ready(self) -> bool:
+        """Every feed has produced a tick (a node without feeds is ready at once)."""
+        return all(s.ready for s in self.supervisors)
+
+    async def start(self) -> None:
+        self._feed_tasks = [
+            asyncio.create_task(s.run(), name=f"feed:{s.adapter.name}") for s in self.supervisors
+        ]
+
+    async def stop_feeds(self) -> None:
+        for task in self._feed_tasks:
+            task.cancel()
+        for task in self._feed_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._feed_tasks = []
+
+    async def shutdown(self) -> None:
+        """Stop producing, then close every client with 1001 within the grace period."""
+        self.closing = True
+        await self.stop_feeds()
+        connections = list(self.connections)
+        for conn in connections:
+            conn.session.request_close(CloseCode.GOING_AWAY, "server shutting down")
+        if connections:
+            log.info("closing %d client connection(s)", len(connections))
+            await asyncio.wait(
+                [asyncio.ensure_future(c.closed.wait()) for c in connections],
+                timeout=self.settings.close_grace_s + 0.5,
+            )
+        stuck = list(self.connections)  # did not take its close frame in time
+        for conn in stuck:
+            conn.abort()
+        if stuck:
+            log.info("aborted %d client connection(s) that did not read their close", len(stuck))
+
+
+class _NodeCollector(Collector):
+    """Reads the node's plain counters at scrape time: no cost on the hot path."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        node = self.node
+        published = CounterMetricFamily(
+            "ticker_ticks_published", "Ticks published into the bus, by feed.", labels=["feed"]
+        )
+        restarts = CounterMetricFamily(
+            "ticker_feed_restarts", "Feed adapter restarts after a failure.", labels=["feed"]
+        )
+        for sup in node.supervisors:
+            published.add_metric([sup.adapter.name], sup.ticks)
+            restarts.add_metric([sup.adapter.name], sup.restarts)
+        yield published
+        yield restarts
+        stats = node.stats
+        yield CounterMetricFamily(
+            "ticker_ticks_delivered",
+            "Ticks handed to client transports.",
+            value=stats.ticks_delivered,
+        )
+        yield CounterMetricFamily(
+            "ticker_frames_sent", "Frames handed to client transports.", value=stats.frames_sent
+        )
+        errors = CounterMetricFamily(
+            "ticker_client_errors", "Error frames sent to clients, by code.", labels=["code"]
+        )
+        for code, count in stats.errors.items():
+            errors.add_metric([code], count)
+        yield errors
+        yield GaugeMetricFamily(
+            "ticker_subscriptions",
+            "Client subscriptions across all topics.",
+            value=node.bus.subscriber_count(),
+        )
+        yield GaugeMetricFamily(
+            "ticker_symbols", "Symbols known to the bus.", value=len(node.bus.symbols())
+        )
+
+
+NODE_KEY = web.AppKey("node", Node)

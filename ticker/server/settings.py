@@ -1,0 +1,23 @@
+"""Server settings: one frozen object built by the CLI (or a test) and read everywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ticker.core.session import Limits
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    heartbeat_s: float = 20.0
+    """Application heartbeat frame after this long without sending anything."""
+    ping_interval_s: float = 20.0
+    """WebSocket ping after this long without hearing from the peer; pong due in half."""
+    close_grace_s: float = 2.0
+    """How long a closing client may take to take its close frame before it is aborted."""
+    feed_backoff_s: float = 0.5
+    """First delay before restarting a failed feed; doubles per failure up to the max."""
+    feed_backoff_max_s: float = 30.0
+    limits: Limits = field(default_factory=Limits)
