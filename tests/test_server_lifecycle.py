@@ -165,4 +165,4 @@ async def test_sigterm_closes_every_client_with_1001_and_exits_0_within_5s() -> 
             await proc.wait()
     log = (await proc.stderr.read()).decode() if proc.stderr else ""
     assert "code=1001" in log and "Traceback" not in log
-    assert "aborted 1 client connection(s)" in log
+    assert log.count("did not read its close frame in time: aborted") == 1

@@ -253,6 +253,10 @@ class Session:
             self.request_close(CloseCode.SLOW_CONSUMER, "slow consumer: replies not read")
         self._wake()
 
+    def heartbeat(self) -> None:
+        """Queue a heartbeat frame: browsers cannot see WebSocket pings."""
+        self._send(protocol.heartbeat(self._clock_us()))
+
     def _error(self, exc: ProtocolError) -> None:
         self.errors[exc.code] = self.errors.get(exc.code, 0) + 1
         self._send(exc.frame())

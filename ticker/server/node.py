@@ -21,6 +21,7 @@ from feeds.base import FeedAdapter
 from feeds.supervisor import FeedSupervisor
 from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
+from ticker.server.flusher import Flusher
 from ticker.server.metrics import Metrics
 from ticker.server.settings import Settings
 
@@ -47,6 +48,7 @@ class Node:
         self.bus = bus or Bus()
         self.metrics = Metrics()
         self.stats = Stats()
+        self.flusher = Flusher()
         self.connections: set[Connection] = set()
         self.supervisors = [
             FeedSupervisor(
@@ -72,6 +74,17 @@ class Node:
         self._feed_tasks = [
             asyncio.create_task(s.run(), name=f"feed:{s.adapter.name}") for s in self.supervisors
         ]
+        self._feed_tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
+
+    async def _heartbeats(self) -> None:
+        """Heartbeat frames for connections that sent nothing for ``heartbeat_s``."""
+        heartbeat_s = self.settings.heartbeat_s
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, heartbeat_s / 4))
+            now = loop.time()
+            for conn in list(self.connections):
+                conn.heartbeat_due(now, heartbeat_s)
 
     async def stop_feeds(self) -> None:
         for task in self._feed_tasks:

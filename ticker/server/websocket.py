@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from aiohttp import WSMsgType, web
 
-from ticker.core import protocol
 from ticker.core.codes import CloseCode
 from ticker.core.session import MODES, Session
-from ticker.core.ticks import now_us
 from ticker.server.node import NODE_KEY, Node
 
 log = logging.getLogger("ticker.server")
@@ -57,8 +54,29 @@ def bad_handshake(message: str) -> web.Response:
     )
 
 
+def text_frame(payload: bytes) -> bytes:
+    """A complete unmasked, uncompressed WebSocket text frame (RFC 6455 section 5.2).
+
+    Built here because the hot path writes prebuilt frames straight to the transport; with
+    compression off this is byte for byte what aiohttp's writer would send.
+    """
+    n = len(payload)
+    if n < 126:
+        return b"".join((_HEAD_SHORT[n], payload))
+    if n < 65536:
+        return b"".join((b"\x81\x7e", n.to_bytes(2, "big"), payload))
+    return b"".join((b"\x81\x7f", n.to_bytes(8, "big"), payload))
+
+
+_HEAD_SHORT = [bytes((0x81, n)) for n in range(126)]
+
+
 class Connection:
-    """One WebSocket client: its session, its socket and its two tasks."""
+    """One WebSocket client: its session and socket, flushed by the node's ``Flusher``.
+
+    The flusher is the only writer of data frames; aiohttp writes only its own control
+    frames (pong, ping, close), each a whole frame, so the two never interleave.
+    """
 
     def __init__(
         self,
@@ -72,10 +90,15 @@ class Connection:
         self.node = node
         self.ws = ws
         self.transport = request.transport
+        self.protocol = request.protocol
         self.peer = request.remote
-        self._ready = asyncio.Event()
+        self._flusher = node.flusher
         self._loop = asyncio.get_running_loop()
-        self._deadline: asyncio.TimerHandle | None = None
+        self._marked = False
+        self._drainer: asyncio.Task[None] | None = None
+        self._hz_timer: asyncio.TimerHandle | None = None
+        self.closing: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()
         self.session = Session(
             node.bus,
             mode=mode,
@@ -84,35 +107,100 @@ class Connection:
             error_counts=node.stats.errors,
         )
         self.min_interval = 1.0 / max_hz if max_hz else 0.0
-        self.closed = asyncio.Event()
-        self.opened_at = time.monotonic()
+        self.next_ticks = 0.0
+        self.opened_at = self.last_send = self._loop.time()
         self.frames = 0
         self.ticks = 0
 
     def wake(self) -> None:
-        """The session has something to write, or wants to close.
-
-        A close must finish within the grace period even when the writer is stuck behind
-        a client that reads nothing: past the deadline the socket is aborted.
-        """
-        self._ready.set()
-        if self.session.close_request is not None and self._deadline is None:
-            self._deadline = self._loop.call_later(
-                self.node.settings.close_grace_s + 0.5, self.abort
-            )
+        """The session has something to write (or wants to close): flush on the next pass."""
+        if not self._marked:
+            self._marked = True
+            self._flusher.mark(self)
 
     def abort(self) -> None:
-        """Drop the connection now, unsent data and all: the only way to free a stuck writer."""
+        """Drop the connection now, unsent data and all: the only way to free a stuck socket."""
         if self.transport is not None:
             self.transport.abort()
 
-    async def _send(self, frame: bytes, ticks: int = 0) -> None:
-        await self.ws.send_frame(frame, WSMsgType.TEXT)
-        self.frames += 1
-        self.ticks += ticks
+    def flush(self, now: float) -> None:
+        """Write control frames, then one frame of ticks, unless the socket is backed up."""
+        self._marked = False
+        session = self.session
+        if session.close_request is not None:
+            self.start_close()
+            return
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.ws.closed:
+            return
+        if self.protocol.writing_paused:  # backpressure: wait for the socket, keep conflating
+            self._wait_for_drain()
+            return
         stats = self.node.stats
+        if session.has_control():
+            for frame in session.take_control():
+                transport.write(text_frame(frame))
+                self.frames += 1
+                stats.frames_sent += 1
+            self.last_send = now
+        if not session.has_ticks():
+            return
+        if now < self.next_ticks:  # max_hz: come back when the next frame is allowed
+            if self._hz_timer is None:
+                self._hz_timer = self._loop.call_at(self.next_ticks, self._hz_due)
+            return
+        frame, count = session.take_ticks()
+        transport.write(text_frame(frame))
+        self.frames += 1
+        self.ticks += count
         stats.frames_sent += 1
-        stats.ticks_delivered += ticks
+        stats.ticks_delivered += count
+        self.last_send = now
+        self.next_ticks = now + self.min_interval
+        if session.has_ticks():  # more than a frame's worth: the rest goes on the next pass
+            self.wake()
+
+    def _hz_due(self) -> None:
+        self._hz_timer = None
+        self.wake()
+
+    def _wait_for_drain(self) -> None:
+        if self._drainer is None:
+            self._drainer = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        """Wait until the socket takes data again (one task per stall, not per frame)."""
+        try:
+            # aiohttp's own writer waits the same way; there is no public drain for a
+            # WebSocket response that does not also write.
+            await self.protocol._drain_helper()
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # lost, or a shared drain wait was cut short: the next flush will see
+        finally:
+            self._drainer = None
+            self.wake()
+
+    def heartbeat_due(self, now: float, heartbeat_s: float) -> None:
+        if now - self.last_send >= heartbeat_s and self.session.close_request is None:
+            self.last_send = now
+            self.session.heartbeat()
+
+    def start_close(self) -> None:
+        if self.closing is None:
+            self.closing = asyncio.ensure_future(self._close())
+
+    async def _close(self) -> None:
+        """Send the close frame; a client that does not take it in time is aborted."""
+        request = self.session.close_request
+        assert request is not None
+        try:
+            async with asyncio.timeout(self.node.settings.close_grace_s):
+                await self.ws.close(code=request.code, message=request.reason.encode())
+        except TimeoutError:
+            log.info("session=%s did not read its close frame in time: aborted", self.session.id)
+            self.abort()
+        except ConnectionError:
+            pass
 
     async def read_loop(self) -> None:
         ws, session = self.ws, self.session
@@ -120,9 +208,9 @@ class Connection:
             try:
                 msg = await ws.receive()
             except asyncio.CancelledError:
-                # aiohttp shares one drain future between the tasks writing to a socket
-                # (our writer, and its own pong): when the writer's wait is cut short the
-                # reader sees the cancellation too. Only a real cancellation propagates.
+                # aiohttp shares one drain future between the tasks waiting on a socket
+                # (a close, its own pong): when one wait is cut short the others see the
+                # cancellation too. Only a real cancellation propagates.
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise
@@ -140,48 +228,13 @@ class Connection:
             else:  # CLOSING, CLOSED, or an ERROR such as a missed pong
                 session.request_close(CloseCode.GOING_AWAY, "connection lost")
 
-    async def write_loop(self) -> None:
-        session, ready, heartbeat_s = self.session, self._ready, self.node.settings.heartbeat_s
-        loop = self._loop
-        last_send = next_ticks = loop.time()
-        try:
-            while session.close_request is None:
-                if session.has_control():
-                    for frame in session.take_control():
-                        await self._send(frame)
-                    last_send = loop.time()
-                    continue
-                now = loop.time()
-                timeout = last_send + heartbeat_s - now
-                if session.has_ticks():
-                    if now >= next_ticks:
-                        frame, count = session.take_ticks()
-                        await self._send(frame, count)
-                        last_send = loop.time()
-                        next_ticks = last_send + self.min_interval
-                        continue
-                    timeout = min(timeout, next_ticks - now)
-                elif timeout <= 0:
-                    await self._send(protocol.heartbeat(now_us()))
-                    last_send = loop.time()
-                    continue
-                ready.clear()
-                try:
-                    async with asyncio.timeout(timeout):
-                        await ready.wait()
-                except TimeoutError:
-                    pass
-            await self._close()
-        except ConnectionError:
-            pass  # the peer went away (or we aborted); the reader notices too
-
     def finish(self) -> None:
         """Leave the node: unsubscribe, count and log the close. Synchronous on purpose,
         so that it runs to the end even when the handler is being cancelled."""
         session, node, metrics = self.session, self.node, self.node.metrics
         request = session.close_request
-        if self._deadline is not None:
-            self._deadline.cancel()
+        if self._hz_timer is not None:
+            self._hz_timer.cancel()
         session.end()
         node.connections.discard(self)
         self.closed.set()
@@ -196,17 +249,8 @@ class Connection:
             (request.reason if request else "") or "-",
             self.frames,
             self.ticks,
-            time.monotonic() - self.opened_at,
+            self._loop.time() - self.opened_at,
         )
-
-    async def _close(self) -> None:
-        request = self.session.close_request
-        assert request is not None
-        try:
-            async with asyncio.timeout(self.node.settings.close_grace_s):
-                await self.ws.close(code=request.code, message=request.reason.encode())
-        except TimeoutError:
-            self.abort()
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
@@ -224,7 +268,6 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         max_msg_size=settings.limits.max_message_bytes,
         compress=False,
         autoclose=False,
-        writer_limit=0,  # check the transport's pause state after every frame
     )
     await ws.prepare(request)
     conn = Connection(node, ws, request, mode=mode, max_hz=max_hz)
@@ -242,16 +285,16 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         ",".join(symbols) or "-",
     )
     session.start(settings.heartbeat_s, symbols)
-    writer = asyncio.create_task(conn.write_loop(), name=f"writer:{session.id}")
     try:
         await conn.read_loop()
     except ConnectionError:
         pass
     finally:
         try:
-            # Let the writer send the close frame; a client that does not take it is aborted.
             session.request_close(CloseCode.GOING_AWAY, "connection lost")
-            done, _ = await asyncio.wait([writer], timeout=settings.close_grace_s + 0.5)
+            conn.start_close()
+            assert conn.closing is not None
+            done, _ = await asyncio.wait([conn.closing], timeout=settings.close_grace_s + 0.5)
             if not done:
                 conn.abort()
         except asyncio.CancelledError:  # the peer vanished and aiohttp cancelled us
