@@ -53,9 +53,9 @@ def run_ticker(seconds: float = 3.0) -> dict[str, float]:
             bus.publish([dict(t) for t in batch])  # fresh dicts: the bus stamps them
             for box in boxes:
                 if len(box):
-                    items = box.drain()
-                    protocol.ticks(items)
-                    delivered += len(items)
+                    segments, count = box.drain()
+                    protocol.ticks(segments)
+                    delivered += count
                     frames += 1
     cpu = time.process_time() - start
     return {"deliveries_per_s": delivered / cpu, "us_per_delivery": cpu / delivered * 1e6,

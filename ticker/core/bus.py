@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import orjson
 
-from ticker.core.mailbox import Mailbox
+from ticker.core.mailbox import Delivery, Mailbox
 from ticker.core.ticks import MAX_SYMBOL_LENGTH, MicrosClock, TickBatch, now_us
 
 WILDCARD = "*"
@@ -48,6 +48,8 @@ class Bus:
         self.epoch = epoch or new_epoch(clock)
         self._topics: dict[str, Topic] = {}
         self._wildcard: set[Mailbox] = set()
+        self._following: dict[Mailbox, set[str]] = {}
+        """Mailbox -> the symbols it follows explicitly (its ``follows`` is derived)."""
         self.published = 0
         """Ticks published since start (a counter for metrics and readiness)."""
 
@@ -78,8 +80,11 @@ class Bus:
         """Stamp, encode once and route a batch of ticks.
 
         Ticks keep ``q`` and ``t`` when they bring them and get them here otherwise (the
-        dicts are completed in place). Ticks of one symbol reach a mailbox together and in
-        order, so per-symbol publish order holds; across symbols it need not.
+        dicts are completed in place). Each symbol's ticks are joined into one segment,
+        and every mailbox that follows any of the batch's symbols is offered the batch
+        once: routing costs a lookup per mailbox, plus a pass over the symbols per
+        distinct subscription set, never work per tick and client. Per-symbol publish
+        order holds; across symbols it need not.
         """
         if not batch:
             return
@@ -103,16 +108,19 @@ class Bus:
             else:
                 run.append(data)
         self.published += len(batch)
-        wildcard = self._wildcard
-        for symbol, run in runs.items():
-            subscribers = topics[symbol].subscribers
-            if not subscribers and not wildcard:
-                continue
-            nbytes = sum(map(len, run))
-            for mailbox in subscribers:
-                mailbox.put(symbol, run, nbytes)
-            for mailbox in wildcard:
-                mailbox.put(symbol, run, nbytes)
+        offered: set[Mailbox] = set(self._wildcard)
+        for symbol in runs:
+            offered |= topics[symbol].subscribers
+        if not offered:
+            return
+        join = b",".join
+        delivery = Delivery(
+            {symbol: join(run) for symbol, run in runs.items()},
+            {symbol: len(run) for symbol, run in runs.items()},
+            {symbol: run[-1] for symbol, run in runs.items()},
+        )
+        for mailbox in offered:
+            mailbox.offer(delivery)
 
     # -- subscriptions ----------------------------------------------------------------
 
@@ -123,11 +131,14 @@ class Bus:
         published in between, so the first tick the mailbox gets of a symbol has
         q = snapshot q + 1.
         """
+        following = self._following.setdefault(mailbox, set())
         for symbol in symbols:
             if symbol == WILDCARD:
                 self._wildcard.add(mailbox)
             else:
                 self._topic(symbol).subscribers.add(mailbox)
+                following.add(symbol)
+        self._refollow(mailbox)
 
     def snapshot(self, symbols: Iterable[str]) -> list[bytes]:
         """The last encoded tick of each of these symbols that has one."""
@@ -135,11 +146,26 @@ class Bus:
         return [t.last for s in symbols if (t := topics.get(s)) is not None and t.last is not None]
 
     def unsubscribe(self, mailbox: Mailbox, symbols: Iterable[str]) -> None:
+        following = self._following.get(mailbox, set())
         for symbol in symbols:
             if symbol == WILDCARD:
                 self._wildcard.discard(mailbox)
-            elif (topic := self._topics.get(symbol)) is not None:
-                topic.subscribers.discard(mailbox)
+            else:
+                if (topic := self._topics.get(symbol)) is not None:
+                    topic.subscribers.discard(mailbox)
+                following.discard(symbol)
+        self._refollow(mailbox)
+
+    def _refollow(self, mailbox: Mailbox) -> None:
+        """Derive what the mailbox takes from each delivery: O(its symbols), per change."""
+        following = self._following.get(mailbox)
+        if mailbox in self._wildcard:
+            mailbox.follows = None
+        elif following:
+            mailbox.follows = frozenset(following)
+        else:
+            mailbox.follows = frozenset()
+            self._following.pop(mailbox, None)
 
     def subscriber_count(self) -> int:
         """Subscriptions across all topics, "*" included (for metrics)."""

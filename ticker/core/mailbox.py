@@ -1,56 +1,87 @@
 """Per-client mailboxes: what a client has not been sent yet, bounded by construction.
 
-The bus puts pre-encoded ticks in; the client's writer drains one frame's worth at a time.
-A mailbox never encodes and never blocks: its memory is bounded either by the number of
-symbols (``ConflatingMailbox``) or by an explicit byte limit (``QueueMailbox``), whatever
-the publish rate and however slowly the client reads.
+The bus offers each published batch once per mailbox, as a ``Delivery``: every symbol's
+ticks already encoded and comma-joined. A mailbox takes the share of the symbols it
+follows and keeps references to those bytes: nothing is encoded or copied here, and the
+work per client is per batch, not per tick. Clients that follow the same set of symbols
+(a default watchlist, "*") share one computed share per batch, so routing a batch to them
+costs a dictionary lookup each.
+
+Memory is bounded whatever the publish rate and however slowly the client reads: by the
+number of symbols (``ConflatingMailbox``) or by an explicit byte limit (``QueueMailbox``).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import NamedTuple
 
 MAX_FRAME_BYTES = 256 * 1024
 """A frame's worth of ticks: big enough to amortise a write, small enough to stay fair."""
 
 Wake = Callable[[], None]
+Follows = frozenset[str] | None
+"""The symbols a mailbox follows; ``None`` means every symbol ("*")."""
 
 
-class Mailbox(Protocol):
-    """What the bus and the writer need of a mailbox; the two modes implement it."""
+class Share(NamedTuple):
+    """What one set of followed symbols takes from one batch."""
 
-    mode: str
-    overflowed: bool
+    symbols: list[str]
+    segments: list[bytes]
+    nbytes: int
+    """Bytes the segments take in a frame, a separating comma each included."""
+    ticks: int
+    latest: list[tuple[str, bytes]]
+    """(symbol, its last tick in the batch): all a conflating client needs."""
 
-    def put(self, symbol: str, items: list[bytes], nbytes: int) -> None:
-        """Take the encoded ticks of one symbol (publish order), ``nbytes`` their total size."""
 
-    def drain(self, max_bytes: int = MAX_FRAME_BYTES) -> list[bytes]:
-        """Remove and return up to ``max_bytes`` of ticks (at least one when not empty)."""
+class Delivery:
+    """One published batch as the mailboxes see it; built once by the bus."""
 
-    def discard(self, symbols: Iterable[str]) -> None:
-        """Drop whatever is pending for these symbols (they were unsubscribed)."""
+    __slots__ = ("_shares", "counts", "latest", "segments")
 
-    def clear(self) -> None: ...
+    def __init__(
+        self, segments: dict[str, bytes], counts: dict[str, int], latest: dict[str, bytes]
+    ) -> None:
+        self.segments = segments
+        """Symbol -> its ticks of this batch, encoded and joined with commas, in order."""
+        self.counts = counts
+        """Symbol -> how many ticks its segment holds."""
+        self.latest = latest
+        """Symbol -> its last tick of this batch."""
+        self._shares: dict[Follows, Share] = {}
 
-    def __len__(self) -> int:
-        """Number of pending ticks."""
+    def share(self, follows: Follows) -> Share:
+        """The part of this batch for ``follows``, computed once per distinct set."""
+        share = self._shares.get(follows)
+        if share is None:
+            share = self._shares[follows] = self.share_of(self._pick(follows))
+        return share
+
+    def _pick(self, follows: Follows) -> list[str]:
+        segments = self.segments
+        if follows is None:
+            return list(segments)
+        if len(follows) < len(segments):
+            return [s for s in follows if s in segments]
+        return [s for s in segments if s in follows]
+
+    def share_of(self, symbols: list[str]) -> Share:
+        segments, counts, latest = self.segments, self.counts, self.latest
+        picked = [segments[s] for s in symbols]
+        return Share(
+            symbols,
+            picked,
+            sum(map(len, picked)) + len(picked),
+            sum([counts[s] for s in symbols]),
+            [(s, latest[s]) for s in symbols],
+        )
 
 
 def _noop() -> None:
     pass
-
-
-def _fit(items: list[bytes], room: int) -> int:
-    """How many leading items fit in ``room`` bytes (at least one: a frame is never empty)."""
-    total = 0
-    for n, item in enumerate(items):
-        total += len(item)
-        if total > room:
-            return max(n, 1)
-    return len(items)
 
 
 class ConflatingMailbox:
@@ -63,35 +94,43 @@ class ConflatingMailbox:
     mode = "conflate"
     overflowed = False
 
-    __slots__ = ("_pending", "_wake", "conflated")
+    __slots__ = ("_pending", "_wake", "conflated", "follows")
 
     def __init__(self, wake: Wake = _noop) -> None:
+        self.follows: Follows = frozenset()
         self._pending: dict[str, bytes] = {}
         self._wake = wake
         self.conflated = 0
         """Ticks replaced before they were sent (a counter for metrics)."""
 
-    def put(self, symbol: str, items: list[bytes], nbytes: int) -> None:
+    def offer(self, delivery: Delivery) -> None:
+        share = delivery.share(self.follows)
+        if not share.ticks:
+            return
         pending = self._pending
-        was_empty = not pending
-        self.conflated += len(items) - (symbol not in pending)
-        pending[symbol] = items[-1]
-        if was_empty:
+        before = len(pending)
+        pending.update(share.latest)
+        self.conflated += share.ticks - (len(pending) - before)
+        if not before:
             self._wake()
 
-    def drain(self, max_bytes: int = MAX_FRAME_BYTES) -> list[bytes]:
+    def drain(self, max_bytes: int = MAX_FRAME_BYTES) -> tuple[list[bytes], int]:
+        """Up to ``max_bytes`` of pending ticks (at least one) and how many there are."""
         pending = self._pending
         items = list(pending.values())
         if len(items) * 128 > max_bytes:  # cheap pre-check: ticks are well under 128 bytes
-            n = _fit(items, max_bytes)
-            if n < len(items):
-                for symbol in list(pending)[:n]:
-                    del pending[symbol]
-                return items[:n]
+            total = 0
+            for n, item in enumerate(items):
+                total += len(item) + 1
+                if total > max_bytes and n:
+                    for symbol in list(pending)[:n]:
+                        del pending[symbol]
+                    return items[:n], n
         pending.clear()
-        return items
+        return items, len(items)
 
     def discard(self, symbols: Iterable[str]) -> None:
+        """Drop what is pending for these symbols (they were unsubscribed)."""
         for symbol in symbols:
             self._pending.pop(symbol, None)
 
@@ -99,77 +138,98 @@ class ConflatingMailbox:
         self._pending.clear()
 
     def __len__(self) -> int:
+        """Pending ticks."""
         return len(self._pending)
 
 
 class QueueMailbox:
-    """Every tick, FIFO per symbol, bounded in bytes; going over the bound is an overflow.
+    """Every tick, in publish order per symbol, bounded in bytes; over the bound = overflow.
 
-    On overflow the queue is emptied at once (its memory is released) and ``overflowed``
-    stays set: the caller then closes the connection as a slow consumer (4008).
+    On overflow the queue is emptied at once (its memory is released), ``overflowed``
+    stays set and the wake callback runs: the owner then closes the client as a slow
+    consumer (4008).
     """
 
     mode = "all"
 
-    __slots__ = ("_chunks", "_wake", "limit_bytes", "nbytes", "ntick", "overflowed")
+    __slots__ = ("_shares", "_wake", "follows", "limit_bytes", "nbytes", "ntick", "overflowed")
 
     def __init__(self, limit_bytes: int, wake: Wake = _noop) -> None:
-        self._chunks: deque[tuple[str, list[bytes], int]] = deque()
+        self.follows: Follows = frozenset()
+        self._shares: deque[tuple[Share, Delivery]] = deque()
         self._wake = wake
         self.limit_bytes = limit_bytes
         self.nbytes = 0
         self.ntick = 0
         self.overflowed = False
 
-    def put(self, symbol: str, items: list[bytes], nbytes: int) -> None:
-        if self.overflowed:
+    def offer(self, delivery: Delivery) -> None:
+        share = delivery.share(self.follows)
+        if not share.ticks or self.overflowed:
             return
-        if self.nbytes + nbytes > self.limit_bytes:
+        if self.nbytes + share.nbytes > self.limit_bytes:
             self.clear()
             self.overflowed = True
             self._wake()
             return
         was_empty = not self.ntick
-        self._chunks.append((symbol, items, nbytes))
-        self.nbytes += nbytes
-        self.ntick += len(items)
+        self._shares.append((share, delivery))
+        self.nbytes += share.nbytes
+        self.ntick += share.ticks
         if was_empty:
             self._wake()
 
-    def drain(self, max_bytes: int = MAX_FRAME_BYTES) -> list[bytes]:
-        chunks = self._chunks
+    def drain(self, max_bytes: int = MAX_FRAME_BYTES) -> tuple[list[bytes], int]:
+        """Whole segments up to ``max_bytes`` (at least one) and how many ticks they hold.
+
+        A segment is never split: it is one symbol's share of one batch, bounded by the
+        batch, so a frame may exceed ``max_bytes`` by at most one segment.
+        """
+        shares = self._shares
         out: list[bytes] = []
-        room = max_bytes
-        while chunks:
-            symbol, items, nbytes = chunks[0]
-            if nbytes <= room:
-                chunks.popleft()
-                out += items
-                room -= nbytes
+        taken = ticks = 0
+        while shares and taken < max_bytes:
+            share, delivery = shares[0]
+            if taken + share.nbytes <= max_bytes or (not out and len(share.symbols) == 1):
+                shares.popleft()  # the common case: the whole batch fits
+                out += share.segments
+                taken += share.nbytes
+                ticks += share.ticks
                 continue
-            n = _fit(items, room) if not out or len(items[0]) <= room else 0
+            symbols, segments = share.symbols, share.segments
+            n = 0  # split the batch: take whole segments while they fit, at least one
+            while n < len(symbols) and (not out or taken + len(segments[n]) < max_bytes):
+                out.append(segments[n])
+                taken += len(segments[n]) + 1
+                n += 1
             if n:
-                head = items[:n]
-                head_bytes = sum(map(len, head))
-                chunks[0] = (symbol, items[n:], nbytes - head_bytes)
-                out += head
-                room -= head_bytes
+                ticks += delivery.share_of(symbols[:n]).ticks
+                shares[0] = (delivery.share_of(symbols[n:]), delivery)
             break
-        self.nbytes -= max_bytes - room
-        self.ntick -= len(out)
-        return out
+        self.nbytes -= taken
+        self.ntick -= ticks
+        return out, ticks
 
     def discard(self, symbols: Iterable[str]) -> None:
+        """Drop what is pending for these symbols (they were unsubscribed)."""
         drop = set(symbols)
-        kept = [chunk for chunk in self._chunks if chunk[0] not in drop]
-        self._chunks = deque(kept)
-        self.nbytes = sum(chunk[2] for chunk in kept)
-        self.ntick = sum(len(chunk[1]) for chunk in kept)
+        kept: deque[tuple[Share, Delivery]] = deque()
+        for share, delivery in self._shares:
+            rest = [s for s in share.symbols if s not in drop]
+            if rest:
+                kept.append((delivery.share_of(rest), delivery))
+        self._shares = kept
+        self.nbytes = sum(share.nbytes for share, _ in kept)
+        self.ntick = sum(share.ticks for share, _ in kept)
 
     def clear(self) -> None:
-        self._chunks.clear()
+        self._shares.clear()
         self.nbytes = 0
         self.ntick = 0
 
     def __len__(self) -> int:
+        """Pending ticks."""
         return self.ntick
+
+
+Mailbox = ConflatingMailbox | QueueMailbox

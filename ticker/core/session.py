@@ -276,8 +276,8 @@ class Session:
 
     def take_ticks(self) -> tuple[bytes, int]:
         """One ``ticks`` frame and the number of ticks in it."""
-        encoded = self.mailbox.drain()
-        return protocol.ticks(encoded), len(encoded)
+        segments, count = self.mailbox.drain()
+        return protocol.ticks(segments), count
 
     def _on_queue_ready(self) -> None:
         """Mode ``all``: a queue past its byte bound is a slow consumer, closed with 4008."""

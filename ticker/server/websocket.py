@@ -190,12 +190,17 @@ class Connection:
             self.closing = asyncio.ensure_future(self._close())
 
     async def _close(self) -> None:
-        """Send the close frame; a client that does not take it in time is aborted."""
+        """Send the close frame and see it leave; a client that does not take it in time
+        is aborted (``transport.close()`` alone would keep a stuck socket forever)."""
         request = self.session.close_request
         assert request is not None
+        transport = self.transport
         try:
             async with asyncio.timeout(self.node.settings.close_grace_s):
                 await self.ws.close(code=request.code, message=request.reason.encode())
+                # asyncio has no "wait until flushed": poll, briefly, under the deadline
+                while transport is not None and transport.get_write_buffer_size():  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
         except TimeoutError:
             log.info("session=%s did not read its close frame in time: aborted", self.session.id)
             self.abort()
