@@ -171,3 +171,25 @@ async def test_rate_limited_then_closed_4029(start_server: StartServer) -> None:
                 assert msg.json()["type"] in ("pong", "error")
         assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 4029
     assert node.stats.errors["rate_limited"] >= 2
+
+
+async def test_peer_that_does_not_answer_pings_is_closed(start_server: StartServer) -> None:
+    node, server = await start_server(ping_interval_s=0.2)
+    async with aiohttp.ClientSession() as http:
+        # autoping off: this client never answers the server's pings
+        ws = await http.ws_connect(server.make_url("/ws"), autoping=False)
+        await frame(ws)
+        answering = await http.ws_connect(server.make_url("/ws"))
+        await frame(answering)
+        reader = asyncio.create_task(answering.receive())  # aiohttp pongs inside receive()
+        async with asyncio.timeout(5):
+            while (msg := await ws.receive()).type is aiohttp.WSMsgType.PING:
+                pass
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        async with asyncio.timeout(5):
+            while len(node.connections) > 1:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # the answering client outlives several ping rounds
+        assert not answering.closed and len(node.connections) == 1
+        reader.cancel()
+        await answering.close()

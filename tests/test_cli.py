@@ -1,0 +1,98 @@
+"""The command line: flags, their TICKER_* environment twins, and clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ticker.cli import build_parser, settings_from
+
+
+def test_flags_reach_the_settings() -> None:
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--port",
+            "9001",
+            "--heartbeat",
+            "5",
+            "--max-symbols",
+            "7",
+            "--queue-bytes",
+            "4096",
+            "--ops-per-s",
+            "3",
+            "--rate",
+            "50",
+            "--skew",
+            "1.2",
+        ]
+    )
+    settings = settings_from(args)
+    assert settings.port == 9001 and settings.heartbeat_s == 5.0
+    assert settings.limits.max_symbols == 7 and settings.limits.queue_bytes == 4096
+    assert settings.limits.ops_per_s == 3
+    assert args.rate == 50.0 and args.skew == 1.2
+
+
+def test_environment_variables_are_defaults_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TICKER_PORT", "9100")
+    monkeypatch.setenv("TICKER_QUEUE_BYTES", "2048")
+    monkeypatch.setenv("TICKER_LOG_LEVEL", "debug")
+    args = build_parser().parse_args(["serve", "--port", "9200"])
+    assert args.port == 9200  # the flag wins
+    assert args.queue_bytes == 2048 and args.log_level == "debug"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "needle"),
+    [
+        (["serve", "--rate", "-5"], {}, "--rate"),
+        (["serve", "--feed", "nasdaq"], {}, "--feed"),
+        (["serve"], {"TICKER_PORT": "eighty"}, "TICKER_PORT='eighty'"),
+        (["serve"], {"TICKER_LOG_LEVEL": "loud"}, "TICKER_LOG_LEVEL='loud'"),
+        (["serve"], {"TICKER_SYMBOLS": "0"}, "TICKER_SYMBOLS='0'"),
+    ],
+)
+def test_bad_values_exit_2_with_a_clear_message(
+    argv: list[str], env: dict[str, str], needle: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ticker", *argv],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_explains_every_flag() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ticker", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0
+    for flag in (
+        "--host",
+        "--port",
+        "--feed",
+        "--symbols",
+        "--rate",
+        "--skew",
+        "--seed",
+        "--heartbeat",
+        "--max-symbols",
+        "--queue-bytes",
+        "--ops-per-s",
+        "--log-level",
+    ):
+        assert flag in proc.stdout
+        env = "TICKER_" + flag[2:].replace("-", "_").upper()
+        assert env in proc.stdout
