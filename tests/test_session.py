@@ -180,3 +180,16 @@ def test_end_leaves_every_topic() -> None:
     assert bus.subscriber_count() == 1  # "*" alone is registered
     session.end()
     assert bus.subscriber_count() == 0
+
+
+def test_a_big_snapshot_fits_but_unread_replies_close_4008() -> None:
+    bus = Bus(clock=lambda: 1_000, epoch="e1")
+    symbols = [f"S{i:05d}" for i in range(20_000)]  # ~760 KB of snapshot
+    bus.publish([{"s": s, "p": 1.0} for s in symbols])
+    limits = Limits(max_symbols=30_000, queue_bytes=256 * 1024)  # replies bound: 512 KiB
+    session = Session(bus, limits=limits, session_id="s1")
+    session.receive(b'{"op":"subscribe","symbols":["*"]}')
+    assert session.close_request is None  # one op's replies always fit
+    session.receive(b'{"op":"ping"}')  # ...but the client read none of them
+    assert session.close_request is not None
+    assert session.close_request.code == CloseCode.SLOW_CONSUMER

@@ -157,8 +157,17 @@ class Session:
             )
 
     def _admit(self) -> bool:
-        """The ops-per-second limit: an error frame while over it, a close if it goes on."""
+        """The limits on what a client sends, checked before each frame of it.
+
+        Ops per second: an error frame while over the rate, a close (4029) if it goes on.
+        Unread replies: a client that keeps sending while not reading what came back is
+        a slow consumer (4008). The check comes before the op, so one op's replies (a
+        big snapshot) always fit; the outbox stays within the bound plus one op's worth.
+        """
         if self.close_request is not None:
+            return False
+        if self._outbox_bytes > max(self.limits.queue_bytes, MAX_FRAME_BYTES * 2):
+            self.request_close(CloseCode.SLOW_CONSUMER, "slow consumer: replies not read")
             return False
         if self._bucket.take():
             self._strikes = 0
@@ -249,8 +258,6 @@ class Session:
     def _send(self, frame: bytes) -> None:
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
-        if self._outbox_bytes > max(self.limits.queue_bytes, MAX_FRAME_BYTES * 2):
-            self.request_close(CloseCode.SLOW_CONSUMER, "slow consumer: replies not read")
         self._wake()
 
     def heartbeat(self) -> None:
