@@ -8,6 +8,7 @@ import aiohttp
 import orjson
 
 from tests.conftest import StartServer, frame, next_of
+from tests.rawws import RawWebSocket
 
 
 async def test_full_round_trip(start_server: StartServer) -> None:
@@ -193,3 +194,22 @@ async def test_peer_that_does_not_answer_pings_is_closed(start_server: StartServ
         assert not answering.closed and len(node.connections) == 1
         reader.cancel()
         await answering.close()
+
+
+async def test_invalid_utf8_is_bad_json_and_close_codes_are_echoed_validly(
+    start_server: StartServer,
+) -> None:
+    _, server = await start_server()
+    raw = await RawWebSocket.connect(server.host, server.port, "/ws")
+    await raw.json()  # welcome
+    raw.send(b'{"op":"ping","x":"\xff\xfe"}')
+    error = await raw.json()
+    assert error["code"] == "bad_json"
+    raw.send(b'{"op":"ping","id":1}')
+    assert (await raw.json())["type"] == "pong"  # still usable
+    raw.send(b"", opcode=8)  # a close frame without a code, as browsers send
+    async with asyncio.timeout(5):
+        while raw.close_code is None:
+            await raw.frame()
+    assert raw.close_code == 1000  # never 0 or 1005 on the wire
+    raw.close()

@@ -118,14 +118,16 @@ class ConflatingMailbox:
         """Up to ``max_bytes`` of pending ticks (at least one) and how many there are."""
         pending = self._pending
         items = list(pending.values())
-        if len(items) * 128 > max_bytes:  # cheap pre-check: ticks are well under 128 bytes
-            total = 0
-            for n, item in enumerate(items):
+        if sum(map(len, items)) + len(items) > max_bytes:
+            total = n = 0
+            for n, item in enumerate(items):  # noqa: B007 - n is used after the loop
                 total += len(item) + 1
-                if total > max_bytes and n:
-                    for symbol in list(pending)[:n]:
-                        del pending[symbol]
-                    return items[:n], n
+                if total > max_bytes:
+                    break
+            n = max(n, 1)
+            for symbol in list(pending)[:n]:
+                del pending[symbol]
+            return items[:n], n
         pending.clear()
         return items, len(items)
 

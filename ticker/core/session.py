@@ -157,17 +157,8 @@ class Session:
             )
 
     def _admit(self) -> bool:
-        """The limits on what a client sends, checked before each frame of it.
-
-        Ops per second: an error frame while over the rate, a close (4029) if it goes on.
-        Unread replies: a client that keeps sending while not reading what came back is
-        a slow consumer (4008). The check comes before the op, so one op's replies (a
-        big snapshot) always fit; the outbox stays within the bound plus one op's worth.
-        """
+        """The ops-per-second limit: an error frame while over it, a close if it goes on."""
         if self.close_request is not None:
-            return False
-        if self._outbox_bytes > max(self.limits.queue_bytes, MAX_FRAME_BYTES * 2):
-            self.request_close(CloseCode.SLOW_CONSUMER, "slow consumer: replies not read")
             return False
         if self._bucket.take():
             self._strikes = 0
@@ -274,6 +265,16 @@ class Session:
         self._outbox.clear()
         self._outbox_bytes = 0
         return frames
+
+    def backed_up(self) -> None:
+        """The transport says the client is not reading: bound the replies piling up.
+
+        A client that keeps sending while it reads nothing would grow the outbox; past
+        the bound it is a slow consumer (4008). Only checked while the socket is backed
+        up, so one op's replies (a big snapshot) always go out.
+        """
+        if self._outbox_bytes > max(self.limits.queue_bytes, MAX_FRAME_BYTES * 2):
+            self.request_close(CloseCode.SLOW_CONSUMER, "slow consumer: replies not read")
 
     def has_control(self) -> bool:
         return bool(self._outbox)

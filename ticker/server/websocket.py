@@ -1,11 +1,11 @@
 """The WebSocket transport: a thin adapter between an aiohttp socket and a ``Session``.
 
-Two tasks per connection, each with one job. The reader hands every frame the client sends
-to the session. The writer is the only task that writes: it waits until the session has
-something, sends control frames first, then one frame of ticks, and does not send the next
-frame before the transport has drained below its high-water mark. So backpressure comes
-from the socket: while a client is slow its mailbox conflates (or its queue fills and it
-is closed with 4008), and nothing else waits for it.
+The handler's task reads: it hands every frame the client sends to the session. Writing is
+the node's ``Flusher``: when the session has something, the connection is flushed once on
+the next pass — control frames first, then one frame of ticks, straight to the transport —
+unless the transport is paused above its high-water mark. Then nothing is written until it
+drains, so backpressure comes from the socket: while a client is slow its mailbox conflates
+(or its queue fills and it is closed with 4008), and nothing else waits for it.
 """
 
 from __future__ import annotations
@@ -52,6 +52,15 @@ def bad_handshake(message: str) -> web.Response:
     return web.json_response(
         {"type": "error", "code": "bad_request", "message": message}, status=400
     )
+
+
+def echo_code(code: object) -> int:
+    """The code to answer a client's close with: its own when RFC 6455 lets us send it."""
+    if isinstance(code, int) and (
+        1000 <= code <= 1003 or 1007 <= code <= 1011 or 3000 <= code <= 4999
+    ):
+        return code
+    return CloseCode.NORMAL
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -134,7 +143,11 @@ class Connection:
         if transport is None or transport.is_closing() or self.ws.closed:
             return
         if self.protocol.writing_paused:  # backpressure: wait for the socket, keep conflating
-            self._wait_for_drain()
+            session.backed_up()
+            if session.close_request is not None:
+                self.start_close()
+            else:
+                self._wait_for_drain()
             return
         stats = self.node.stats
         if session.has_control():
@@ -225,11 +238,11 @@ class Connection:
                 session.receive(msg.data)
             elif msg.type is WSMsgType.BINARY:
                 session.receive_binary()
-            elif msg.type is WSMsgType.CLOSE:  # echo the peer's code, as RFC 6455 asks
-                code = msg.data if isinstance(msg.data, int) else CloseCode.NORMAL
-                session.request_close(code, "closed by client")
-            elif msg.type is WSMsgType.ERROR and ws.close_code == CloseCode.TOO_BIG:
-                session.request_close(CloseCode.TOO_BIG, "message too big")
+            elif msg.type is WSMsgType.CLOSE:
+                session.request_close(echo_code(msg.data), "closed by client")
+            elif msg.type is WSMsgType.ERROR and ws.close_code:
+                # aiohttp refused a frame (1009 too big, 1002 protocol error) and closed
+                session.request_close(ws.close_code, str(msg.data))
             else:  # CLOSING, CLOSED, or an ERROR such as a missed pong
                 session.request_close(CloseCode.GOING_AWAY, "connection lost")
 
@@ -273,6 +286,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         max_msg_size=settings.limits.max_message_bytes,
         compress=False,
         autoclose=False,
+        decode_text=False,  # bytes straight to orjson; bad UTF-8 is then bad_json, not a close
     )
     await ws.prepare(request)
     conn = Connection(node, ws, request, mode=mode, max_hz=max_hz)
