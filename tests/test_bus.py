@@ -94,3 +94,28 @@ def test_invalid_symbols_are_refused(symbol: str) -> None:
 
 def test_epochs_differ_between_buses() -> None:
     assert Bus().epoch != Bus().epoch
+
+
+def test_a_lagging_queue_keeps_alive_about_what_it_will_send() -> None:
+    """Routing caches and orjson's oversized buffers must not ride along with the bytes."""
+    import tracemalloc
+
+    bus = make_bus()
+    symbols = [f"S{i:02d}" for i in range(100)]
+    healthy = [QueueMailbox(10**6) for _ in range(200)]
+    for i, box in enumerate(healthy):  # many distinct subscription sets, each share cached
+        bus.subscribe(box, [symbols[(i * 7 + k) % 100] for k in range(10)])
+    stalled = QueueMailbox(10**7)
+    bus.subscribe(stalled, [WILDCARD])
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for b in range(300):
+            bus.publish([{"s": symbols[(b + k) % 100], "p": 1.0 + k} for k in range(20)])
+            for box in healthy:
+                box.drain()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(stalled) == 6000
+    assert kept < 3 * stalled.nbytes, (kept, stalled.nbytes)

@@ -19,6 +19,10 @@ from ticker.core.ticks import MAX_SYMBOL_LENGTH, MicrosClock, TickBatch, now_us
 WILDCARD = "*"
 
 
+def _compact(data: bytes) -> bytes:
+    return memoryview(data).tobytes()
+
+
 class Topic:
     """One symbol: its sequence counter, last encoded tick and subscribers."""
 
@@ -101,26 +105,33 @@ class Bus:
             if "t" not in tick:
                 tick["t"] = now
             topic.q = q
-            data = topic.last = dumps(tick)
+            data = dumps(tick)
             run = runs.get(symbol)
             if run is None:
                 runs[symbol] = [data]
             else:
                 run.append(data)
         self.published += len(batch)
+        # What outlives this call (last values, segments in lagging queues) must be
+        # compact: orjson's result sits in a ~4 KiB allocation whatever its length, so
+        # each kept tick is copied once to its exact size (a join copies anyway).
+        latest = {symbol: _compact(run[-1]) for symbol, run in runs.items()}
         offered: set[Mailbox] = set(self._wildcard)
-        for symbol in runs:
-            offered |= topics[symbol].subscribers
+        for symbol, last in latest.items():
+            topic = topics[symbol]
+            topic.last = last
+            offered |= topic.subscribers
         if not offered:
             return
         join = b",".join
         delivery = Delivery(
-            {symbol: join(run) for symbol, run in runs.items()},
+            {s: join(run) if len(run) > 1 else latest[s] for s, run in runs.items()},
             {symbol: len(run) for symbol, run in runs.items()},
-            {symbol: run[-1] for symbol, run in runs.items()},
+            latest,
         )
         for mailbox in offered:
             mailbox.offer(delivery)
+        delivery.release()  # a lagging client must keep only its own share alive
 
     # -- subscriptions ----------------------------------------------------------------
 

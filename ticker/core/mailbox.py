@@ -26,21 +26,46 @@ Follows = frozenset[str] | None
 
 
 class Share(NamedTuple):
-    """What one set of followed symbols takes from one batch."""
+    """What one set of followed symbols takes from one batch, in a mode ``all`` queue.
+
+    It holds references to the batch's bytes and nothing else of the batch, so a client
+    that lags keeps alive only what it will send.
+    """
 
     symbols: list[str]
     segments: list[bytes]
+    counts: list[int]
     nbytes: int
     """Bytes the segments take in a frame, a separating comma each included."""
     ticks: int
-    latest: list[tuple[str, bytes]]
-    """(symbol, its last tick in the batch): all a conflating client needs."""
+
+    def split(self, n: int) -> tuple[Share, Share]:
+        """The first ``n`` symbols' part and the rest."""
+        return _share(self.symbols[:n], self.segments[:n], self.counts[:n]), _share(
+            self.symbols[n:], self.segments[n:], self.counts[n:]
+        )
+
+    def without(self, drop: set[str]) -> Share:
+        keep = [i for i, s in enumerate(self.symbols) if s not in drop]
+        return _share(
+            [self.symbols[i] for i in keep],
+            [self.segments[i] for i in keep],
+            [self.counts[i] for i in keep],
+        )
+
+
+def _share(symbols: list[str], segments: list[bytes], counts: list[int]) -> Share:
+    return Share(symbols, segments, counts, sum(map(len, segments)) + len(segments), sum(counts))
 
 
 class Delivery:
-    """One published batch as the mailboxes see it; built once by the bus."""
+    """One published batch as the mailboxes see it; built once by the bus.
 
-    __slots__ = ("_shares", "counts", "latest", "segments")
+    What each distinct set of followed symbols takes is computed once and cached for the
+    routing of this batch only: ``release()`` drops the caches when routing is done.
+    """
+
+    __slots__ = ("_latest", "_queued", "counts", "latest", "segments")
 
     def __init__(
         self, segments: dict[str, bytes], counts: dict[str, int], latest: dict[str, bytes]
@@ -51,14 +76,31 @@ class Delivery:
         """Symbol -> how many ticks its segment holds."""
         self.latest = latest
         """Symbol -> its last tick of this batch."""
-        self._shares: dict[Follows, Share] = {}
+        self._queued: dict[Follows, Share] = {}
+        self._latest: dict[Follows, tuple[list[tuple[str, bytes]], int]] = {}
 
     def share(self, follows: Follows) -> Share:
-        """The part of this batch for ``follows``, computed once per distinct set."""
-        share = self._shares.get(follows)
+        """The part of this batch for a mode ``all`` client following ``follows``."""
+        share = self._queued.get(follows)
         if share is None:
-            share = self._shares[follows] = self.share_of(self._pick(follows))
+            symbols = self._pick(follows)
+            segments, counts = self.segments, self.counts
+            share = self._queued[follows] = _share(
+                symbols, [segments[s] for s in symbols], [counts[s] for s in symbols]
+            )
         return share
+
+    def latest_of(self, follows: Follows) -> tuple[list[tuple[str, bytes]], int]:
+        """(symbol, last tick) pairs for a conflating client, and how many ticks they stand for."""
+        entry = self._latest.get(follows)
+        if entry is None:
+            symbols = self._pick(follows)
+            latest, counts = self.latest, self.counts
+            entry = self._latest[follows] = (
+                [(s, latest[s]) for s in symbols],
+                sum([counts[s] for s in symbols]),
+            )
+        return entry
 
     def _pick(self, follows: Follows) -> list[str]:
         segments = self.segments
@@ -68,16 +110,9 @@ class Delivery:
             return [s for s in follows if s in segments]
         return [s for s in segments if s in follows]
 
-    def share_of(self, symbols: list[str]) -> Share:
-        segments, counts, latest = self.segments, self.counts, self.latest
-        picked = [segments[s] for s in symbols]
-        return Share(
-            symbols,
-            picked,
-            sum(map(len, picked)) + len(picked),
-            sum([counts[s] for s in symbols]),
-            [(s, latest[s]) for s in symbols],
-        )
+    def release(self) -> None:
+        self._queued.clear()
+        self._latest.clear()
 
 
 def _noop() -> None:
@@ -104,13 +139,13 @@ class ConflatingMailbox:
         """Ticks replaced before they were sent (a counter for metrics)."""
 
     def offer(self, delivery: Delivery) -> None:
-        share = delivery.share(self.follows)
-        if not share.ticks:
+        latest, ticks = delivery.latest_of(self.follows)
+        if not ticks:
             return
         pending = self._pending
         before = len(pending)
-        pending.update(share.latest)
-        self.conflated += share.ticks - (len(pending) - before)
+        pending.update(latest)
+        self.conflated += ticks - (len(pending) - before)
         if not before:
             self._wake()
 
@@ -158,7 +193,7 @@ class QueueMailbox:
 
     def __init__(self, limit_bytes: int, wake: Wake = _noop) -> None:
         self.follows: Follows = frozenset()
-        self._shares: deque[tuple[Share, Delivery]] = deque()
+        self._shares: deque[Share] = deque()
         self._wake = wake
         self.limit_bytes = limit_bytes
         self.nbytes = 0
@@ -175,7 +210,7 @@ class QueueMailbox:
             self._wake()
             return
         was_empty = not self.ntick
-        self._shares.append((share, delivery))
+        self._shares.append(share)
         self.nbytes += share.nbytes
         self.ntick += share.ticks
         if was_empty:
@@ -191,22 +226,22 @@ class QueueMailbox:
         out: list[bytes] = []
         taken = ticks = 0
         while shares and taken < max_bytes:
-            share, delivery = shares[0]
+            share = shares[0]
             if taken + share.nbytes <= max_bytes or (not out and len(share.symbols) == 1):
                 shares.popleft()  # the common case: the whole batch fits
                 out += share.segments
                 taken += share.nbytes
                 ticks += share.ticks
                 continue
-            symbols, segments = share.symbols, share.segments
-            n = 0  # split the batch: take whole segments while they fit, at least one
-            while n < len(symbols) and (not out or taken + len(segments[n]) < max_bytes):
+            segments = share.segments  # split the batch: whole segments while they fit
+            n = 0
+            while n < len(segments) and (not out or taken + len(segments[n]) < max_bytes):
                 out.append(segments[n])
                 taken += len(segments[n]) + 1
                 n += 1
             if n:
-                ticks += delivery.share_of(symbols[:n]).ticks
-                shares[0] = (delivery.share_of(symbols[n:]), delivery)
+                head, shares[0] = share.split(n)
+                ticks += head.ticks
             break
         self.nbytes -= taken
         self.ntick -= ticks
@@ -215,14 +250,10 @@ class QueueMailbox:
     def discard(self, symbols: Iterable[str]) -> None:
         """Drop what is pending for these symbols (they were unsubscribed)."""
         drop = set(symbols)
-        kept: deque[tuple[Share, Delivery]] = deque()
-        for share, delivery in self._shares:
-            rest = [s for s in share.symbols if s not in drop]
-            if rest:
-                kept.append((delivery.share_of(rest), delivery))
-        self._shares = kept
-        self.nbytes = sum(share.nbytes for share, _ in kept)
-        self.ntick = sum(share.ticks for share, _ in kept)
+        kept = (share.without(drop) for share in self._shares)
+        self._shares = deque(share for share in kept if share.symbols)
+        self.nbytes = sum(share.nbytes for share in self._shares)
+        self.ntick = sum(share.ticks for share in self._shares)
 
     def clear(self) -> None:
         self._shares.clear()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -68,6 +67,22 @@ def _chunks(encoded: list[bytes], max_bytes: int = MAX_FRAME_BYTES) -> Iterable[
 class Session:
     """State of one connected client; see the module docstring for the contract."""
 
+    __slots__ = (
+        "_bucket",
+        "_clock_us",
+        "_outbox",
+        "_outbox_bytes",
+        "_strikes",
+        "_wake",
+        "bus",
+        "close_request",
+        "errors",
+        "id",
+        "limits",
+        "mailbox",
+        "subscriptions",
+    )
+
     def __init__(
         self,
         bus: Bus,
@@ -93,7 +108,7 @@ class Session:
             else ConflatingMailbox(wake)
         )
         self.subscriptions: set[str] = set()
-        self._outbox: deque[bytes] = deque()
+        self._outbox: list[bytes] = []
         self._outbox_bytes = 0
         self._bucket = TokenBucket(limits.ops_per_s, limits.ops_per_s, clock=monotonic)
         self._strikes = 0
@@ -261,8 +276,7 @@ class Session:
 
     def take_control(self) -> list[bytes]:
         """Control frames (replies, snapshots, errors) in order; they go before ticks."""
-        frames = list(self._outbox)
-        self._outbox.clear()
+        frames, self._outbox = self._outbox, []
         self._outbox_bytes = 0
         return frames
 

@@ -87,6 +87,27 @@ class Connection:
     frames (pong, ping, close), each a whole frame, so the two never interleave.
     """
 
+    __slots__ = (
+        "_drainer",
+        "_flusher",
+        "_hz_timer",
+        "_loop",
+        "_marked",
+        "closing",
+        "frames",
+        "last_send",
+        "min_interval",
+        "next_ticks",
+        "node",
+        "opened_at",
+        "peer",
+        "protocol",
+        "session",
+        "ticks",
+        "transport",
+        "ws",
+    )
+
     def __init__(
         self,
         node: Node,
@@ -107,7 +128,6 @@ class Connection:
         self._drainer: asyncio.Task[None] | None = None
         self._hz_timer: asyncio.TimerHandle | None = None
         self.closing: asyncio.Task[None] | None = None
-        self.closed = asyncio.Event()
         self.session = Session(
             node.bus,
             mode=mode,
@@ -255,7 +275,6 @@ class Connection:
             self._hz_timer.cancel()
         session.end()
         node.connections.discard(self)
-        self.closed.set()
         code = request.code if request else CloseCode.GOING_AWAY
         label = str(code) if code in CloseCode._value2member_map_ else "other"
         metrics.connections.labels(TRANSPORT).dec()
