@@ -24,5 +24,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# `make bench` (about 10-15 min) or `make bench QUICK=1` (2-3 min); more: bench/README.md.
+# BENCH_ARGS passes anything else, e.g. BENCH_ARGS="--scenario fanout --server ticker".
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(if $(filter 1 yes true,$(QUICK)),--quick) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info

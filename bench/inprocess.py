@@ -26,16 +26,20 @@ BATCH = 300  # ticks per feed batch (30 000 ticks/s at the sim feed's 100 batche
 def _batches(n: int, rng: random.Random) -> list[TickBatch]:
     names = [f"S{i:03d}" for i in range(N_SYMBOLS)]
     return [
-        [{"s": rng.choice(names), "p": 100.0 + i, "b": 99.99, "a": 100.01, "v": 100}
-         for i in range(BATCH)]
+        [
+            {"s": rng.choice(names), "p": 100.0 + i, "b": 99.99, "a": 100.01, "v": 100}
+            for i in range(BATCH)
+        ]
         for _ in range(n)
     ]
 
 
 def _subscriptions(rng: random.Random) -> list[list[str]]:
     names = [f"S{i:03d}" for i in range(N_SYMBOLS)]
-    return [[names[(c * PER_CLIENT + k) % N_SYMBOLS] for k in range(PER_CLIENT)]
-            for c in range(N_CLIENTS)]
+    return [
+        [names[(c * PER_CLIENT + k) % N_SYMBOLS] for k in range(PER_CLIENT)]
+        for c in range(N_CLIENTS)
+    ]
 
 
 def run_ticker(seconds: float = 3.0) -> dict[str, float]:
@@ -58,8 +62,11 @@ def run_ticker(seconds: float = 3.0) -> dict[str, float]:
                     delivered += count
                     frames += 1
     cpu = time.process_time() - start
-    return {"deliveries_per_s": delivered / cpu, "us_per_delivery": cpu / delivered * 1e6,
-            "ticks_per_frame": delivered / frames}
+    return {
+        "deliveries_per_s": delivered / cpu,
+        "us_per_delivery": cpu / delivered * 1e6,
+        "ticks_per_frame": delivered / frames,
+    }
 
 
 def run_naive(seconds: float = 3.0) -> dict[str, float]:
@@ -85,16 +92,18 @@ def run_naive(seconds: float = 3.0) -> dict[str, float]:
                     json.dumps({"type": "ticks", "ticks": [full]})
                     delivered += 1
     cpu = time.process_time() - start
-    return {"deliveries_per_s": delivered / cpu, "us_per_delivery": cpu / delivered * 1e6,
-            "ticks_per_frame": 1.0}
+    return {
+        "deliveries_per_s": delivered / cpu,
+        "us_per_delivery": cpu / delivered * 1e6,
+        "ticks_per_frame": 1.0,
+    }
 
 
 def main() -> dict[str, Any]:
     ticker, naive = run_ticker(), run_naive()
     return {
         "scenario": "inprocess",
-        "shape": f"{N_CLIENTS} clients x {PER_CLIENT} of {N_SYMBOLS} symbols, "
-                 f"{BATCH}-tick batches",
+        "shape": f"{N_CLIENTS} clients x {PER_CLIENT} of {N_SYMBOLS} symbols, {BATCH}-tick batches",
         "ticker": ticker,
         "naive": naive,
         "ratio": ticker["deliveries_per_s"] / naive["deliveries_per_s"],
