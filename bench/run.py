@@ -437,16 +437,22 @@ def count_check(check: dict[str, int] | None) -> float | None:
     return check["fast"] / check["parsed"]
 
 
+def runnable(ctx: Context, servers: Sequence[str], out: dict[str, Any]) -> Iterator[str]:
+    """The servers that can run here; the others are recorded as skipped, with why."""
+    for name in servers:
+        if ctx.available.get(name):
+            out[name] = {"skipped": ctx.available[name]}
+        else:
+            yield name
+
+
 # -- scenario 1: fan-out ladder -----------------------------------------------------------
 
 
 def scenario_fanout(ctx: Context, servers: Sequence[str]) -> dict[str, Any]:
     p = ctx.plan
     out: dict[str, Any] = {}
-    for name in servers:
-        if ctx.available.get(name):
-            out[name] = {"skipped": ctx.available[name]}
-            continue
+    for name in runnable(ctx, servers, out):
         steps: list[dict[str, Any]] = []
         up = sorted(r for r in p.fanout_rates if r >= p.light_rate)
         down = sorted((r for r in p.fanout_rates if r < p.light_rate), reverse=True)
@@ -540,10 +546,7 @@ def ladder_figures(ctx: Context, steps: list[dict[str, Any]]) -> dict[str, Any]:
 def scenario_connections(ctx: Context, servers: Sequence[str]) -> dict[str, Any]:
     p = ctx.plan
     out: dict[str, Any] = {}
-    for name in servers:
-        if ctx.available.get(name):
-            out[name] = {"skipped": ctx.available[name]}
-            continue
+    for name in runnable(ctx, servers, out):
         out[name] = {}
         for n in p.conn_sizes:
             label = f"connections-{name}-{n}"
@@ -575,11 +578,17 @@ def scenario_connections(ctx: Context, servers: Sequence[str]) -> dict[str, Any]
                     f"delivered {fmt_pct(row['delivery'])}, p99 {fmt_ms(row['p99_ms'])}"
                 )
             except Exception as exc:
-                row = {"error": f"{type(exc).__name__}: {exc}"}
-                progress(f"  -> error: {row['error'][:200]}")
+                row = failed(exc)
             row["log_problems"] = log_problems(ctx, label)
             out[name][str(n)] = row
     return out
+
+
+def failed(exc: Exception, **row: Any) -> dict[str, Any]:
+    """A measurement that crashed: recorded with its error, and the run goes on."""
+    row["error"] = f"{type(exc).__name__}: {exc}"
+    progress(f"  -> error: {row['error'][:200]}")
+    return row
 
 
 # -- scenario 3: slow consumers -----------------------------------------------------------
@@ -588,10 +597,7 @@ def scenario_connections(ctx: Context, servers: Sequence[str]) -> dict[str, Any]
 def scenario_slow(ctx: Context, servers: Sequence[str]) -> dict[str, Any]:
     p = ctx.plan
     out: dict[str, Any] = {}
-    for name in servers:
-        if ctx.available.get(name):
-            out[name] = {"skipped": ctx.available[name]}
-            continue
+    for name in runnable(ctx, servers, out):
         runs: list[tuple[str, int, str]] = [
             ("no-slow", 0, "all"),
             ("slow-all", p.slow_clients, "all"),
@@ -634,8 +640,7 @@ def scenario_slow(ctx: Context, servers: Sequence[str]) -> dict[str, Any]:
                     f"{fmt_outcomes(row['slow_outcomes']) or '-'}"
                 )
             except Exception as exc:
-                row = {"error": f"{type(exc).__name__}: {exc}"}
-                progress(f"  -> error: {row['error'][:200]}")
+                row = failed(exc)
             row["log_problems"] = log_problems(ctx, label)
             out[name][run] = row
         base = out[name].get("no-slow", {}).get("p99_ms")
@@ -739,8 +744,7 @@ def scenario_ceiling(ctx: Context) -> dict[str, Any]:
                 f"(~{fmt_rate(row['per_core_per_s'])}/s per core)"
             )
         except Exception as exc:
-            row = {"ticks_per_frame": k, "error": f"{type(exc).__name__}: {exc}"}
-            progress(f"  -> error: {row['error'][:200]}")
+            row = failed(exc, ticks_per_frame=k)
         rows[str(k)] = row
     return rows
 
