@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 from aiohttp import WSMsgType, web
 
@@ -29,15 +30,15 @@ class ConnectError(ValueError):
     """A query parameter that makes the handshake fail with 400 (before the upgrade)."""
 
 
-def connect_params(query: dict[str, str] | object) -> tuple[str, float | None, list[str]]:
+def connect_params(query: Mapping[str, str]) -> tuple[str, float | None, list[str]]:
     """``mode``, ``max_hz`` and ``symbols`` from the handshake's query string."""
-    get = query.get  # type: ignore[attr-defined]
+    get = query.get
     mode = get("mode", "conflate")
     if mode not in MODES:
         raise ConnectError(f"mode must be one of: {', '.join(MODES)}")
     max_hz: float | None = None
-    raw = get("max_hz")
-    if raw not in (None, ""):
+    raw = get("max_hz", "")
+    if raw:
         try:
             max_hz = float(raw)
         except ValueError:
