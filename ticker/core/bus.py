@@ -52,8 +52,6 @@ class Bus:
         self.epoch = epoch or new_epoch(clock)
         self._topics: dict[str, Topic] = {}
         self._wildcard: set[Mailbox] = set()
-        self._following: dict[Mailbox, set[str]] = {}
-        """Mailbox -> the symbols it follows explicitly (its ``follows`` is derived)."""
         self.published = 0
         """Ticks published since start (a counter for metrics and readiness)."""
 
@@ -142,14 +140,15 @@ class Bus:
         published in between, so the first tick the mailbox gets of a symbol has
         q = snapshot q + 1.
         """
-        following = self._following.setdefault(mailbox, set())
-        for symbol in symbols:
-            if symbol == WILDCARD:
-                self._wildcard.add(mailbox)
-            else:
-                self._topic(symbol).subscribers.add(mailbox)
-                following.add(symbol)
-        self._refollow(mailbox)
+        symbols = list(symbols)
+        named = [s for s in symbols if s != WILDCARD]
+        for symbol in named:
+            self._topic(symbol).subscribers.add(mailbox)
+        if WILDCARD in symbols:
+            self._wildcard.add(mailbox)
+            mailbox.follows = None
+        elif mailbox.follows is not None:
+            mailbox.follows = mailbox.follows.union(named)
 
     def snapshot(self, symbols: Iterable[str]) -> list[bytes]:
         """The last encoded tick of each of these symbols that has one."""
@@ -157,26 +156,19 @@ class Bus:
         return [t.last for s in symbols if (t := topics.get(s)) is not None and t.last is not None]
 
     def unsubscribe(self, mailbox: Mailbox, symbols: Iterable[str]) -> None:
-        following = self._following.get(mailbox, set())
-        for symbol in symbols:
-            if symbol == WILDCARD:
-                self._wildcard.discard(mailbox)
-            else:
-                if (topic := self._topics.get(symbol)) is not None:
-                    topic.subscribers.discard(mailbox)
-                following.discard(symbol)
-        self._refollow(mailbox)
-
-    def _refollow(self, mailbox: Mailbox) -> None:
-        """Derive what the mailbox takes from each delivery: O(its symbols), per change."""
-        following = self._following.get(mailbox)
-        if mailbox in self._wildcard:
-            mailbox.follows = None
-        elif following:
-            mailbox.follows = frozenset(following)
-        else:
-            mailbox.follows = frozenset()
-            self._following.pop(mailbox, None)
+        symbols = list(symbols)
+        named = [s for s in symbols if s != WILDCARD]
+        for symbol in named:
+            if (topic := self._topics.get(symbol)) is not None:
+                topic.subscribers.discard(mailbox)
+        if WILDCARD in symbols:
+            self._wildcard.discard(mailbox)
+            # Rare (leaving "*"): what it still follows by name is what the topics say.
+            mailbox.follows = frozenset(
+                s for s, t in self._topics.items() if mailbox in t.subscribers
+            )
+        elif mailbox.follows is not None:
+            mailbox.follows = mailbox.follows.difference(named)
 
     def subscriber_count(self) -> int:
         """Subscriptions across all topics, "*" included (for metrics)."""

@@ -227,7 +227,7 @@ class QueueMailbox:
         taken = ticks = 0
         while shares and taken < max_bytes:
             share = shares[0]
-            if taken + share.nbytes <= max_bytes or (not out and len(share.symbols) == 1):
+            if taken + share.nbytes <= max_bytes:
                 shares.popleft()  # the common case: the whole batch fits
                 out += share.segments
                 taken += share.nbytes
@@ -239,7 +239,10 @@ class QueueMailbox:
                 out.append(segments[n])
                 taken += len(segments[n]) + 1
                 n += 1
-            if n:
+            if n == len(segments):  # one segment bigger than a frame: it goes whole
+                shares.popleft()
+                ticks += share.ticks
+            elif n:
                 head, shares[0] = share.split(n)
                 ticks += head.ticks
             break
