@@ -6,6 +6,9 @@ read them; nothing here is touched per tick per client.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -13,6 +16,11 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ticker.server.node import Node
 
 
 class Metrics:
@@ -34,4 +42,48 @@ class Metrics:
             "Client connections closed, by close code.",
             ["transport", "code"],
             registry=registry,
+        )
+
+
+class NodeCollector(Collector):
+    """Reads the node's plain counters at scrape time: no cost on the hot path."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        node = self.node
+        published = CounterMetricFamily(
+            "ticker_ticks_published", "Ticks published into the bus, by feed.", labels=["feed"]
+        )
+        restarts = CounterMetricFamily(
+            "ticker_feed_restarts", "Feed adapter restarts after a failure.", labels=["feed"]
+        )
+        for sup in node.supervisors:
+            published.add_metric([sup.adapter.name], sup.ticks)
+            restarts.add_metric([sup.adapter.name], sup.restarts)
+        yield published
+        yield restarts
+        stats = node.stats
+        yield CounterMetricFamily(
+            "ticker_ticks_delivered",
+            "Ticks handed to client transports.",
+            value=stats.ticks_delivered,
+        )
+        yield CounterMetricFamily(
+            "ticker_frames_sent", "Frames handed to client transports.", value=stats.frames_sent
+        )
+        errors = CounterMetricFamily(
+            "ticker_client_errors", "Error frames sent to clients, by code.", labels=["code"]
+        )
+        for code, count in stats.errors.items():
+            errors.add_metric([code], count)
+        yield errors
+        yield GaugeMetricFamily(
+            "ticker_subscriptions",
+            "Client subscriptions across all topics.",
+            value=node.bus.subscriber_count(),
+        )
+        yield GaugeMetricFamily(
+            "ticker_symbols", "Symbols known to the bus.", value=len(node.bus.symbols())
         )

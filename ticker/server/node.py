@@ -9,20 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from feeds.base import FeedAdapter
 from feeds.supervisor import FeedSupervisor
 from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
 from ticker.server.flusher import Flusher
-from ticker.server.metrics import Metrics
+from ticker.server.metrics import Metrics, NodeCollector
 from ticker.server.settings import Settings
 
 if TYPE_CHECKING:
@@ -63,7 +61,7 @@ class Node:
             self.bus.add_symbols(feed.symbols())
         self._feed_tasks: list[asyncio.Task[None]] = []
         self.closing = False
-        self.metrics.registry.register(_NodeCollector(self))
+        self.metrics.registry.register(NodeCollector(self))
 
     @property
     def ready(self) -> bool:
@@ -112,50 +110,6 @@ class Node:
             conn.abort()
         if stuck:
             log.info("aborted %d client connection(s) that did not read their close", len(stuck))
-
-
-class _NodeCollector(Collector):
-    """Reads the node's plain counters at scrape time: no cost on the hot path."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        node = self.node
-        published = CounterMetricFamily(
-            "ticker_ticks_published", "Ticks published into the bus, by feed.", labels=["feed"]
-        )
-        restarts = CounterMetricFamily(
-            "ticker_feed_restarts", "Feed adapter restarts after a failure.", labels=["feed"]
-        )
-        for sup in node.supervisors:
-            published.add_metric([sup.adapter.name], sup.ticks)
-            restarts.add_metric([sup.adapter.name], sup.restarts)
-        yield published
-        yield restarts
-        stats = node.stats
-        yield CounterMetricFamily(
-            "ticker_ticks_delivered",
-            "Ticks handed to client transports.",
-            value=stats.ticks_delivered,
-        )
-        yield CounterMetricFamily(
-            "ticker_frames_sent", "Frames handed to client transports.", value=stats.frames_sent
-        )
-        errors = CounterMetricFamily(
-            "ticker_client_errors", "Error frames sent to clients, by code.", labels=["code"]
-        )
-        for code, count in stats.errors.items():
-            errors.add_metric([code], count)
-        yield errors
-        yield GaugeMetricFamily(
-            "ticker_subscriptions",
-            "Client subscriptions across all topics.",
-            value=node.bus.subscriber_count(),
-        )
-        yield GaugeMetricFamily(
-            "ticker_symbols", "Symbols known to the bus.", value=len(node.bus.symbols())
-        )
 
 
 NODE_KEY = web.AppKey("node", Node)
