@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from feeds.base import FeedAdapter
+from ticker.commands import convert
 from ticker.core.session import Limits
 from ticker.server.settings import Settings
 
@@ -57,6 +58,15 @@ class _EnvParser(argparse.ArgumentParser):
         help_text = kw.pop("help", "")
         kw["help"] = f"{help_text} [env {env}; default: %(default)s]"
         self.add_argument(flag, type=type, default=default, **kw)
+
+    def add_flag(self, flag: str, *, help: str) -> None:
+        """An on/off option; ``TICKER_<OPTION>`` set to 1, true or yes turns it on."""
+        env = "TICKER_" + flag.lstrip("-").replace("-", "_").upper()
+        raw = os.environ.get(env, "")
+        if raw.lower() not in ("", "0", "false", "no", "1", "true", "yes"):
+            self.error(f"environment variable {env}={raw!r}: use 1/true/yes or 0/false/no")
+        default = raw.lower() in ("1", "true", "yes")
+        self.add_argument(flag, action="store_true", default=default, help=f"{help} [env {env}]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="operations per second a client may send before it gets rate_limited",
     )
     serve.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
+    convert.add_parser(commands)
     return parser
 
 
@@ -171,12 +182,14 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
+        level=getattr(logging, getattr(args, "log_level", "info").upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     if args.command == "serve":
         return serve(args)
+    if args.command == "convert":
+        return convert.run(args)
     return 2
 
 
