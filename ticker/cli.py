@@ -14,11 +14,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from feeds.base import FeedAdapter
-from ticker.commands import convert
+from ticker.commands import convert, replay
 from ticker.core.session import Limits
+from ticker.recording.problems import RecordingError
 from ticker.server.settings import Settings
 
 DEFAULT_LIMITS = Limits()
+DEFAULT_SIM_SYMBOLS = 100
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -85,10 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_option("--host", default="127.0.0.1", help="address to listen on")
     serve.add_option("--port", type=int, default=8080, help="TCP port to listen on")
     serve.add_option(
-        "--feed", default="sim", choices=("sim",), help="where ticks come from: sim = simulated"
+        "--feed",
+        type=replay.feed_spec,
+        default="sim",
+        help="where ticks come from: sim = simulated, replay:PATH[,PATH...] = a recording",
     )
     serve.add_option(
-        "--symbols", type=_positive(int), default=100, help="number of simulated symbols"
+        "--symbols",
+        type=replay.symbols_arg,
+        default=None,
+        help="sim: number of simulated symbols (100 if not given); "
+        "replay: comma-separated symbols to replay (all if not given)",
     )
     serve.add_option(
         "--rate",
@@ -130,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="operations per second a client may send before it gets rate_limited",
     )
     serve.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
+    replay.add_replay_options(serve)
     convert.add_parser(commands)
     return parser
 
@@ -137,7 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _feeds(args: argparse.Namespace) -> list[FeedAdapter]:
     from feeds.sim.adapter import SimulatedFeed
 
-    return [SimulatedFeed(args.symbols, args.rate, skew=args.skew, seed=args.seed)]
+    if args.feed.startswith(replay.REPLAY_PREFIX):
+        return [replay.replay_feed(args)]
+    if isinstance(args.symbols, list):
+        raise ValueError("--symbols: the simulated feed takes a number of symbols")
+    symbols = args.symbols or DEFAULT_SIM_SYMBOLS
+    return [SimulatedFeed(symbols, args.rate, skew=args.skew, seed=args.seed)]
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -154,17 +169,25 @@ def serve(args: argparse.Namespace) -> int:
     from ticker.server.node import Node
 
     settings = settings_from(args)
-    node = Node(settings, _feeds(args))
+    try:
+        feeds = _feeds(args)
+    except (RecordingError, ValueError) as exc:
+        print(f"ticker serve: error: {exc}", file=sys.stderr)
+        return 2
+    node = Node(settings, feeds)
     log = logging.getLogger("ticker")
-    log.info(
-        "feed %s: %d symbols at %g ticks/s (skew %g, seed %s); epoch %s",
-        args.feed,
-        args.symbols,
-        args.rate,
-        args.skew,
-        args.seed,
-        node.bus.epoch,
-    )
+    if args.feed == "sim":
+        log.info(
+            "feed %s: %d symbols at %g ticks/s (skew %g, seed %s); epoch %s",
+            args.feed,
+            len(feeds[0].symbols()),
+            args.rate,
+            args.skew,
+            args.seed,
+            node.bus.epoch,
+        )
+    else:
+        log.info("feed %s; epoch %s", args.feed, node.bus.epoch)
     web.run_app(
         create_app(node),
         host=settings.host,
