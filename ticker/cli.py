@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from feeds.base import FeedAdapter
-from ticker.commands import convert, replay
+from ticker.commands import convert, record, replay
 from ticker.core.session import Limits
 from ticker.recording.problems import RecordingError
 from ticker.server.settings import Settings
@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
     replay.add_replay_options(serve)
+    replay.add_record_options(serve)
     convert.add_parser(commands)
+    record.add_parser(commands)
     return parser
 
 
@@ -167,6 +169,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from ticker.server.app import create_app
     from ticker.server.node import Node
+    from ticker.server.recorder import BusRecorder
 
     settings = settings_from(args)
     try:
@@ -188,8 +191,21 @@ def serve(args: argparse.Namespace) -> int:
         )
     else:
         log.info("feed %s; epoch %s", args.feed, node.bus.epoch)
+    app = create_app(node)
+    if args.record is not None:
+        try:
+            recorder = BusRecorder(
+                node.bus,
+                args.record,
+                suffix=f".{args.record_format}",
+                max_bytes=args.record_max_bytes,
+            )
+        except (OSError, ValueError) as exc:
+            print(f"ticker serve: error: --record {args.record}: {exc}", file=sys.stderr)
+            return 2
+        recorder.attach(app)
     web.run_app(
-        create_app(node),
+        app,
         host=settings.host,
         port=settings.port,
         shutdown_timeout=settings.close_grace_s + 1.0,
@@ -213,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "convert":
         return convert.run(args)
+    if args.command == "record":
+        return record.run(args)
     return 2
 
 

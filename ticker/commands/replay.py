@@ -1,4 +1,5 @@
-"""``ticker serve --feed replay:PATH``: the replay feed's flags and how they make a feed."""
+"""``ticker serve``'s recording flags: ``--feed replay:PATH`` (and how its flags make the
+feed) and ``--record DIR``."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from feeds.replay.schedule import ReplayOptions
 from ticker.commands.convert import add_input_options, mapping_from
 from ticker.core.ticks import MAX_SYMBOL_LENGTH
 from ticker.recording.problems import Problems
+from ticker.recording.rotating import SUFFIXES
 
 REPLAY_PREFIX = "replay:"
+RECORD_FORMATS = tuple(s.lstrip(".") for s in SUFFIXES)
 log = logging.getLogger("ticker")
 
 
@@ -50,6 +53,16 @@ def _non_negative(text: str) -> float:
 
 
 _non_negative.__name__ = "speed"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+_positive_int.__name__ = "size"
 parse_time.__name__ = "time"  # type: ignore[attr-defined]
 
 
@@ -61,6 +74,15 @@ def add_replay_options(parser: argparse.ArgumentParser) -> None:
     add("--from", dest="start", type=parse_time, default=None, help="replay: from (ISO or µs)")
     add("--to", dest="end", type=parse_time, default=None, help="replay: up to, excluded")
     add_input_options(parser)
+
+
+def add_record_options(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_option  # type: ignore[attr-defined]
+    add("--record", type=Path, default=None, help="log every published tick into this directory")
+    add("--record-format", default="jsonl.gz", choices=RECORD_FORMATS, help="--record's format")
+    add(
+        "--record-max-bytes", type=int, default=1 << 30, help="--record: start a new file past this"
+    )
 
 
 def replay_feed(args: argparse.Namespace) -> ReplayFeed:
