@@ -13,13 +13,13 @@ import aiohttp
 import pytest
 
 from feeds.replay.adapter import ReplayFeed
-from feeds.replay.schedule import ReplayOptions
 from feeds.supervisor import FeedSupervisor
 from tests.conftest import SYMBOLS, StartServer, next_of
 from ticker.commands.record import Recording, stream_url
 from ticker.recording.formats import load, open_writer
 from ticker.recording.problems import Problems
 from ticker.recording.rotating import RotatingRecorder
+from ticker.recording.schedule import ReplayOptions
 from ticker.server.app import create_app
 from ticker.server.node import Node
 from ticker.server.recorder import BusRecorder

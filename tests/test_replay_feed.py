@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from feeds.replay.adapter import ReplayFeed, parse_time, select
-from feeds.replay.schedule import MAX_BATCH, Replay, ReplayOptions
+from feeds.replay.adapter import ReplayFeed, select
 from feeds.supervisor import FeedSupervisor
 from ticker.core.bus import Bus
 from ticker.recording.formats import load
 from ticker.recording.problems import Problems, RecordingError
+from ticker.recording.schedule import MAX_BATCH, Replay, ReplayOptions
 from ticker.recording.table import TickTable
+from ticker.recording.times import parse_time
 
 DATA = Path(__file__).parent / "data"
 T0 = 1_700_000_000_000_000

@@ -170,6 +170,7 @@ def serve(args: argparse.Namespace) -> int:
     from ticker.server.app import create_app
     from ticker.server.node import Node
     from ticker.server.recorder import BusRecorder
+    from ticker.server.replays import ReplayPump
 
     settings = settings_from(args)
     try:
@@ -204,6 +205,14 @@ def serve(args: argparse.Namespace) -> int:
             print(f"ticker serve: error: --record {args.record}: {exc}", file=sys.stderr)
             return 2
         recorder.attach(app)
+    if args.replay_dir is not None:
+        try:
+            pump = ReplayPump(args.replay_dir)
+        except ValueError as exc:
+            print(f"ticker serve: error: --replay-dir: {exc}", file=sys.stderr)
+            return 2
+        node.replays = pump
+        pump.attach(app)
     web.run_app(
         app,
         host=settings.host,

@@ -1,1 +1,1 @@
-"""Replays of recorded feeds: the pure schedule (``schedule.py``) and the feed adapter."""
+"""Replays of recorded feeds as a feed adapter (the pacing: ``ticker/recording/schedule.py``)."""

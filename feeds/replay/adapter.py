@@ -11,32 +11,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
-from feeds.replay.schedule import Replay, ReplayOptions
 from ticker.core.ticks import MicrosClock, TickBatch, now_us
 from ticker.recording.formats import load
 from ticker.recording.importers.generic_csv import CsvMapping
 from ticker.recording.problems import Problems, RecordingError
+from ticker.recording.schedule import Replay, ReplayOptions
 from ticker.recording.table import TickTable
 
 DEFAULT_OPTIONS = ReplayOptions()
-
-
-def parse_time(text: str) -> int:
-    """``--from``/``--to``: integer µs since the epoch, or ISO-8601 (UTC unless it says)."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither ISO-8601 nor microseconds since 1970") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def select(
@@ -54,7 +38,7 @@ def select(
 
 
 class ReplayFeed:
-    """A ``FeedAdapter`` replaying ``table``; see ``feeds/replay/schedule.py`` for pacing."""
+    """A ``FeedAdapter`` replaying ``table``; see ``ticker/recording/schedule.py`` for pacing."""
 
     def __init__(
         self,

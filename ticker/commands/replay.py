@@ -7,12 +7,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from feeds.replay.adapter import ReplayFeed, parse_time
-from feeds.replay.schedule import ReplayOptions
+from feeds.replay.adapter import ReplayFeed
 from ticker.commands.convert import add_input_options, mapping_from
 from ticker.core.ticks import MAX_SYMBOL_LENGTH
 from ticker.recording.problems import Problems
 from ticker.recording.rotating import SUFFIXES
+from ticker.recording.schedule import ReplayOptions
+from ticker.recording.times import parse_time
 
 REPLAY_PREFIX = "replay:"
 RECORD_FORMATS = tuple(s.lstrip(".") for s in SUFFIXES)
@@ -63,7 +64,6 @@ def _positive_int(text: str) -> int:
 
 
 _positive_int.__name__ = "size"
-parse_time.__name__ = "time"  # type: ignore[attr-defined]
 
 
 def add_replay_options(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +78,7 @@ def add_replay_options(parser: argparse.ArgumentParser) -> None:
 
 def add_record_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_option  # type: ignore[attr-defined]
+    add("--replay-dir", type=Path, default=None, help="recordings clients may replay on demand")
     add("--record", type=Path, default=None, help="log every published tick into this directory")
     add("--record-format", default="jsonl.gz", choices=RECORD_FORMATS, help="--record's format")
     add(

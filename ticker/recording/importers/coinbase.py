@@ -22,18 +22,13 @@ from ticker.core.ticks import TickBatch
 from ticker.recording.importers.csvcolumns import read_text_lines
 from ticker.recording.problems import Problems
 from ticker.recording.table import TickTable, valid_symbol
+from ticker.recording.times import micros
 
 RECEIVED = re.compile(r"(\d+(?:\.\d*)?): (\{.*)")
-EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 
 
 def matches_first_line(line: str) -> bool:
     return line.startswith("wss://") or RECEIVED.fullmatch(line.strip()) is not None
-
-
-def _micros(iso: str) -> int:
-    delta = datetime.fromisoformat(iso) - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def read_coinbase(path: Path, problems: Problems) -> TickTable:
@@ -77,7 +72,7 @@ def _tick(message: Any, quotes: dict[str, tuple[float, float]]) -> dict | None:
         "s": symbol,
         "p": float(message["price"]),
         "v": float(message["size"]),
-        "t": _micros(message["time"]),
+        "t": micros(datetime.fromisoformat(message["time"])),
     }
     if symbol in quotes:
         tick["b"], tick["a"] = quotes[symbol]

@@ -103,8 +103,8 @@ class Replay:
 
     # -- driving ------------------------------------------------------------------------
 
-    def batch(self, now: float) -> TickBatch:
-        """The ticks due by ``now`` (at most ``MAX_BATCH``), ready to publish."""
+    def batch(self, now: float, max_rows: int = MAX_BATCH) -> TickBatch:
+        """The ticks due by ``now`` (at most ``max_rows``), ready to publish."""
         table = self.table
         if self.cursor >= len(table) and self.options.loop:
             self._next_pass()
@@ -114,7 +114,7 @@ class Replay:
             end = len(table)
         else:
             end = int(np.searchsorted(table.t, self.position(now), side="right"))
-        end = min(end, self.cursor + MAX_BATCH)
+        end = min(end, self.cursor + max_rows)
         if end <= self.cursor:
             return []
         rows = slice(self.cursor, end)
