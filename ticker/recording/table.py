@@ -8,7 +8,8 @@ source line of each tick, for error messages only; it is never written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,7 +156,7 @@ class TickTable:
                 columns.append(values.tolist())
             elif not absent.all():
                 ragged.append((name, np.where(absent, None, values).tolist()))
-        ticks: TickBatch = [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]  # type: ignore[misc]
+        ticks: TickBatch = _row_builder(tuple(keys))(columns)
         for name, values in ragged:
             for tick, value in zip(ticks, values, strict=True):
                 if value is not None:
@@ -184,6 +185,20 @@ class TickTable:
             cols["v"],
             np.fromiter((t.get("q", 0) for t in ticks), DTYPES["q"], len(ticks)),
         )
+
+
+@functools.cache
+def _row_builder(keys: tuple[str, ...]) -> Callable[[list[list]], TickBatch]:
+    """A list comprehension with a dict display for exactly these keys, compiled once.
+
+    A dict display is about three times faster than ``dict(zip(keys, row))``, and this is
+    the replay's cost per tick. ``keys`` are column names from this module, never input.
+    """
+    assert all(k in ("s", *COLUMNS) for k in keys)
+    names = [f"c{i}" for i in range(len(keys))]
+    display = ", ".join(f"{key!r}: {name}" for key, name in zip(keys, names, strict=True))
+    targets = ", ".join(names) + ("," if len(names) == 1 else "")
+    return eval(f"lambda columns: [{{{display}}} for {targets} in zip(*columns)]")
 
 
 def concat(tables: Sequence[TickTable]) -> TickTable:
