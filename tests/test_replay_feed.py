@@ -13,6 +13,7 @@ import pytest
 
 from feeds.replay.adapter import ReplayFeed, select
 from feeds.supervisor import FeedSupervisor
+from ticker.cli import main
 from ticker.core.bus import Bus
 from ticker.recording.formats import load
 from ticker.recording.problems import Problems, RecordingError
@@ -198,3 +199,25 @@ async def test_real_time_at_speed_10() -> None:
     assert count == 20
     assert 0.09 <= elapsed < 0.6
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--feed", "replay:nowhere.jsonl"], "ticker serve: error: nowhere.jsonl: no such file"),
+        (["--feed", f"replay:{DATA / 'tardis_trades.csv'}", "--symbols", "ETH"], "no ticks in the"),
+        (["--symbols", "AAPL,MSFT"], "the simulated feed takes a number of symbols"),
+        (["--feed", "replay:"], "argument --feed: invalid feed value"),
+        (["--speed", "-1"], "argument --speed: invalid speed value"),
+        (["--from", "noon"], "argument --from: invalid time value"),
+    ],
+)
+def test_serve_refuses_a_bad_replay_before_listening(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        status = main(["serve", "--port", "1", *argv])  # returns before listening
+    except SystemExit as exc:  # argparse's own errors
+        status = exc.code
+    assert status == 2
+    assert needle in capsys.readouterr().err
