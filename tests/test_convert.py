@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TtyBuffer
 from ticker.cli import main
 from ticker.progress import Progress
 from ticker.recording.formats import load
@@ -91,14 +92,9 @@ def test_a_directory_of_inputs_merges(tmp_path: Path) -> None:
     assert table.first_disorder() is None
 
 
-class _Tty(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
 def test_progress_on_a_terminal_shows_count_rate_and_eta() -> None:
     now = [0.0]
-    stream = _Tty()
+    stream = TtyBuffer()
     progress = Progress("convert", total=1000, stream=stream, clock=lambda: now[0])
     now[0] = 0.1
     progress.advance(100)  # too soon to redraw

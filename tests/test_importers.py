@@ -219,3 +219,12 @@ def test_empty_and_unknown_files(tmp_path: Path) -> None:
         load([blob], Problems())
     with pytest.raises(RecordingError, match="no such file"):
         load([tmp_path / "missing.jsonl"], Problems())
+
+
+def test_symbols_the_bus_would_refuse_are_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "long.csv"
+    path.write_text(
+        TARDIS.read_text().replace(",BTCUSDT,", ",BTCUSDT-PERPETUAL-WITH-A-VERY-LONG-NAME,")
+    )
+    with pytest.raises(RecordingError, match="is not a valid symbol"):
+        load([path], Problems())

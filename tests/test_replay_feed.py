@@ -13,8 +13,10 @@ import pytest
 
 from feeds.replay.adapter import ReplayFeed, select
 from feeds.supervisor import FeedSupervisor
+from tests.conftest import TtyBuffer
 from ticker.cli import main
 from ticker.core.bus import Bus
+from ticker.progress import Progress
 from ticker.recording.formats import load
 from ticker.recording.problems import Problems, RecordingError
 from ticker.recording.schedule import MAX_BATCH, Replay, ReplayOptions
@@ -103,10 +105,15 @@ async def test_sleep_after_sleep_would_drift_but_the_schedule_does_not() -> None
 async def test_speed_zero_goes_in_full_batches_without_waiting() -> None:
     table = recording(20_000)
     fake = FakeTime()
-    feed = ReplayFeed(table, ReplayOptions(speed=0), clock=fake.clock, sleep=fake.sleep)
+    screen = TtyBuffer()
+    progress = Progress("replay", total=len(table), stream=screen, clock=fake.clock)
+    feed = ReplayFeed(
+        table, ReplayOptions(speed=0), clock=fake.clock, sleep=fake.sleep, progress=progress
+    )
     sizes = [len(b) async for b in feed.stream()]
     assert sizes == [MAX_BATCH, MAX_BATCH, 20_000 - 2 * MAX_BATCH]
     assert set(fake.sleeps) == {0.0}
+    assert "replay: 20,000 ticks" in screen.getvalue() and screen.getvalue().endswith("100%\n")
 
 
 async def test_keep_time_keeps_the_recorded_timestamps() -> None:

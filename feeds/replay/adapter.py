@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 from ticker.core.ticks import MicrosClock, TickBatch, now_us
+from ticker.progress import Progress
 from ticker.recording.formats import load
 from ticker.recording.importers.generic_csv import CsvMapping
 from ticker.recording.problems import Problems, RecordingError
@@ -49,8 +50,11 @@ class ReplayFeed:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: MicrosClock = now_us,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        progress: Progress | None = None,
     ) -> None:
         self.name = name
+        self.progress = progress
+        """Advanced per batch, done at the end: for a flat-out (speed 0) replay on a TTY."""
         self.table = table
         self.options = options
         self._clock = clock
@@ -84,11 +88,16 @@ class ReplayFeed:
         replay = self.replay = Replay(
             self.table, self.options, now=clock(), wall_us=self._wall_clock()
         )
+        progress = self.progress
         while True:
             batch = replay.batch(clock())
             if batch:
                 yield batch
+                if progress is not None:
+                    progress.advance(len(batch))
             wait = replay.wait(clock())
             if wait is None:
+                if progress is not None:
+                    progress.done()
                 return
             await self._sleep(wait)  # 0 when more is due: the loop still gets a turn

@@ -10,6 +10,7 @@ from pathlib import Path
 from feeds.replay.adapter import ReplayFeed
 from ticker.commands.convert import add_input_options, mapping_from
 from ticker.core.ticks import MAX_SYMBOL_LENGTH
+from ticker.progress import Progress
 from ticker.recording.problems import Problems
 from ticker.recording.rotating import SUFFIXES
 from ticker.recording.schedule import ReplayOptions
@@ -102,6 +103,8 @@ def replay_feed(args: argparse.Namespace) -> ReplayFeed:
         sort=args.sort,
         mapping=mapping_from(args),
     )
+    if args.speed == 0 and not args.loop:
+        feed.progress = Progress("replay", total=len(feed.table))  # shown on a TTY only
     for line in problems.summary():
         log.warning("replay: %s", line)
     log.info(

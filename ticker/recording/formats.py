@@ -23,7 +23,7 @@ from ticker.recording.importers import coinbase, lobster, tardis
 from ticker.recording.importers.generic_csv import CsvMapping, read_generic_csv
 from ticker.recording.jsonl import JsonlReader, JsonlWriter, is_gzip
 from ticker.recording.problems import Problems, RecordingError
-from ticker.recording.table import TickTable, concat
+from ticker.recording.table import TickTable, concat, valid_symbol
 
 READ_FORMATS = ("jsonl", "npz", "ticks", "lobster", "tardis", "coinbase", "csv")
 WRITE_SUFFIXES = (".jsonl", ".jsonl.gz", ".npz", ".ticks")
@@ -94,6 +94,9 @@ def read_tables(
         raise RecordingError(path, f"unknown format {fmt!r}; known: {', '.join(READ_FORMATS)}")
     if not len(table):
         raise RecordingError(path, f"no ticks in it (read as {fmt})")
+    bad = [s for s in table.symbols if not valid_symbol(s)]
+    if bad:
+        raise RecordingError(path, f"{bad[0][:40]!r} is not a valid symbol (1 to 32 characters)")
     yield table
 
 
