@@ -15,6 +15,7 @@ import pytest
 from feeds.replay.adapter import ReplayFeed
 from feeds.supervisor import FeedSupervisor
 from tests.conftest import SYMBOLS, StartServer, next_of
+from ticker.cli import main
 from ticker.commands.record import Recording, stream_url
 from ticker.recording.formats import load, open_writer
 from ticker.recording.problems import Problems
@@ -201,3 +202,29 @@ def test_record_url_and_bad_arguments(tmp_path: Path) -> None:
     assert stream_url("ws://h:1/ws?symbols=A,B", "*") == "ws://h:1/ws?symbols=A,B&mode=all"
     with pytest.raises(ValueError, match="ws://"):
         stream_url("ftp://h/ws", "*")
+
+
+def test_record_cannot_connect_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rec.jsonl"
+    assert main(["record", "ws://127.0.0.1:1/ws", "--out", str(out)]) == 1
+    assert "ticker record: cannot connect to ws://127.0.0.1:1/ws" in capsys.readouterr().err
+    assert main(["record", "ws://127.0.0.1:1/ws", "--out", str(out)]) == 2  # exists now
+    assert "already exists" in capsys.readouterr().err
+
+
+async def test_record_stops_after_its_duration(start_server: StartServer, tmp_path: Path) -> None:
+    node, server = await start_server()
+    writer = open_writer(tmp_path / "rec.ticks")
+    recording = Recording(stream_url(str(server.make_url("/ws")), "AAPL"), writer)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    node.bus.publish([{"s": "AAPL", "p": 1.0}])  # before: only in the snapshot, not recorded
+    task = asyncio.create_task(recording.run(duration=0.3))
+    while not node.bus.subscriber_count():
+        await asyncio.sleep(0.01)
+    node.bus.publish([{"s": "AAPL", "p": 2.0}, {"s": "MSFT", "p": 3.0}])
+    await task
+    writer.close()
+    assert loop.time() - start >= 0.3 and recording.close_reason is None
+    assert load([tmp_path / "rec.ticks"], Problems()).ticks()[0]["p"] == 2.0
+    assert writer.ticks == 1

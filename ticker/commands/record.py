@@ -39,7 +39,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("url", metavar="URL", help="e.g. ws://127.0.0.1:8080/ws")
     add = parser.add_option  # type: ignore[attr-defined]
     add("--out", type=Path, required=True, help="new .jsonl, .jsonl.gz, .npz or .ticks")
-    add("--symbols", default="*", help="comma-separated symbols, * = all")
+    # Not from TICKER_SYMBOLS: that variable is serve's (a count for the simulated feed).
+    parser.add_argument("--symbols", default="*", help="comma-separated symbols, * = all")
     add("--duration", type=float, default=None, help="seconds to record (default: until stopped)")
 
 
@@ -72,7 +73,9 @@ class Recording:
         async with aiohttp.ClientSession() as http, http.ws_connect(self.url) as ws:
             reader = asyncio.create_task(self._read(ws))
             stop = asyncio.create_task(self.stopped.wait())
-            await asyncio.wait({reader, stop}, timeout=duration, return_when="FIRST_COMPLETED")
+            await asyncio.wait(
+                {reader, stop}, timeout=duration, return_when=asyncio.FIRST_COMPLETED
+            )
             stop.cancel()
             if reader.done():
                 reader.result()  # a failure while reading propagates
