@@ -100,6 +100,7 @@ async def test_list_then_replay_a_private_stream_marked_r(
         }
         ended = await next_of(ws, "replay_state")
         assert ended["state"] == "ended" and ended["sent"] == 500
+        assert ended["position"] == T0 + 499_000  # the last tick's time
         # nothing of the replay reached the bus or the other client
         assert node.bus.published == 0 and "ZZZ" not in node.bus.symbols()
         await other.send_json({"op": "ping", "id": 9})

@@ -143,9 +143,13 @@ class ClientReplay:
     def state(self, now: float, rid: RequestId = None) -> bytes:
         replay = self.replay
         state = "ended" if replay.finished else "paused" if replay.paused else "playing"
-        position = min(replay.position(now), int(replay.table.t[-1]))
-        if replay.cursor < len(replay.table) and replay.speed == 0:
-            position = int(replay.table.t[replay.cursor])
+        t = replay.table.t
+        if replay.cursor >= len(t):
+            position = int(t[-1])
+        elif replay.speed == 0:
+            position = int(t[replay.cursor])  # flat out: where the next tick is
+        else:
+            position = min(replay.position(now), int(t[-1]))
         return replay_state(
             state,
             source=self.source,
