@@ -12,11 +12,10 @@ import pytest
 
 from tests.conftest import SYMBOLS, frame, next_of
 from ticker.core.protocol import ProtocolError, parse
-from ticker.core.replays import resolve_source
 from ticker.recording.formats import open_writer
 from ticker.server.app import create_app
 from ticker.server.node import Node
-from ticker.server.replays import ReplayPump
+from ticker.server.replays import ReplayPump, resolve_source
 from ticker.server.settings import Settings
 
 T0 = 1_600_000_000_000_000

@@ -11,14 +11,13 @@ live one, and unsubscribing a live symbol leaves the replay alone).
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
-from ticker.core.codes import ErrorCode
 from ticker.core.mailbox import Delivery, Follows
-from ticker.core.protocol import ProtocolError, RequestId, replay_state
+from ticker.core.protocol import RequestId, replay_state
 from ticker.recording.schedule import Replay, ReplayOptions
 from ticker.recording.table import TickTable
 
@@ -41,25 +40,24 @@ class ReplayHost(Protocol):
     def stop(self, session: Session) -> None: ...
 
 
-def resolve_source(root: Path, name: str, rid: RequestId = None) -> Path:
-    """The file ``name`` stands for under ``root``; a client's path is never trusted."""
+def safe_parts(name: str) -> tuple[str, ...] | None:
+    """The parts of a client's source name if it is a plain relative path, else None.
+
+    No absolute path, no ``..`` or ``.hidden`` part, no backslash or NUL: a client's path is
+    never trusted. (The server also checks that the path, symlinks resolved, stays under
+    the replay directory.)
+    """
     pure = PurePosixPath(name)
     parts = pure.parts
-    unsafe = (
+    if (
         pure.is_absolute()
         or "\\" in name
         or "\x00" in name
         or not parts
         or any(part in ("..", ".") or part.startswith(".") for part in parts)
-    )
-    if not unsafe:
-        path = root.joinpath(*parts)
-        real_root = root.resolve()
-        if path.resolve().is_relative_to(real_root) and path.exists():
-            return path
-    raise ProtocolError(
-        ErrorCode.UNKNOWN_SOURCE, f"no replay source {name[:80]!r}; see list_replays", id=rid
-    )
+    ):
+        return None
+    return parts
 
 
 class _PrivateDelivery(Delivery):

@@ -24,8 +24,8 @@ from aiohttp import web
 from feeds.replay.adapter import select
 from ticker.core import protocol
 from ticker.core.codes import ErrorCode
-from ticker.core.protocol import Op, ProtocolError
-from ticker.core.replays import ClientReplay, resolve_source
+from ticker.core.protocol import Op, ProtocolError, RequestId
+from ticker.core.replays import ClientReplay, safe_parts
 from ticker.core.session import Session
 from ticker.core.ticks import MicrosClock, now_us
 from ticker.recording.columnar import is_columnar_dir
@@ -40,6 +40,18 @@ MAX_LOADS = 2
 CACHED_TABLES = 4
 MAX_LISTED = 1000
 """Sources listed at most (a directory of many files must not make a huge reply)."""
+
+
+def resolve_source(root: Path, name: str, rid: RequestId = None) -> Path:
+    """The recording ``name`` stands for under ``root``, or ``unknown_source``."""
+    parts = safe_parts(name)
+    if parts is not None:
+        path = root.joinpath(*parts)
+        if path.resolve().is_relative_to(root.resolve()) and path.exists():
+            return path
+    raise ProtocolError(
+        ErrorCode.UNKNOWN_SOURCE, f"no replay source {name[:80]!r}; see list_replays", id=rid
+    )
 
 
 class ReplayPump:
