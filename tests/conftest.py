@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,13 @@ def require(executable: str) -> str:
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+class TtyBuffer(io.StringIO):
+    """A text stream that says it is a terminal (progress lines are drawn only on one)."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 StartServer = Callable[..., Awaitable[tuple[Node, TestServer]]]

@@ -14,10 +14,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from feeds.base import FeedAdapter
+from ticker.commands import convert, record, replay
 from ticker.core.session import Limits
+from ticker.recording.problems import RecordingError
 from ticker.server.settings import Settings
 
 DEFAULT_LIMITS = Limits()
+DEFAULT_SIM_SYMBOLS = 100
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -58,6 +61,15 @@ class _EnvParser(argparse.ArgumentParser):
         kw["help"] = f"{help_text} [env {env}; default: %(default)s]"
         self.add_argument(flag, type=type, default=default, **kw)
 
+    def add_flag(self, flag: str, *, help: str) -> None:
+        """An on/off option; ``TICKER_<OPTION>`` set to 1, true or yes turns it on."""
+        env = "TICKER_" + flag.lstrip("-").replace("-", "_").upper()
+        raw = os.environ.get(env, "")
+        if raw.lower() not in ("", "0", "false", "no", "1", "true", "yes"):
+            self.error(f"environment variable {env}={raw!r}: use 1/true/yes or 0/false/no")
+        default = raw.lower() in ("1", "true", "yes")
+        self.add_argument(flag, action="store_true", default=default, help=f"{help} [env {env}]")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -75,10 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_option("--host", default="127.0.0.1", help="address to listen on")
     serve.add_option("--port", type=int, default=8080, help="TCP port to listen on")
     serve.add_option(
-        "--feed", default="sim", choices=("sim",), help="where ticks come from: sim = simulated"
+        "--feed",
+        type=replay.feed_spec,
+        default="sim",
+        help="where ticks come from: sim = simulated, replay:PATH[,PATH...] = a recording",
     )
     serve.add_option(
-        "--symbols", type=_positive(int), default=100, help="number of simulated symbols"
+        "--symbols",
+        type=replay.symbols_arg,
+        default=None,
+        help="sim: number of simulated symbols (100 if not given); "
+        "replay: comma-separated symbols to replay (all if not given)",
     )
     serve.add_option(
         "--rate",
@@ -120,13 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="operations per second a client may send before it gets rate_limited",
     )
     serve.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
+    replay.add_replay_options(serve)
+    replay.add_record_options(serve)
+    convert.add_parser(commands)
+    record.add_parser(commands)
     return parser
 
 
 def _feeds(args: argparse.Namespace) -> list[FeedAdapter]:
     from feeds.sim.adapter import SimulatedFeed
 
-    return [SimulatedFeed(args.symbols, args.rate, skew=args.skew, seed=args.seed)]
+    if args.feed.startswith(replay.REPLAY_PREFIX):
+        return [replay.replay_feed(args)]
+    if isinstance(args.symbols, list):
+        raise ValueError("--symbols: the simulated feed takes a number of symbols")
+    symbols = args.symbols or DEFAULT_SIM_SYMBOLS
+    return [SimulatedFeed(symbols, args.rate, skew=args.skew, seed=args.seed)]
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -141,21 +169,52 @@ def serve(args: argparse.Namespace) -> int:
 
     from ticker.server.app import create_app
     from ticker.server.node import Node
+    from ticker.server.recorder import BusRecorder
+    from ticker.server.replays import ReplayPump
 
     settings = settings_from(args)
-    node = Node(settings, _feeds(args))
+    try:
+        feeds = _feeds(args)
+    except (RecordingError, ValueError) as exc:
+        print(f"ticker serve: error: {exc}", file=sys.stderr)
+        return 2
+    node = Node(settings, feeds)
     log = logging.getLogger("ticker")
-    log.info(
-        "feed %s: %d symbols at %g ticks/s (skew %g, seed %s); epoch %s",
-        args.feed,
-        args.symbols,
-        args.rate,
-        args.skew,
-        args.seed,
-        node.bus.epoch,
-    )
+    if args.feed == "sim":
+        log.info(
+            "feed %s: %d symbols at %g ticks/s (skew %g, seed %s); epoch %s",
+            args.feed,
+            len(feeds[0].symbols()),
+            args.rate,
+            args.skew,
+            args.seed,
+            node.bus.epoch,
+        )
+    else:
+        log.info("feed %s; epoch %s", args.feed, node.bus.epoch)
+    app = create_app(node)
+    if args.record is not None:
+        try:
+            recorder = BusRecorder(
+                node.bus,
+                args.record,
+                suffix=f".{args.record_format}",
+                max_bytes=args.record_max_bytes,
+            )
+        except (OSError, ValueError) as exc:
+            print(f"ticker serve: error: --record {args.record}: {exc}", file=sys.stderr)
+            return 2
+        recorder.attach(app)
+    if args.replay_dir is not None:
+        try:
+            pump = ReplayPump(args.replay_dir)
+        except ValueError as exc:
+            print(f"ticker serve: error: --replay-dir: {exc}", file=sys.stderr)
+            return 2
+        node.replays = pump
+        pump.attach(app)
     web.run_app(
-        create_app(node),
+        app,
         host=settings.host,
         port=settings.port,
         shutdown_timeout=settings.close_grace_s + 1.0,
@@ -171,12 +230,16 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
+        level=getattr(logging, getattr(args, "log_level", "info").upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     if args.command == "serve":
         return serve(args)
+    if args.command == "convert":
+        return convert.run(args)
+    if args.command == "record":
+        return record.run(args)
     return 2
 
 

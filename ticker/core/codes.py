@@ -37,3 +37,6 @@ class ErrorCode(StrEnum):
     NOT_ENTITLED = "not_entitled"
     TOO_MANY_SYMBOLS = "too_many_symbols"
     RATE_LIMITED = "rate_limited"
+    UNKNOWN_SOURCE = "unknown_source"
+    BAD_SOURCE = "bad_source"
+    NO_REPLAY = "no_replay"

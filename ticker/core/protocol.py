@@ -15,13 +15,17 @@ import orjson
 
 from ticker.core.codes import ErrorCode
 from ticker.core.ticks import MAX_SYMBOL_LENGTH
+from ticker.recording.times import parse_time
 
 PROTOCOL_VERSION = 1
 MAX_ID_LENGTH = 64
 
 RequestId = int | str | None
 
-OPS = ("subscribe", "unsubscribe", "ping", "list")
+OPS = ("subscribe", "unsubscribe", "ping", "list", "replay", "replay_control", "list_replays")
+REPLAY_ACTIONS = ("pause", "resume", "seek", "speed")
+MAX_SOURCE_LENGTH = 256
+MAX_REPLAY_SPEED = 10_000.0
 
 
 class ProtocolError(Exception):
@@ -52,6 +56,8 @@ class Op:
     op: str
     id: RequestId = None
     symbols: list[str] = field(default_factory=list)
+    args: dict[str, Any] = field(default_factory=dict)
+    """Further validated parameters (the replay ops)."""
 
 
 def _request_id(obj: dict[str, Any]) -> RequestId:
@@ -103,7 +109,75 @@ def parse(data: bytes | str) -> Op:
         )
     if op in ("subscribe", "unsubscribe"):
         return Op(op, rid, _symbols(obj, rid))
+    if op == "replay":
+        symbols = _symbols(obj, rid) if "symbols" in obj else []
+        return Op(op, rid, symbols, _replay_args(obj, rid))
+    if op == "replay_control":
+        return Op(op, rid, args=_control_args(obj, rid))
     return Op(op, rid)
+
+
+def _bad(message: str, rid: RequestId) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_REQUEST, message, id=rid)
+
+
+def _speed(obj: dict[str, Any], rid: RequestId, default: float | None) -> float | None:
+    speed = obj.get("speed", default)
+    if speed is None:
+        return None
+    if isinstance(speed, bool) or not isinstance(speed, int | float):
+        raise _bad("speed must be a number", rid)
+    if not 0 <= speed <= MAX_REPLAY_SPEED:
+        raise _bad(f"speed must be from 0 to {MAX_REPLAY_SPEED:g} (0 = as fast as you read)", rid)
+    return float(speed)
+
+
+def _time(obj: dict[str, Any], key: str, rid: RequestId) -> int | None:
+    """µs since the epoch as an integer, or an ISO-8601 string."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**53:
+        return value
+    if isinstance(value, str) and len(value) <= MAX_ID_LENGTH:
+        try:
+            return parse_time(value)
+        except ValueError:
+            pass
+    raise _bad(f"{key} must be microseconds since 1970 or an ISO-8601 time", rid)
+
+
+def _flag(obj: dict[str, Any], key: str, rid: RequestId) -> bool:
+    value = obj.get(key, False)
+    if not isinstance(value, bool):
+        raise _bad(f"{key} must be true or false", rid)
+    return value
+
+
+def _replay_args(obj: dict[str, Any], rid: RequestId) -> dict[str, Any]:
+    source = obj.get("source")
+    if not isinstance(source, str) or not 0 < len(source) <= MAX_SOURCE_LENGTH:
+        raise _bad(f"source must be a string of 1 to {MAX_SOURCE_LENGTH} characters", rid)
+    return {
+        "source": source,
+        "speed": _speed(obj, rid, 1.0),
+        "from": _time(obj, "from", rid),
+        "to": _time(obj, "to", rid),
+        "loop": _flag(obj, "loop", rid),
+        "keep_time": _flag(obj, "keep_time", rid),
+    }
+
+
+def _control_args(obj: dict[str, Any], rid: RequestId) -> dict[str, Any]:
+    action = obj.get("action")
+    if action not in REPLAY_ACTIONS:
+        raise _bad(f"action must be one of {', '.join(REPLAY_ACTIONS)}", rid)
+    args = {"action": action, "to": _time(obj, "to", rid), "speed": _speed(obj, rid, None)}
+    if action == "seek" and args["to"] is None:
+        raise _bad("seek needs to", rid)
+    if action == "speed" and args["speed"] is None:
+        raise _bad("action speed needs speed", rid)
+    return args
 
 
 # -- server frames --------------------------------------------------------------------
@@ -184,3 +258,48 @@ def ticks(encoded: list[bytes]) -> bytes:
 
 def snapshot(encoded: list[bytes]) -> bytes:
     return b"".join((_SNAPSHOT_HEAD, b",".join(encoded), _TAIL))
+
+
+# -- replays on demand --------------------------------------------------------------------
+
+
+def replays(sources: list[dict[str, Any]], rid: RequestId = None) -> bytes:
+    """Reply to ``list_replays``: each source's ``name`` and size in ``bytes``."""
+    return _dumps(_with_id({"type": "replays", "sources": sources}, rid))
+
+
+def replay_started(
+    *,
+    source: str,
+    ticks: int,
+    symbols: list[str],
+    start: int,
+    end: int,
+    speed: float,
+    rid: RequestId = None,
+) -> bytes:
+    frame = {
+        "type": "replay",
+        "source": source,
+        "ticks": ticks,
+        "symbols": symbols,
+        "from": start,
+        "to": end,
+        "speed": speed,
+    }
+    return _dumps(_with_id(frame, rid))
+
+
+def replay_state(
+    state: str, *, source: str, position: int, speed: float, sent: int, rid: RequestId = None
+) -> bytes:
+    """``playing``, ``paused`` or ``ended``; ``position`` is a time of the recording."""
+    frame = {
+        "type": "replay_state",
+        "state": state,
+        "source": source,
+        "position": position,
+        "speed": speed,
+        "sent": sent,
+    }
+    return _dumps(_with_id(frame, rid))

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ticker.core import protocol
 from ticker.core.bus import WILDCARD, Bus
@@ -23,7 +24,11 @@ from ticker.core.protocol import Op, ProtocolError
 from ticker.core.ratelimit import TokenBucket
 from ticker.core.ticks import MicrosClock, now_us
 
+if TYPE_CHECKING:
+    from ticker.core.replays import ReplayHost
+
 MODES = ("conflate", "all")
+REPLAY_OPS = ("replay", "replay_control", "list_replays")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,7 @@ class Session:
         "id",
         "limits",
         "mailbox",
+        "replays",
         "subscriptions",
     )
 
@@ -94,6 +100,7 @@ class Session:
         monotonic: Callable[[], float] = time.monotonic,
         session_id: str | None = None,
         error_counts: dict[str, int] | None = None,
+        replays: ReplayHost | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
@@ -115,6 +122,8 @@ class Session:
         self.close_request: CloseRequest | None = None
         self.errors: dict[str, int] = {} if error_counts is None else error_counts
         """Error frames sent, by code (for metrics; may be shared by many sessions)."""
+        self.replays = replays
+        """Where the replay ops go (``--replay-dir``); None: replays are not enabled."""
 
     @property
     def mode(self) -> str:
@@ -139,6 +148,8 @@ class Session:
 
     def end(self) -> None:
         """Leave every topic and drop what is pending; the session is then inert."""
+        if self.replays is not None:
+            self.replays.stop(self)
         self.bus.unsubscribe(self.mailbox, self._registered())
         self.subscriptions.clear()
         self.mailbox.clear()
@@ -199,6 +210,12 @@ class Session:
             self._send(protocol.pong(self._clock_us(), op.id))
         elif op.op == "list":
             self._send(protocol.symbols_list(self.bus.symbols(), op.id))
+        elif op.op in REPLAY_OPS:
+            if self.replays is None:
+                message = "replays are not enabled on this server (it has no --replay-dir)"
+                self._error(ProtocolError(ErrorCode.UNKNOWN_SOURCE, message, id=op.id))
+            else:
+                self.replays.handle(self, op)
 
     def _registered(self) -> list[str]:
         """The topics this mailbox is on in the bus: "*" alone covers every symbol."""
@@ -260,6 +277,13 @@ class Session:
         self._send(protocol.subscription("unsubscribed", sorted(self.subscriptions), op.id))
 
     # -- what to write next ---------------------------------------------------------------
+
+    def send_control(self, frame: bytes) -> None:
+        """Queue a reply built elsewhere (the replay host's)."""
+        self._send(frame)
+
+    def send_error(self, exc: ProtocolError) -> None:
+        self._error(exc)
 
     def _send(self, frame: bytes) -> None:
         self._outbox.append(frame)

@@ -24,6 +24,7 @@ from ticker.server.metrics import Metrics, NodeCollector
 from ticker.server.settings import Settings
 
 if TYPE_CHECKING:
+    from ticker.core.replays import ReplayHost
     from ticker.server.websocket import Connection
 
 log = logging.getLogger("ticker.server")
@@ -61,6 +62,8 @@ class Node:
             self.bus.add_symbols(feed.symbols())
         self._feed_tasks: list[asyncio.Task[None]] = []
         self.closing = False
+        self.replays: ReplayHost | None = None
+        """Serves the replay ops (``--replay-dir``); None: they answer "not enabled"."""
         self.metrics.registry.register(NodeCollector(self))
 
     @property

@@ -135,6 +135,7 @@ class Connection:
             limits=node.settings.limits,
             wake=self.wake,
             error_counts=node.stats.errors,
+            replays=node.replays,
         )
         self.min_interval = 1.0 / max_hz if max_hz else 0.0
         self.next_ticks = 0.0

@@ -1,0 +1,134 @@
+"""``ticker record URL --out PATH``: a protocol v1 client that writes every tick it gets.
+
+It connects in mode ``all`` (every tick, no conflation) to the symbols asked for ("*" by
+default) and appends each ``ticks`` frame to the output as it arrives, flushed per frame:
+a kill leaves a file that reads up to the last frame. Snapshots are not recorded (they
+repeat ticks published before the recording began). It stops after ``--duration``
+seconds, on Ctrl-C or SIGTERM (the file is flushed and closed: exit 0), or when the server
+closes the connection (exit 1, the file closed the same way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+import orjson
+
+from ticker.progress import Progress
+from ticker.recording.formats import TickWriter, open_writer
+from ticker.recording.problems import RecordingError
+
+EXIT_LOST = 1
+EXIT_BAD_INPUT = 2
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "record",
+        help="record a ticker server's stream to a file",
+        description="Connect to a ticker server as a client (mode all) and record its ticks.",
+    )
+    parser.add_argument("url", metavar="URL", help="e.g. ws://127.0.0.1:8080/ws")
+    add = parser.add_option  # type: ignore[attr-defined]
+    add("--out", type=Path, required=True, help="new .jsonl, .jsonl.gz, .npz or .ticks")
+    # Not from TICKER_SYMBOLS: that variable is serve's (a count for the simulated feed).
+    parser.add_argument("--symbols", default="*", help="comma-separated symbols, * = all")
+    add("--duration", type=float, default=None, help="seconds to record (default: until stopped)")
+
+
+def stream_url(url: str, symbols: str) -> str:
+    """The URL with ``mode=all`` and the symbols added (those already in it are kept)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss", "http", "https"):
+        raise ValueError(f"{url!r}: expected a ws:// or wss:// URL")
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("mode", "all")
+    query.setdefault("symbols", symbols)
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*,")))
+
+
+class Recording:
+    """One client connection into one writer; ``stop()`` ends it cleanly."""
+
+    def __init__(self, url: str, writer: TickWriter, progress: Progress | None = None) -> None:
+        self.url = url
+        self.writer = writer
+        self.progress = progress
+        self.stopped = asyncio.Event()
+        self.close_reason: str | None = None
+        """Why the server ended the stream, if it did."""
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    async def run(self, duration: float | None = None) -> None:
+        async with aiohttp.ClientSession() as http, http.ws_connect(self.url) as ws:
+            reader = asyncio.create_task(self._read(ws))
+            stop = asyncio.create_task(self.stopped.wait())
+            await asyncio.wait(
+                {reader, stop}, timeout=duration, return_when=asyncio.FIRST_COMPLETED
+            )
+            stop.cancel()
+            if reader.done():
+                reader.result()  # a failure while reading propagates
+                return
+            reader.cancel()  # it only ever waits in receive(): no frame is half written
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        write, progress = self.writer.write_ticks, self.progress
+        async for msg in ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                break
+            frame = orjson.loads(msg.data)
+            if frame.get("type") == "ticks":
+                write(frame["ticks"])
+                if progress is not None:
+                    progress.advance(len(frame["ticks"]))
+        self.close_reason = f"closed by the server ({ws.close_code} {ws.extra or ''})".strip()
+
+
+async def _main(args: argparse.Namespace, writer: TickWriter) -> int:
+    progress = Progress(f"record -> {args.out.name}")
+    recording = Recording(stream_url(args.url, args.symbols), writer, progress)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, recording.stop)
+    start = time.monotonic()
+    try:
+        await recording.run(args.duration)
+    except (aiohttp.ClientError, OSError) as exc:
+        print(f"ticker record: cannot connect to {args.url}: {exc}", file=sys.stderr)
+        return EXIT_LOST
+    finally:
+        writer.close()
+        progress.done()
+    print(
+        f"recorded {writer.ticks:,} ticks to {args.out} in {time.monotonic() - start:.1f} s",
+        file=sys.stderr,
+    )
+    if recording.close_reason is not None:
+        print(f"ticker record: {recording.close_reason}", file=sys.stderr)
+        return EXIT_LOST
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        stream_url(args.url, args.symbols)  # a bad URL fails before the file is made
+        if args.duration is not None and not args.duration > 0:
+            raise ValueError("--duration must be positive")
+        writer = open_writer(args.out)
+    except (RecordingError, ValueError) as exc:
+        print(f"ticker record: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return asyncio.run(_main(args, writer))

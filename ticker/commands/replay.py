@@ -1,0 +1,117 @@
+"""``ticker serve``'s recording flags: ``--feed replay:PATH`` (and how its flags make the
+feed) and ``--record DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from feeds.replay.adapter import ReplayFeed
+from ticker.commands.convert import add_input_options, mapping_from
+from ticker.core.ticks import MAX_SYMBOL_LENGTH
+from ticker.progress import Progress
+from ticker.recording.problems import Problems
+from ticker.recording.rotating import SUFFIXES
+from ticker.recording.schedule import ReplayOptions
+from ticker.recording.times import parse_time
+
+REPLAY_PREFIX = "replay:"
+RECORD_FORMATS = tuple(s.lstrip(".") for s in SUFFIXES)
+log = logging.getLogger("ticker")
+
+
+def feed_spec(text: str) -> str:
+    """``sim`` or ``replay:PATH[,PATH...]`` (files, or directories of recordings)."""
+    if text == "sim" or (text.startswith(REPLAY_PREFIX) and len(text) > len(REPLAY_PREFIX)):
+        return text
+    raise ValueError("expected sim or replay:PATH[,PATH...]")
+
+
+feed_spec.__name__ = "feed"
+
+
+def symbols_arg(text: str) -> int | list[str]:
+    """A count (simulated symbols) or a comma-separated list (symbols to replay)."""
+    if text.strip().isdigit():
+        count = int(text)
+        if count <= 0:
+            raise ValueError("must be positive")
+        return count
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names or any(len(s) > MAX_SYMBOL_LENGTH for s in names):
+        raise ValueError("expected a count or a comma-separated list of symbols")
+    return names
+
+
+symbols_arg.__name__ = "symbols"
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+_non_negative.__name__ = "speed"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+_positive_int.__name__ = "size"
+
+
+def add_replay_options(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_option  # type: ignore[attr-defined]
+    add("--speed", type=_non_negative, default=1.0, help="replay: 1 = as recorded, 0 = flat out")
+    parser.add_flag("--loop", help="replay: start over at the end (q and time keep rising)")  # type: ignore[attr-defined]
+    parser.add_flag("--keep-time", help="replay: keep recorded timestamps (default: re-based)")  # type: ignore[attr-defined]
+    add("--from", dest="start", type=parse_time, default=None, help="replay: from (ISO or µs)")
+    add("--to", dest="end", type=parse_time, default=None, help="replay: up to, excluded")
+    add_input_options(parser)
+
+
+def add_record_options(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_option  # type: ignore[attr-defined]
+    add("--replay-dir", type=Path, default=None, help="recordings clients may replay on demand")
+    add("--record", type=Path, default=None, help="log every published tick into this directory")
+    add("--record-format", default="jsonl.gz", choices=RECORD_FORMATS, help="--record's format")
+    add(
+        "--record-max-bytes", type=int, default=1 << 30, help="--record: start a new file past this"
+    )
+
+
+def replay_feed(args: argparse.Namespace) -> ReplayFeed:
+    """The feed of ``--feed replay:...``; raises RecordingError/ValueError on bad input."""
+    paths = [Path(p) for p in args.feed[len(REPLAY_PREFIX) :].split(",") if p]
+    symbols = args.symbols if isinstance(args.symbols, list) else None
+    problems = Problems(args.on_error)
+    options = ReplayOptions(speed=args.speed, loop=args.loop, keep_time=args.keep_time)
+    feed = ReplayFeed.from_paths(
+        paths,
+        options,
+        problems,
+        symbols=symbols,
+        start=args.start,
+        end=args.end,
+        sort=args.sort,
+        mapping=mapping_from(args),
+    )
+    if args.speed == 0 and not args.loop:
+        feed.progress = Progress("replay", total=len(feed.table))  # shown on a TTY only
+    for line in problems.summary():
+        log.warning("replay: %s", line)
+    log.info(
+        "replay of %d ticks, %d symbols, at speed %g%s",
+        len(feed.table),
+        len(feed.symbols()),
+        args.speed,
+        " (looping)" if args.loop else "",
+    )
+    return feed

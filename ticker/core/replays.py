@@ -1,0 +1,158 @@
+"""Replays on demand, the pure part: safe source names and one client's private replay.
+
+A client's replay goes into its own mailbox, the one live ticks go through, so it gets the
+same conflation or byte bound and the same flusher. The replay also yields to the client:
+it hands over the next batch only while fewer than ``HIGH_WATER`` ticks are pending, so
+a slow reader slows its replay down instead of being cut off, and at speed 0 a replay
+runs exactly as fast as the client reads. Replayed ticks carry ``"r": 1``, and their
+mailbox keys are apart from the live symbols' (a replayed tick never conflates with a
+live one, and unsubscribing a live symbol leaves the replay alone).
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Protocol
+
+import orjson
+
+from ticker.core.mailbox import Delivery, Follows
+from ticker.core.protocol import RequestId, replay_state
+from ticker.recording.schedule import Replay, ReplayOptions
+from ticker.recording.table import TickTable
+
+if TYPE_CHECKING:
+    from ticker.core.protocol import Op
+    from ticker.core.session import Session
+
+REPLAY_BATCH = 2048
+"""Ticks per delivery: well inside a mode ``all`` queue's default bound."""
+HIGH_WATER = 2048
+"""Pending ticks in the client's mailbox above which the replay waits for it."""
+KEY_PREFIX = "\x00replay\x00"
+
+
+class ReplayHost(Protocol):
+    """What a session hands the replay ops to (``ticker/server/replays.py``)."""
+
+    def handle(self, session: Session, op: Op) -> None: ...
+
+    def stop(self, session: Session) -> None: ...
+
+
+def safe_parts(name: str) -> tuple[str, ...] | None:
+    """The parts of a client's source name if it is a plain relative path, else None.
+
+    No absolute path, no ``..`` or ``.hidden`` part, no backslash or NUL: a client's path is
+    never trusted. (The server also checks that the path, symlinks resolved, stays under
+    the replay directory.)
+    """
+    pure = PurePosixPath(name)
+    parts = pure.parts
+    if (
+        pure.is_absolute()
+        or "\\" in name
+        or "\x00" in name
+        or not parts
+        or any(part in ("..", ".") or part.startswith(".") for part in parts)
+    ):
+        return None
+    return parts
+
+
+class _PrivateDelivery(Delivery):
+    """A batch for one mailbox only: every key is taken, whatever the mailbox follows."""
+
+    __slots__ = ()
+
+    def _pick(self, follows: Follows) -> list[str]:
+        return list(self.segments)
+
+
+class ClientReplay:
+    """One client's replay: the schedule, and delivery into that client's mailbox."""
+
+    __slots__ = ("replay", "sent", "session", "source")
+
+    def __init__(
+        self,
+        session: Session,
+        source: str,
+        table: TickTable,
+        options: ReplayOptions,
+        *,
+        now: float,
+        wall_us: int,
+    ) -> None:
+        self.session = session
+        self.source = source
+        self.replay = Replay(table, options, now=now, wall_us=wall_us)
+        self.sent = 0
+
+    def step(self, now: float, rounds: int = 4, poll_s: float = 0.005) -> float | None:
+        """Deliver what is due (at most ``rounds`` batches); seconds until the next step,
+        or None when the replay is over."""
+        mailbox = self.session.mailbox
+        for _ in range(rounds):
+            if len(mailbox) >= HIGH_WATER:
+                return poll_s  # the client is behind: look again soon
+            batch = self.replay.batch(now, REPLAY_BATCH)
+            if not batch:
+                break
+            self._deliver(batch)
+        wait = self.replay.wait(now)
+        if wait is None and len(mailbox):
+            return poll_s  # control frames overtake ticks: "ended" waits for the last one
+        return wait
+
+    def _deliver(self, batch: list) -> None:
+        dumps = orjson.dumps
+        runs: dict[str, list[bytes]] = {}
+        for tick in batch:
+            tick["r"] = 1
+            key = KEY_PREFIX + tick["s"]
+            run = runs.get(key)
+            if run is None:
+                runs[key] = [dumps(tick)]
+            else:
+                run.append(dumps(tick))
+        join = b",".join
+        delivery = _PrivateDelivery(
+            {key: join(run) for key, run in runs.items()},
+            {key: len(run) for key, run in runs.items()},
+            {key: run[-1] for key, run in runs.items()},
+        )
+        self.session.mailbox.offer(delivery)
+        delivery.release()
+        self.sent += len(batch)
+
+    def control(self, args: dict, now: float) -> None:
+        replay = self.replay
+        action = args["action"]
+        if args["speed"] is not None:
+            replay.set_speed(args["speed"], now)
+        if action == "pause":
+            replay.pause(now)
+        elif action == "resume":
+            replay.resume(now)
+        elif action == "seek":
+            replay.seek(args["to"], now)
+
+    def state(self, now: float, rid: RequestId = None) -> bytes:
+        replay = self.replay
+        state = "ended" if replay.finished else "paused" if replay.paused else "playing"
+        t = replay.table.t
+        if replay.cursor >= len(t):
+            position = int(t[-1])
+        elif replay.speed == 0:
+            position = int(t[replay.cursor])  # flat out: where the next tick is
+        else:
+            position = min(replay.position(now), int(t[-1]))
+        return replay_state(
+            state,
+            source=self.source,
+            position=round(position),
+            speed=replay.speed,
+            sent=self.sent,
+            rid=rid,
+        )

@@ -1,0 +1,176 @@
+"""Which format a path is in, and one entry point to read any of them or write ours.
+
+Readers: ``jsonl`` (``.jsonl``, ``.jsonl.gz``), ``npz``, ``ticks`` (a column directory),
+and the importers ``lobster``, ``tardis``, ``coinbase``, ``csv`` (with a column mapping).
+Writers: ``jsonl``/``jsonl.gz``, ``npz`` and ``ticks``, chosen by the output's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from ticker.core.ticks import TickBatch
+from ticker.recording.columnar import (
+    ColumnarDirWriter,
+    NpzWriter,
+    is_columnar_dir,
+    read_columnar_dir,
+    read_npz,
+)
+from ticker.recording.importers import coinbase, lobster, tardis
+from ticker.recording.importers.generic_csv import CsvMapping, read_generic_csv
+from ticker.recording.jsonl import JsonlReader, JsonlWriter, is_gzip
+from ticker.recording.problems import Problems, RecordingError
+from ticker.recording.table import TickTable, concat, valid_symbol
+
+READ_FORMATS = ("jsonl", "npz", "ticks", "lobster", "tardis", "coinbase", "csv")
+WRITE_SUFFIXES = (".jsonl", ".jsonl.gz", ".npz", ".ticks")
+
+
+def _first_line(path: Path) -> str:
+    with path.open("rb") as f:
+        return f.readline(4096).decode("utf-8", "replace")
+
+
+def detect(path: Path) -> str:
+    """The format of ``path`` from its name, or its first line where names say nothing."""
+    name = path.name
+    if is_columnar_dir(path):
+        return "ticks"
+    if path.is_dir():
+        raise RecordingError(path, "a directory, but not a column directory (no t.npy)")
+    if not path.exists():
+        raise RecordingError(path, "no such file")
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        return "jsonl"
+    if name.endswith(".npz"):
+        return "npz"
+    if lobster.matches(path):
+        return "lobster"
+    if is_gzip(path):
+        return "jsonl"
+    first = _first_line(path)
+    if tardis.matches_header(first):
+        return "tardis"
+    if coinbase.matches_first_line(first):
+        return "coinbase"
+    if name.endswith(".csv"):
+        return "csv"
+    if first.lstrip().startswith("{"):
+        return "jsonl"
+    raise RecordingError(
+        path,
+        "cannot tell the format (expected .jsonl, .jsonl.gz, .npz, a .ticks directory, "
+        "a LOBSTER message file, a tardis trades CSV, a Coinbase recording or a .csv)",
+    )
+
+
+def read_tables(
+    path: Path,
+    problems: Problems,
+    *,
+    fmt: str | None = None,
+    mapping: CsvMapping | None = None,
+) -> Iterator[TickTable]:
+    """The file's ticks, in file order, in one or more tables (JSONL streams in chunks)."""
+    fmt = fmt or detect(path)
+    if fmt == "jsonl":
+        yield from JsonlReader(path, problems).tables()
+        return
+    readers = {
+        "npz": read_npz,
+        "ticks": read_columnar_dir,
+        "lobster": lobster.read_lobster,
+        "tardis": tardis.read_tardis,
+        "coinbase": coinbase.read_coinbase,
+    }
+    if fmt == "csv":
+        table = read_generic_csv(path, problems, mapping)
+    elif fmt in readers:
+        table = readers[fmt](path, problems)
+    else:
+        raise RecordingError(path, f"unknown format {fmt!r}; known: {', '.join(READ_FORMATS)}")
+    if not len(table):
+        raise RecordingError(path, f"no ticks in it (read as {fmt})")
+    bad = [s for s in table.symbols if not valid_symbol(s)]
+    if bad:
+        raise RecordingError(path, f"{bad[0][:40]!r} is not a valid symbol (1 to 32 characters)")
+    yield table
+
+
+def expand(paths: Sequence[Path]) -> list[Path]:
+    """Files and column directories; a plain directory stands for the recordings in it."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir() and not is_columnar_dir(path):
+            inside = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+            if not inside:
+                raise RecordingError(path, "an empty directory: no recordings in it")
+            out += [p for p in inside if p.is_file() or is_columnar_dir(p)]
+        else:
+            out.append(path)
+    return out
+
+
+def check_order(path: Path, table: TickTable, sort: bool, problems: Problems) -> TickTable:
+    """A file's ticks must go forward in time; ``sort`` fixes it (stable), with a warning."""
+    i = table.first_disorder()
+    if i is None:
+        return table
+    where = f"line {table.lines[i]}" if table.lines is not None else f"tick #{i + 1}"
+    if not sort:
+        line = int(table.lines[i]) if table.lines is not None else None
+        raise RecordingError(
+            path,
+            f"timestamps go backwards at {where} (t={table.t[i]} after {table.t[i - 1]}); "
+            "pass --sort to sort the ticks by time",
+            line,
+        )
+    problems.warn(path, f"out of order from {where}: sorted by time (--sort)")
+    return table.sorted_by_time()
+
+
+def load(
+    paths: Sequence[Path],
+    problems: Problems,
+    *,
+    sort: bool = False,
+    fmt: str | None = None,
+    mapping: CsvMapping | None = None,
+) -> TickTable:
+    """All ticks of these files as one table in time order (files merged by time)."""
+    tables = []
+    for path in expand(paths):
+        table = concat(list(read_tables(path, problems, fmt=fmt, mapping=mapping)))
+        tables.append(check_order(path, table, sort, problems))
+    merged = concat(tables)
+    if len(tables) > 1 and merged.first_disorder() is not None:
+        merged = merged.sorted_by_time()  # files side by side (one per symbol, say)
+    merged.lines = None
+    return merged
+
+
+class TickWriter(Protocol):
+    path: Path
+    ticks: int
+    bytes: int
+
+    def write_ticks(self, ticks: TickBatch) -> None: ...
+    def write_table(self, table: TickTable) -> None: ...
+    def close(self) -> None: ...
+
+
+def open_writer(path: Path) -> TickWriter:
+    """A new file (never overwrites) in the format its name says."""
+    name = path.name
+    if path.exists():
+        raise RecordingError(path, "already exists; not overwriting it")
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        return JsonlWriter(path)
+    if name.endswith(".npz"):
+        return NpzWriter(path)
+    if name.endswith(".ticks"):
+        return ColumnarDirWriter(path)
+    raise RecordingError(path, f"output name must end with one of {', '.join(WRITE_SUFFIXES)}")

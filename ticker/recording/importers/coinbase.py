@@ -1,0 +1,79 @@
+"""Raw Coinbase WebSocket recordings (cryptofeed's format): ``<receive time>: <json>`` lines.
+
+Each trade appears twice in such a recording: as a ``match`` and again inside the next
+``ticker`` message (same ``trade_id``). So ticks come from ``match`` messages only, one
+per trade, and ``ticker`` messages only update the product's best bid and ask, which the
+following trades carry. ``last_match`` (the trade before subscribing, possibly older than
+the recording) is skipped. Time is the exchange's ``time`` field; lines the client sent
+(``... <- ts: {...}``) and connection markers (``... <-> ts``) are skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ticker.core.ticks import TickBatch
+from ticker.recording.importers.csvcolumns import read_text_lines
+from ticker.recording.problems import Problems
+from ticker.recording.table import TickTable, valid_symbol
+from ticker.recording.times import micros
+
+RECEIVED = re.compile(r"(\d+(?:\.\d*)?): (\{.*)")
+
+
+def matches_first_line(line: str) -> bool:
+    return line.startswith("wss://") or RECEIVED.fullmatch(line.strip()) is not None
+
+
+def read_coinbase(path: Path, problems: Problems) -> TickTable:
+    ticks: TickBatch = []
+    lines: list[int] = []
+    quotes: dict[str, tuple[float, float]] = {}
+    for number, line in enumerate(read_text_lines(path), 1):
+        if not line.strip() or line.startswith("wss://"):
+            continue
+        found = RECEIVED.fullmatch(line.rstrip("\n"))
+        if found is None:
+            problems.bad(path, number, "expected '<receive time>: <json message>'")
+            continue
+        try:
+            message = orjson.loads(found[2])
+            tick = _tick(message, quotes)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            problems.bad(path, number, f"bad message: {type(exc).__name__}: {exc}")
+            continue
+        if tick is not None:
+            ticks.append(tick)
+            lines.append(number)
+    table = TickTable.from_ticks(ticks)
+    table.lines = np.array(lines, np.int64)
+    return table
+
+
+def _tick(message: Any, quotes: dict[str, tuple[float, float]]) -> dict | None:
+    if not isinstance(message, dict):
+        raise ValueError("not a JSON object")
+    kind = message.get("type")
+    if kind == "ticker":
+        quotes[message["product_id"]] = (float(message["best_bid"]), float(message["best_ask"]))
+        return None
+    if kind != "match":
+        return None
+    symbol = message["product_id"]
+    if not valid_symbol(symbol):
+        raise ValueError(f"product_id {symbol!r} is not a symbol")
+    tick: dict[str, Any] = {
+        "s": symbol,
+        "p": float(message["price"]),
+        "v": float(message["size"]),
+        "t": micros(datetime.fromisoformat(message["time"])),
+    }
+    if symbol in quotes:
+        tick["b"], tick["a"] = quotes[symbol]
+    return tick

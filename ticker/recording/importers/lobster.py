@@ -1,0 +1,102 @@
+"""LOBSTER message files (NASDAQ order book events): executions become trade ticks.
+
+``TICKER_DATE_STARTms_ENDms_message_LEVEL.csv``, six (or seven) headerless columns:
+time (seconds after midnight, New York, up to 9 decimals), type, order id, size, price
+(dollars x 10000), direction. Types 4 (visible execution), 5 (hidden) and 6 (cross) are
+trades; the rest are book changes and halts. When ``..._orderbook_LEVEL.csv`` sits beside
+the message file (one row per message row: ask price, ask size, bid price, bid size, ...),
+each trade carries the best bid and ask after it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from ticker.recording.importers.csvcolumns import Column, read_columns, read_text_lines
+from ticker.recording.problems import Problems, RecordingError
+from ticker.recording.table import TickTable
+
+NAME = re.compile(r"(?P<symbol>[^_]+)_(?P<date>\d{4}-\d{2}-\d{2})_\d+_\d+_message_\d+\.csv")
+NEW_YORK = ZoneInfo("America/New_York")
+TRADE_TYPES = (4, 5, 6)
+PRICE_SCALE = 10_000
+EMPTY_LEVEL = 9_999_999_999
+"""LOBSTER's dummy price for an empty book level (negative on the bid side)."""
+
+MESSAGE_COLUMNS = (
+    Column(0, "time", "decimal"),
+    Column(1, "type", "int"),
+    Column(3, "size", "int"),
+    Column(4, "price", "int"),
+)
+BOOK_COLUMNS = (Column(0, "ask", "int"), Column(2, "bid", "int"))
+
+
+def matches(path: Path) -> bool:
+    return NAME.fullmatch(path.name) is not None
+
+
+def session_start_ns(day: date) -> int:
+    """Epoch ns of midnight by the trading day's New York wall clock.
+
+    LOBSTER counts wall-clock seconds from midnight; the UTC offset is the one in force
+    during the session (noon), so a DST switch at 2 a.m. does not shift the trades.
+    """
+    offset = datetime(day.year, day.month, day.day, 12, tzinfo=NEW_YORK).utcoffset()
+    assert offset is not None
+    naive = datetime(day.year, day.month, day.day) - datetime(1970, 1, 1)
+    return (naive - offset) // timedelta(microseconds=1) * 1000
+
+
+def read_lobster(path: Path, problems: Problems) -> TickTable:
+    found = NAME.fullmatch(path.name)
+    if found is None:
+        raise RecordingError(
+            path,
+            "a LOBSTER message file is named TICKER_DATE_START_END_message_LEVEL.csv "
+            "(the name carries the symbol and the date)",
+        )
+    symbol, day = found["symbol"], date.fromisoformat(found["date"])
+    cols, lines = read_columns(path, read_text_lines(path), 1, MESSAGE_COLUMNS, problems)
+    trades = np.isin(cols["type"], TRADE_TYPES)
+    ns = session_start_ns(day) + cols["time"][trades]
+    bid = ask = None
+    book_path = path.with_name(path.name.replace("_message_", "_orderbook_"))
+    if book_path.exists():
+        bid, ask = _best_quotes(book_path, lines, problems)
+        bid, ask = bid[trades], ask[trades]
+    return TickTable.build(
+        [symbol],
+        t=ns // 1000,
+        sym=np.zeros(int(trades.sum()), np.int32),
+        p=cols["price"][trades] / PRICE_SCALE,
+        v=cols["size"][trades].astype(np.float64),
+        b=bid,
+        a=ask,
+        lines=lines[trades],
+    )
+
+
+def _best_quotes(
+    book_path: Path, message_lines: np.ndarray, problems: Problems
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best bid and ask for each kept message row (NaN where that side is empty)."""
+    book_lines = read_text_lines(book_path)
+    cols, lines = read_columns(book_path, book_lines, 1, BOOK_COLUMNS, Problems())
+    if len(lines) != len(book_lines) or lines[-1] < message_lines[-1]:
+        raise RecordingError(
+            book_path,
+            f"{len(lines)} rows do not line up with the message file's rows "
+            f"(up to line {message_lines[-1]})",
+        )
+    row = message_lines - 1  # the book row of each message row, by line number
+    ask = cols["ask"][row].astype(np.float64)
+    bid = cols["bid"][row].astype(np.float64)
+    ask[np.abs(ask) >= EMPTY_LEVEL] = np.nan
+    bid[np.abs(bid) >= EMPTY_LEVEL] = np.nan
+    return bid / PRICE_SCALE, ask / PRICE_SCALE

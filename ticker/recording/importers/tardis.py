@@ -1,0 +1,46 @@
+"""tardis.dev normalised trades CSV (``exchange,symbol,timestamp,local_timestamp,id,side,
+price,amount``): every row is one trade; ``timestamp`` is the exchange time in µs UTC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ticker.recording.importers.csvcolumns import Column, read_columns, read_text_lines
+from ticker.recording.problems import Problems, RecordingError
+from ticker.recording.table import TickTable
+
+HEADER = ("exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount")
+
+
+def matches_header(first_line: str) -> bool:
+    return tuple(first_line.strip().split(",")[:4]) == HEADER[:4]
+
+
+def read_tardis(path: Path, problems: Problems) -> TickTable:
+    lines = read_text_lines(path)
+    header = lines[0].strip().split(",")
+    missing = [name for name in ("symbol", "timestamp", "price", "amount") if name not in header]
+    if missing:
+        raise RecordingError(
+            path, f"not a tardis trades CSV: the header has no {', '.join(missing)}", 1
+        )
+    spec = [
+        Column(header.index("symbol"), "symbol", "str"),
+        Column(header.index("timestamp"), "timestamp", "int"),
+        Column(header.index("price"), "price", "float"),
+        Column(header.index("amount"), "amount", "float"),
+    ]
+    cols, numbers = read_columns(path, lines[1:], 2, spec, problems)
+    if not len(numbers):
+        raise RecordingError(path, "no trades in it (a header only)")
+    symbols, sym = np.unique(cols["symbol"], return_inverse=True)
+    return TickTable.build(
+        symbols.tolist(),
+        t=cols["timestamp"],
+        sym=sym,
+        p=cols["price"],
+        v=cols["amount"],
+        lines=numbers,
+    )
