@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +31,13 @@ def require(executable: str) -> str:
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for servers started in a subprocess)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 StartServer = Callable[..., Awaitable[tuple[Node, TestServer]]]
