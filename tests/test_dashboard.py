@@ -143,6 +143,9 @@ def row_symbols(page: Page) -> list[str]:
     return page.locator("#rows .symbol").all_text_contents()
 
 
+BACKGROUND = "getComputedStyle(document.body).backgroundColor"
+
+
 def wait_live(page: Page, timeout_ms: float = 10_000) -> None:
     expect(page.locator("#status-state")).to_have_text("live", timeout=timeout_ms)
 
@@ -150,33 +153,35 @@ def wait_live(page: Page, timeout_ms: float = 10_000) -> None:
 def test_the_page_loads_with_no_console_errors_and_no_failed_requests(
     page: Page, server: ServerProcess, problems: Problems
 ) -> None:
-    page.goto(f"{server.url}/?symbols=AAPL,MSFT")
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.goto(f"{server.url}/?symbols=AAPL,MSFT&mode=all&max_hz=50&token=t0ken")
     wait_live(page)
     assert row_symbols(page) == ["AAPL", "MSFT"]
+    (url,) = sockets  # the address's parameters go through to the handshake
+    assert url.startswith(f"ws://127.0.0.1:{server.port}/ws?")
+    assert "symbols=AAPL%2CMSFT&mode=all&max_hz=50&token=t0ken" in url
     expect(page.locator("#rows .last").first).not_to_have_text("")
     expect(page.locator("#status-epoch")).not_to_have_text("-")
     page.wait_for_timeout(1000)  # ticks, sparklines, the chart, status updates
     assert page.locator("#status-rate").inner_text() != "0"
     assert page.locator("#status-p50").inner_text().endswith(" ms")
+    assert page.evaluate(BACKGROUND) == "rgb(255, 255, 255)"  # light by default
     assert problems == []
 
 
-def test_readable_in_light_and_dark_and_usable_at_phone_width(
-    browser: Browser, server: ServerProcess
-) -> None:
-    background = "getComputedStyle(document.body).backgroundColor"
-    for scheme, expected in (("light", "rgb(255, 255, 255)"), ("dark", "rgb(17, 20, 24)")):
-        context = browser.new_context(color_scheme=scheme, viewport={"width": 390, "height": 844})
-        page = context.new_page()
-        page.goto(f"{server.url}/?symbols=AAPL,MSFT,GOOGL")
-        wait_live(page)
-        assert page.evaluate(background) == expected
-        # nothing wider than the phone's screen; the wide columns step aside
-        assert page.evaluate("document.documentElement.scrollWidth") <= 390
-        expect(page.get_by_role("button", name="Add")).to_be_in_viewport()
-        expect(page.locator("#rows .bid").first).to_be_hidden()
-        expect(page.locator("#rows .last").first).to_be_visible()
-        context.close()
+def test_dark_and_phone_width(browser: Browser, server: ServerProcess) -> None:
+    context = browser.new_context(color_scheme="dark", viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(f"{server.url}/?symbols=AAPL,MSFT,GOOGL")
+    wait_live(page)
+    assert page.evaluate(BACKGROUND) == "rgb(17, 20, 24)"
+    # nothing wider than the phone's screen; the wide columns step aside
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    expect(page.get_by_role("button", name="Add")).to_be_in_viewport()
+    expect(page.locator("#rows .bid").first).to_be_hidden()
+    expect(page.locator("#rows .last").first).to_be_visible()
+    context.close()
 
 
 def test_adding_a_symbol_shows_its_price_changing_within_2s_and_removing_stops_it(
@@ -211,7 +216,7 @@ def test_adding_a_symbol_shows_its_price_changing_within_2s_and_removing_stops_i
     page.keyboard.press("Enter")
     expect(page.locator("#rows .symbol")).to_have_text(["AAPL"])
     page.wait_for_function("window.probe.unsubscribed")
-    page.wait_for_timeout(1000)
+    page.wait_for_timeout(700)
     after = page.evaluate("window.probe.after")
     assert after["TSLA"] == 0 and after["AAPL"] > 0  # the rest of the stream goes on
     assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "Remove AAPL"
@@ -311,6 +316,24 @@ def test_js_client_snapshot_ticks_list_subscribe_unsubscribe_close(
     assert result["unsubscribed"] == ["MSFT"] == result["mine"]
     assert result["after"]["AAPL"] == 0 and result["after"]["MSFT"] > 0
     assert result["statuses"] == ["connecting", "live", "closed"]
+
+
+def test_the_documented_example_runs_from_a_page_of_another_origin(
+    page: Page, server: ServerProcess, problems: Problems
+) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "javascript-client.md").read_text()
+    example = re.search(r"```html\n<script type=\"module\">\n(.*?)</script>\n```", doc, re.S)
+    assert example, "the example is missing from docs/javascript-client.md"
+    code = example.group(1).replace("127.0.0.1:8080", f"127.0.0.1:{server.port}")
+    assert len(code.strip().splitlines()) <= 11
+    logs: list[str] = []
+    page.on("console", lambda msg: logs.append(msg.text))
+    # localhost and 127.0.0.1 are two origins: the import needs the CORS header
+    page.goto(f"http://localhost:{server.port}/healthz")
+    page.add_script_tag(content=code, type="module")
+    expect(page).to_have_title(re.compile(r"^(AAPL|MSFT) \d+\.\d\d$"))
+    assert logs[:2] == ["connecting ", "live "], logs
+    assert problems == []
 
 
 def test_js_client_reconnect_rules_follow_the_close_code_table(
@@ -455,7 +478,7 @@ def test_keeps_30_fps_and_a_flat_heap_under_20000_ticks_per_second(
                 early = page.evaluate("window.measure()")
             samples.append(heap())
         late = page.evaluate("window.measure()")
-        page.screenshot(path=ARTIFACTS / "dashboard.png")
+        page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
     finally:
         context.close()
         server.stop()

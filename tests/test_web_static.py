@@ -28,9 +28,13 @@ async def test_the_page_and_static_files_are_served_and_nothing_outside_them(
             assert resp.status == 200 and resp.content_type == "text/html"
             assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
             assert '<script type="module" src="/static/dashboard.js">' in await resp.text()
+            assert "Access-Control-Allow-Origin" not in resp.headers
         async with http.get(server.make_url("/static/ticker-client.js")) as resp:
             assert resp.status == 200 and "javascript" in resp.content_type
+            assert resp.headers["Access-Control-Allow-Origin"] == "*"  # importable anywhere
             assert "export class TickerClient" in await resp.text()
+        async with http.get(server.make_url("/favicon.ico")) as resp:
+            assert resp.status == 200 and resp.content_type == "image/svg+xml"
         for path in ("/static/", "/static/nope.js", "/static/..%2F__init__.py"):
             async with http.get(server.make_url(path)) as resp:
                 assert resp.status in (403, 404), path

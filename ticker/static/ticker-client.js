@@ -233,7 +233,7 @@ export class TickerClient {
     const limit = this.#welcome?.limits?.max_message_bytes;
     if (limit !== undefined && new TextEncoder().encode(text).length > limit) {
       // The server would close the connection (1009): refuse here, with a clear error.
-      for (const s of symbols) this.#wanted.delete(s);
+      if (op.op === "subscribe") for (const s of symbols) this.#wanted.delete(s);
       const message = `${op.op} of ${symbols.length} symbols is over the server's ${limit}-byte message limit`;
       this.#emit("error", { type: "error", code: "client", message, symbols });
       return null;
