@@ -10,7 +10,7 @@ import { TickerClient } from "./ticker-client.js";
 
 const HISTORY_S = 300; // the large chart: the last five minutes
 const SPARK_S = 60; // the sparklines: the last minute
-const TABLE_EVERY_MS = 100; // numbers and chart: 10 times a second, readable and cheap
+const TABLE_EVERY_MS = 200; // numbers and chart: 5 times a second, readable and cheap
 const SPARK_EVERY_MS = 500; // sparklines of one-second bars move slowly
 const STATUS_EVERY_MS = 250;
 const FLASH_MS = 300;
@@ -116,8 +116,9 @@ function addRow(symbol) {
   const row = {
     symbol,
     tr,
-    cells: { last: cell("last"), chg: cell("chg"), pct: cell("pct"), bid: cell("bid"), ask: cell("ask"), size: cell("size"), time: cell("time") },
-    shown: {}, // text currently in each cell
+    cells: { last: cell("last"), chg: cell("chg"), pct: cell("pct") },
+    values: {}, // name -> the span that holds the cell's text
+    shown: {}, // name -> text currently in it
     symbolButton: cell("symbol"),
     removeButton: cell("remove"),
     spark: cell("spark").getContext("2d"),
@@ -139,6 +140,9 @@ function addRow(symbol) {
   row.symbolButton.addEventListener("click", () => select(symbol));
   row.removeButton.setAttribute("aria-label", `Remove ${symbol}`);
   row.removeButton.addEventListener("click", () => removeSymbol(symbol, true));
+  for (const name of ["last", "chg", "pct", "bid", "ask", "size", "time"]) {
+    row.values[name] = tr.querySelector(`.${name} .v`);
+  }
   rows.set(symbol, row);
   ui.rows.append(tr);
   ui.empty.hidden = true;
@@ -267,7 +271,7 @@ function clock(tMicros) {
 function setText(row, name, text) {
   if (row.shown[name] !== text) {
     row.shown[name] = text;
-    row.cells[name].textContent = text;
+    row.values[name].textContent = text;
   }
 }
 
@@ -331,7 +335,7 @@ function draw(frameTime) {
   const now = Date.now();
   let pending = false; // changed, but waiting for its next pass
   if (frameTime - lastTablePass >= TABLE_EVERY_MS) {
-    // Rows and chart change together, ten times a second: the frames in between have
+    // Rows and chart change together, five times a second: the frames in between have
     // nothing to lay out or paint.
     lastTablePass = frameTime;
     for (const row of rows.values()) {
