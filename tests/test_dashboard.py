@@ -232,16 +232,29 @@ def test_adding_a_symbol_shows_its_price_changing_within_2s_and_removing_stops_i
     assert problems == []
 
 
-def test_status_follows_a_server_restart_with_fresh_prices_and_no_duplicate_rows(
+def test_status_follows_a_silent_server_and_a_restart_with_fresh_prices_and_no_duplicate_rows(
     page: Page,
 ) -> None:
-    server = ServerProcess(free_port(), "--rate", "2000").start()
+    server = ServerProcess(free_port(), "--rate", "2000", "--heartbeat", "1").start()
+    state = page.locator("#status-state")
     try:
         page.goto(f"{server.url}/?symbols=AAPL,MSFT,NVDA")
         wait_live(page)
         first_epoch = page.locator("#status-epoch").inner_text()
+
+        # frozen, not closed: after twice heartbeat_s of silence the page gives up on it
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            expect(state).not_to_have_text("live", timeout=5000)
+            last_close = page.evaluate("window.tickerDashboard.client.lastClose")
+            assert last_close == {"code": 1006, "reason": "no data from the server"}
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        wait_live(page)
+        expect(page.locator("#status-epoch")).to_have_text(first_epoch)  # the same stream
+
         server.stop()
-        state = page.locator("#status-state")
         expect(state).to_have_text(re.compile(r"reconnecting in \d+ s"), timeout=5000)
         expect(state).to_have_attribute("data-state", "reconnecting")
         restarted_us = time.time() * 1e6

@@ -262,11 +262,10 @@ export class TickerClient {
     ws.onclose = (event) => {
       if (this.#ws === ws) this.#onClose(event.code, event.reason);
     };
-    ws.onopen = () => {
-      this.#lastHeard = Date.now();
-      clearInterval(this.#watchdog);
-      this.#watchdog = setInterval(() => this.#checkSilence(), 1000);
-    };
+    // From now on: a handshake that hangs counts as silence too.
+    this.#lastHeard = Date.now();
+    clearInterval(this.#watchdog);
+    this.#watchdog = setInterval(() => this.#checkSilence(), 1000);
   }
 
   /** A connection that has heard nothing for twice heartbeat_s is dead: drop it, retry. */
