@@ -397,82 +397,89 @@ function setView(toCandles) {
 }
 
 const params = new URLSearchParams(location.search);
-let client;
-try {
-  client = new TickerClient("/ws", {
-    mode: params.get("mode"),
-    maxHz: params.get("max_hz"),
-    token: params.get("token"),
+const client = createClient();
+if (client !== null) start();
+
+/** The page's client, from the address's parameters; null (and why, shown) when they are bad. */
+function createClient() {
+  try {
+    return new TickerClient("/ws", {
+      mode: params.get("mode"),
+      maxHz: params.get("max_hz"),
+      token: params.get("token"),
+    });
+  } catch (err) {
+    ui.state.textContent = "not connected";
+    ui.state.dataset.state = "closed";
+    say(`Check the page address: ${err.message}`);
+    return null;
+  }
+}
+
+function start() {
+  for (const symbol of initialSymbols(params).slice(0, MAX_ROWS)) {
+    if (!rows.has(symbol)) addRow(symbol);
+  }
+  ui.empty.hidden = rows.size > 0;
+  select(rows.keys().next().value ?? null);
+  client.subscribe([...rows.keys()]);
+  saveWatchlist();
+
+  client.on("ticks", (ticks) => apply(ticks, true));
+  client.on("snapshot", (ticks) => apply(ticks, false));
+  client.on("epoch", onEpoch);
+  client.on("error", onError);
+  client.on("status", ({ status, code }) => {
+    ui.tokenForm.hidden = !(status === "closed" && code === 1008);
+    if (!ui.tokenForm.hidden) say("The server refused the connection: enter a token.");
+    lastStatus = -Infinity; // show the change on the next frame
+    schedule();
   });
-} catch (err) {
-  ui.state.textContent = "not connected";
-  ui.state.dataset.state = "closed";
-  say(`Check the page address: ${err.message}`);
-  throw err;
+  client.on("welcome", () => {
+    client.list().then(
+      (symbols) => {
+        known = symbols;
+        suggest();
+      },
+      () => {}, // the connection dropped: the next welcome asks again
+    );
+  });
+
+  ui.addForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    addSymbol(ui.addInput.value);
+  });
+  ui.addInput.addEventListener("input", suggest);
+  ui.tokenForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    client.token = ui.tokenInput.value;
+    ui.tokenInput.value = "";
+    ui.tokenForm.hidden = true;
+    say("");
+    client.reconnect();
+  });
+  ui.viewLine.addEventListener("click", () => setView(false));
+  ui.viewCandles.addEventListener("click", () => setView(true));
+  matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+    colors = readColors(document.documentElement);
+    for (const row of rows.values()) row.sparkDirty = true;
+    chartDirty = true;
+    schedule();
+  });
+  new ResizeObserver(([entry]) => {
+    chartSize = { width: entry.contentRect.width, height: entry.contentRect.height };
+    chartDirty = true;
+    schedule();
+  }).observe(ui.chart);
+  setInterval(() => {
+    // the status bar moves on its own: the countdown, the rates going stale; the charts scroll
+    lastStatus = -Infinity;
+    chartDirty = true;
+    for (const row of rows.values()) row.sparkDirty = true;
+    schedule();
+  }, 1000);
+
+  /** For debugging from the console, and for the tests. */
+  window.tickerDashboard = { client, rows };
+  client.connect();
 }
-
-for (const symbol of initialSymbols(params).slice(0, MAX_ROWS)) {
-  if (!rows.has(symbol)) addRow(symbol);
-}
-ui.empty.hidden = rows.size > 0;
-select(rows.keys().next().value ?? null);
-client.subscribe([...rows.keys()]);
-saveWatchlist();
-
-client.on("ticks", (ticks) => apply(ticks, true));
-client.on("snapshot", (ticks) => apply(ticks, false));
-client.on("epoch", onEpoch);
-client.on("error", onError);
-client.on("status", ({ status, code }) => {
-  ui.tokenForm.hidden = !(status === "closed" && code === 1008);
-  if (!ui.tokenForm.hidden) say("The server refused the connection: enter a token.");
-  lastStatus = -Infinity; // show the change on the next frame
-  schedule();
-});
-client.on("welcome", () => {
-  client.list().then(
-    (symbols) => {
-      known = symbols;
-      suggest();
-    },
-    () => {}, // the connection dropped: the next welcome asks again
-  );
-});
-
-ui.addForm.addEventListener("submit", (event) => {
-  event.preventDefault();
-  addSymbol(ui.addInput.value);
-});
-ui.addInput.addEventListener("input", suggest);
-ui.tokenForm.addEventListener("submit", (event) => {
-  event.preventDefault();
-  client.token = ui.tokenInput.value;
-  ui.tokenInput.value = "";
-  ui.tokenForm.hidden = true;
-  say("");
-  client.reconnect();
-});
-ui.viewLine.addEventListener("click", () => setView(false));
-ui.viewCandles.addEventListener("click", () => setView(true));
-matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
-  colors = readColors(document.documentElement);
-  for (const row of rows.values()) row.sparkDirty = true;
-  chartDirty = true;
-  schedule();
-});
-new ResizeObserver(([entry]) => {
-  chartSize = { width: entry.contentRect.width, height: entry.contentRect.height };
-  chartDirty = true;
-  schedule();
-}).observe(ui.chart);
-setInterval(() => {
-  // the status bar moves on its own: the countdown, the rates going stale; the charts scroll
-  lastStatus = -Infinity;
-  chartDirty = true;
-  for (const row of rows.values()) row.sparkDirty = true;
-  schedule();
-}, 1000);
-
-/** For debugging from the console, and for the tests. */
-window.tickerDashboard = { client, rows };
-client.connect();
