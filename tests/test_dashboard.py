@@ -146,6 +146,19 @@ def row_symbols(page: Page) -> list[str]:
 BACKGROUND = "getComputedStyle(document.body).backgroundColor"
 
 
+def painted(page: Page, selector: str) -> int:
+    """Pixels drawn on the (first) canvas matching the selector."""
+    return page.eval_on_selector(
+        selector,
+        """(canvas) => {
+            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+            let n = 0;
+            for (let i = 3; i < data.data.length; i += 4) if (data.data[i] !== 0) n++;
+            return n;
+        }""",
+    )
+
+
 def wait_live(page: Page, timeout_ms: float = 10_000) -> None:
     expect(page.locator("#status-state")).to_have_text("live", timeout=timeout_ms)
 
@@ -167,6 +180,13 @@ def test_the_page_loads_with_no_console_errors_and_no_failed_requests(
     assert page.locator("#status-rate").inner_text() != "0"
     assert page.locator("#status-p50").inner_text().endswith(" ms")
     assert page.evaluate(BACKGROUND) == "rgb(255, 255, 255)"  # light by default
+    # the chart follows the selected symbol, in either view, from the keyboard
+    page.get_by_role("button", name="Show MSFT in the chart").press("Enter")
+    expect(page.locator("#chart-title")).to_have_text("MSFT: last 5 minutes")
+    page.get_by_role("button", name="Candles").press("Enter")
+    expect(page.get_by_role("button", name="Candles")).to_have_attribute("aria-pressed", "true")
+    page.wait_for_timeout(300)
+    assert painted(page, "#chart") > 500 and painted(page, "#rows .spark") > 0
     assert problems == []
 
 
