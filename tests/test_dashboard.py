@@ -546,7 +546,8 @@ def test_keeps_30_fps_and_a_flat_heap_under_20000_ticks_per_second(
     print(report)
     assert tick_rate > rate / 2, report  # the page really was under load
     assert fps >= 30, report
-    # Bounded: all history is preallocated, so the heap after GC stays where it was after the
-    # warm-up (an unbounded history at this rate would add tens of MB a minute).
-    assert samples[-1] - samples[0] < 2 * 2**20, report
+    # Bounded: all history is preallocated, so the heap after GC stays near where it was after
+    # the warm-up (it wobbles by about a MB: compiled code, frames in flight). Keeping even
+    # one number per tick would add 8 MB in these 55 s; an object per tick, tens of MB.
+    assert max(samples) - samples[0] < 4 * 2**20, report
     assert problems == []
