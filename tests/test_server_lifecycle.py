@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.conftest import StartServer, frame, next_of
+from tests.conftest import StartServer, frame, free_port, next_of
 from tests.rawws import RawWebSocket
 from ticker.core.ticks import TickBatch
 
@@ -105,12 +105,6 @@ def unsent_bytes(local_port: int, remote_port: int) -> int:
             ):
                 return int(queues.split(":")[0], 16)
     return 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_sigterm_closes_every_client_with_1001_and_exits_0_within_5s() -> None:

@@ -9,6 +9,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ticker.server.node import NODE_KEY, Node
+from ticker.server.web import add_routes as add_dashboard_routes
 from ticker.server.websocket import websocket_handler
 
 
@@ -40,6 +41,7 @@ def create_app(node: Node) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    add_dashboard_routes(app)
 
     async def feeds(app: web.Application) -> AsyncIterator[None]:
         await node.start()
