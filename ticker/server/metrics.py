@@ -127,9 +127,9 @@ class Metrics:
         self.handshake_rejections.labels(transport, reason.value).inc()
 
 
-def histogram(name: str, doc: str, buckets: Buckets, scale: float = 1.0) -> HistogramMetricFamily:
+def histogram(name: str, doc: str, buckets: Buckets) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, doc, labels=[])
-    family.add_metric([], buckets.cumulative(scale), buckets.sum * scale)
+    family.add_metric([], buckets.cumulative(), buckets.sum)
     return family
 
 
@@ -223,7 +223,7 @@ class NodeCollector(Collector):
             frames.add_metric([name], traffic.frames)
             sent.add_metric([name], traffic.bytes)
             if (buckets := traffic.latency_us) is not None:
-                latency.add_metric([name], buckets.cumulative(1e-6), buckets.sum * 1e-6)
+                latency.add_metric([name], buckets.cumulative(1e6), buckets.sum / 1e6)
         yield from (ticks, frames, sent, latency)
 
     def _mailboxes(self) -> Iterator[Metric]:

@@ -45,14 +45,14 @@ class Buckets:
     def count(self) -> int:
         return sum(self.counts)
 
-    def cumulative(self, scale: float = 1.0) -> list[tuple[str, int]]:
+    def cumulative(self, unit: float = 1.0) -> list[tuple[str, int]]:
         """(upper bound, observations at or below it) pairs as Prometheus exposes them,
-        the bounds multiplied by ``scale`` (e.g. microseconds to seconds)."""
+        the bounds divided by ``unit`` (1e6: microseconds to seconds)."""
         out: list[tuple[str, int]] = []
         total = 0
         for bound, n in zip((*self.bounds, None), self.counts, strict=True):
             total += n
-            out.append(("+Inf" if bound is None else repr(bound * scale), total))
+            out.append(("+Inf" if bound is None else repr(bound / unit), total))
         return out
 
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 
 from ticker.core.codes import CloseCode
 from ticker.core.session import MODES, Session
@@ -273,9 +273,10 @@ class Connection:
                 session.receive_binary()
             elif msg.type is WSMsgType.CLOSE:
                 session.request_close(echo_code(msg.data), "closed by client")
-            elif msg.type is WSMsgType.ERROR and ws.close_code:
-                # aiohttp refused a frame (1009 too big, 1002 protocol error) and closed
-                session.request_close(ws.close_code, str(msg.data))
+            elif msg.type is WSMsgType.ERROR and isinstance(msg.data, WebSocketError):
+                # aiohttp refused a frame (1009 too big, 1002 protocol error) and closed with
+                # this code; ws.close_code may since say 1006 (the peer's unread remainder)
+                session.request_close(msg.data.code, str(msg.data))
             else:  # CLOSING, CLOSED, or an ERROR such as a missed pong
                 session.request_close(CloseCode.GOING_AWAY, "connection lost")
 
