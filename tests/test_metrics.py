@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -18,6 +20,8 @@ from tests.conftest import StartServer, frame
 from tests.rawws import RawWebSocket
 from tests.scrape import scrape, value
 from ticker.core.ticks import Tick, TickBatch
+from ticker.server.node import Node
+from ticker.server.settings import Settings
 from ticker.server.stats import Buckets
 
 # -- pure parts -----------------------------------------------------------------------------
@@ -312,3 +316,16 @@ async def test_counters_match_what_the_clients_counted(start_server: StartServer
     assert conflated == offered_to_conflating - seen["conflate"].ticks
     assert conflated >= 60 * 2  # AAPL's three ticks per batch
     assert value(samples, "ticker_subscriptions") == 0
+
+
+def test_operations_doc_describes_every_metric_and_no_other() -> None:
+    node = Node(Settings(), (ReplayLike(),))
+    exported = {
+        f"{family.name}_total" if family.type == "counter" else family.name
+        for family in node.metrics.registry.collect()
+        if family.name.startswith("ticker_")
+    }
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    documented = set(re.findall(r"`(ticker_[a-z_]+)`", doc))
+    assert exported - documented == set(), "metrics missing from docs/operations.md"
+    assert documented - exported == set(), "docs/operations.md names metrics that do not exist"
