@@ -22,7 +22,7 @@ from tests.scrape import scrape, value
 from ticker.core.ticks import Tick, TickBatch
 from ticker.server.node import Node
 from ticker.server.settings import Settings
-from ticker.server.stats import Buckets
+from ticker.server.stats import Buckets, Stats
 
 # -- pure parts -----------------------------------------------------------------------------
 
@@ -37,6 +37,20 @@ def test_buckets_put_each_value_in_the_first_bucket_that_holds_it() -> None:
     micro = Buckets([100, 25_000])
     micro.observe(30)
     assert micro.cumulative(1e6) == [("0.0001", 1), ("0.025", 1), ("+Inf", 1)]  # exact labels
+
+
+def test_frames_of_a_pass_are_observed_at_its_end() -> None:
+    now = [5_000]
+    stats = Stats(clock_us=lambda: now[0])
+    traffic = stats.transport("ws")
+    assert traffic.handed is not None and traffic.latency_us is not None
+    traffic.handed += [1_000, 1_000, 4_900, 6_000]  # the last one from a clock ahead of ours
+    stats.settle()
+    assert traffic.handed == []
+    assert traffic.latency_us.count == 4
+    assert traffic.latency_us.sum == 4_000 + 4_000 + 100 + 0
+    assert traffic.latency_us.cumulative(1e6)[:2] == [("0.0001", 2), ("0.00025", 2)]
+    assert Stats(metrics=False).transport("ws").handed is None  # nothing to append to
 
 
 def test_buckets_refuse_bounds_that_do_not_increase() -> None:

@@ -38,7 +38,7 @@ class Node:
         self.bus = bus or Bus()
         self.metrics = Metrics()
         self.stats = Stats(metrics=settings.metrics)
-        self.flusher = Flusher()
+        self.flusher = Flusher(after_pass=self.stats.settle if settings.metrics else None)
         self.connections: set[Connection] = set()
         self.supervisors = [
             FeedSupervisor(

@@ -18,7 +18,6 @@ from aiohttp import WebSocketError, WSMsgType, web
 
 from ticker.core.codes import CloseCode
 from ticker.core.session import MODES, Session
-from ticker.core.ticks import now_us
 from ticker.server.metrics import Rejection
 from ticker.server.node import NODE_KEY, Node
 
@@ -190,7 +189,8 @@ class Connection:
             if self._hz_timer is None:
                 self._hz_timer = self._loop.call_at(self.next_ticks, self._hz_due)
             return
-        since_us = session.mailbox.oldest_t
+        if traffic.handed is not None:  # latency: from the frame's oldest batch
+            traffic.handed.append(session.mailbox.oldest_t)
         frame, count = session.take_ticks()
         data = text_frame(frame)
         transport.write(data)
@@ -199,8 +199,6 @@ class Connection:
         traffic.frames += 1
         traffic.ticks += count
         traffic.bytes += len(data)
-        if traffic.latency_us is not None:  # once per frame, from its oldest batch
-            traffic.latency_us.observe(max(now_us() - since_us, 0))
         self.last_send = now
         self.next_ticks = now + self.min_interval
         if session.has_ticks():  # more than a frame's worth: the rest goes on the next pass
