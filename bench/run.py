@@ -111,7 +111,7 @@ class Plan:
     ceiling_ticks_per_frame: list[int] = field(default_factory=lambda: [20, 500])
     ceiling_duration: float = 5.0
     metrics_rate: int = 20000  # x 100 subscribers = 2 M deliveries/s, the fan-out target
-    metrics_pairs: int = 2
+    metrics_pairs: int = 3
     """Runs with metrics off and on, alternated (off, on, off, on...)."""
     metrics_scrape_every: float = 1.0
     """Seconds between scrapes of /metrics while metrics are on (Prometheus: 15 s)."""
