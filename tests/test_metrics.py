@@ -19,6 +19,7 @@ from feeds.supervisor import FeedSupervisor
 from tests.conftest import StartServer, frame
 from tests.rawws import RawWebSocket
 from tests.scrape import scrape, value
+from ticker.core.mailbox import ConflatingMailbox, Delivery, QueueMailbox
 from ticker.core.ticks import Tick, TickBatch
 from ticker.server.node import Node
 from ticker.server.settings import Settings
@@ -51,6 +52,33 @@ def test_frames_of_a_pass_are_observed_at_its_end() -> None:
     assert traffic.latency_us.sum == 4_000 + 4_000 + 100 + 0
     assert traffic.latency_us.cumulative(1e6)[:2] == [("0.0001", 2), ("0.00025", 2)]
     assert Stats(metrics=False).transport("ws").handed is None  # nothing to append to
+
+
+def test_mailboxes_know_since_when_their_oldest_news_waits() -> None:
+    def batch(symbol: str, t: int) -> Delivery:
+        return Delivery({symbol: b"x"}, {symbol: 1}, {symbol: b"x"}, t)
+
+    queue = QueueMailbox(1 << 20)
+    queue.follows = frozenset({"A", "B"})
+    queue.offer(batch("A", 100))
+    queue.offer(batch("B", 200))
+    assert queue.oldest_t == 100
+    queue.drain(max_bytes=2)  # the first batch alone
+    assert queue.oldest_t == 200
+    queue.discard(["B"])
+    assert queue.oldest_t == 0 and not len(queue)
+    queue.offer(batch("A", 300))
+    queue.clear()
+    assert queue.oldest_t == 0
+
+    conflating = ConflatingMailbox()
+    conflating.follows = frozenset({"A", "B"})
+    conflating.offer(batch("A", 100))
+    conflating.offer(batch("A", 200))  # replaces A's tick; the client has waited since 100
+    assert conflating.oldest_t == 100
+    conflating.drain()
+    conflating.offer(batch("B", 300))
+    assert conflating.oldest_t == 300
 
 
 def test_buckets_refuse_bounds_that_do_not_increase() -> None:

@@ -209,7 +209,16 @@ class QueueMailbox:
     mode = "all"
     conflated = 0  # every tick is kept, or the client is closed
 
-    __slots__ = ("_shares", "_wake", "follows", "limit_bytes", "nbytes", "ntick", "overflowed")
+    __slots__ = (
+        "_shares",
+        "_wake",
+        "follows",
+        "limit_bytes",
+        "nbytes",
+        "ntick",
+        "oldest_t",
+        "overflowed",
+    )
 
     def __init__(self, limit_bytes: int, wake: Wake = _noop) -> None:
         self.follows: Follows = frozenset()
@@ -219,6 +228,9 @@ class QueueMailbox:
         self.nbytes = 0
         self.ntick = 0
         self.overflowed = False
+        self.oldest_t = 0
+        """Time (µs) of the oldest batch still queued; 0 when empty. An attribute kept up
+        to date, not a property: it is read once per frame."""
 
     def offer(self, delivery: Delivery) -> None:
         share = delivery.share(self.follows)
@@ -234,6 +246,7 @@ class QueueMailbox:
         self.nbytes += share.nbytes
         self.ntick += share.ticks
         if was_empty:
+            self.oldest_t = share.t
             self._wake()
 
     def drain(self, max_bytes: int = MAX_FRAME_BYTES) -> tuple[list[bytes], int]:
@@ -268,6 +281,7 @@ class QueueMailbox:
             break
         self.nbytes -= taken
         self.ntick -= ticks
+        self.oldest_t = shares[0].t if shares else 0
         return out, ticks
 
     def discard(self, symbols: Iterable[str]) -> None:
@@ -277,16 +291,13 @@ class QueueMailbox:
         self._shares = deque(share for share in kept if share.symbols)
         self.nbytes = sum(share.nbytes for share in self._shares)
         self.ntick = sum(share.ticks for share in self._shares)
+        self.oldest_t = self._shares[0].t if self._shares else 0
 
     def clear(self) -> None:
         self._shares.clear()
         self.nbytes = 0
         self.ntick = 0
-
-    @property
-    def oldest_t(self) -> int:
-        """Time (µs) of the oldest batch still queued; 0 when empty."""
-        return self._shares[0].t if self._shares else 0
+        self.oldest_t = 0
 
     def __len__(self) -> int:
         """Pending ticks."""
