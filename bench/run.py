@@ -907,7 +907,8 @@ def render_metrics(data: dict[str, Any]) -> list[str]:
         "",
         table(["metrics", "delivered", "server CPU", "us/tick", "p99", "scrapes"], rows),
         "",
-        f"End to end: metrics on cost {fmt_pct(d['cost'])} more server CPU per delivered tick "
+        f"End to end: server CPU per delivered tick with metrics on, against off: "
+        f"{'+' if (d['cost'] or 0) > 0 else ''}{fmt_pct(d['cost'])} "
         f"(median {fmt_num(d['on_us_per_tick'], 3)} vs {fmt_num(d['off_us_per_tick'], 3)} us; "
         f"server CPU {fmt_pct(d['on_cpu'])} vs {fmt_pct(d['off_cpu'])}); target < "
         f"{fmt_pct(target)}: {verdict(d['cost'])}. Off is `--no-metrics` (no latency or "
