@@ -25,13 +25,16 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,7 @@ PY = sys.executable
 
 SERVERS = ("ticker", "naive-aiohttp", "node-ws")
 BASELINES = ("naive-aiohttp", "node-ws")
-SCENARIOS = ("fanout", "connections", "slow", "inprocess", "ceiling")
+SCENARIOS = ("fanout", "connections", "slow", "inprocess", "ceiling", "metrics")
 UNIVERSE = 100
 LOADGEN_SATURATED = 0.85
 """Load generator CPU (fraction of its core) above which its figures are suspect."""
@@ -59,6 +62,7 @@ TARGETS = {
     "slow_rss_growth_mb": 5.0,
     "healthy_delivery": 0.99,
     "p99_vs_noslow": 1.2,
+    "metrics_cost": 0.05,  # extra server CPU with metrics on and scraped, at metrics_rate
 }
 
 _T0 = time.monotonic()
@@ -106,6 +110,11 @@ class Plan:
     slow_duration: float = 20.0
     ceiling_ticks_per_frame: list[int] = field(default_factory=lambda: [20, 500])
     ceiling_duration: float = 5.0
+    metrics_rate: int = 20000  # x 100 subscribers = 2 M deliveries/s, the fan-out target
+    metrics_pairs: int = 3
+    """Runs with metrics off and on, alternated (off, on, off, on...)."""
+    metrics_scrape_every: float = 1.0
+    """Seconds between scrapes of /metrics while metrics are on (Prometheus: 15 s)."""
     ticker_args: list[str] = field(default_factory=list)
 
     @classmethod
@@ -124,6 +133,7 @@ class Plan:
             slow_duration=8.0,
             ceiling_ticks_per_frame=[20],
             ceiling_duration=2.0,
+            metrics_pairs=1,
             ramp_budget=8.0,
         )
 
@@ -180,12 +190,15 @@ class Server:
         return self.proc.pid
 
 
-def server_command(ctx: Context, name: str, port: int, rate: float) -> tuple[list[str], Path]:
-    """The argv (and working directory) of one server under test."""
+def server_command(
+    ctx: Context, name: str, port: int, rate: float, extra: Sequence[str] = ()
+) -> tuple[list[str], Path]:
+    """The argv (and working directory) of one server under test; ``extra`` flags go to
+    ticker only."""
     if name == "ticker":
         argv = [PY, "-m", "ticker", "serve", "--host", HOST, "--port", str(port)]
         argv += ["--symbols", str(UNIVERSE), "--rate", f"{rate:g}", "--seed", "1"]
-        return [*argv, "--log-level", "warning", *ctx.plan.ticker_args], ctx.ticker_src
+        return [*argv, "--log-level", "warning", *ctx.plan.ticker_args, *extra], ctx.ticker_src
     if name == "naive-aiohttp":
         argv = [PY, "-m", "bench.baseline_aiohttp", "--host", HOST, "--port", str(port)]
         return [*argv, "--symbols", str(UNIVERSE), "--rate", f"{rate:g}", "--seed", "1"], ROOT
@@ -231,14 +244,16 @@ def log_tail(path: Path, lines: int = 8) -> str:
 
 
 @contextlib.contextmanager
-def server(ctx: Context, name: str, rate: float, label: str) -> Iterator[Server]:
+def server(
+    ctx: Context, name: str, rate: float, label: str, extra: Sequence[str] = ()
+) -> Iterator[Server]:
     """A server under test, pinned, on a free port; always stopped on the way out."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
     log_path = ctx.logdir / f"{label}.log"
     error = ""
     for _attempt in range(3):  # a free port can be taken between probe and bind
         port = free_port()
-        argv, cwd = server_command(ctx, name, port, rate)
+        argv, cwd = server_command(ctx, name, port, rate, extra)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 [*ctx.pins.server, *argv],
@@ -341,15 +356,20 @@ def measure(
     rate: float,
     label: str,
     after: Callable[[Server], dict[str, Any]] | None = None,
+    during: Callable[[Server], contextlib.AbstractContextManager[Any]] | None = None,
+    server_args: Sequence[str] = (),
     **loadgen_args: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Start the server, run the load generator against it, stop it: the load generator's
-    report and whatever ``after`` gathered from the live server. Measured once more when
-    other work shared the cores (a shared machine), keeping the quieter of the two."""
+    """Start the server, run the load generator against it (inside ``during``, if given),
+    stop it: the load generator's report and whatever ``after`` gathered from the live
+    server. Measured once more when other work shared the cores (a shared machine),
+    keeping the quieter of the two."""
     best: tuple[dict[str, Any], dict[str, Any]] | None = None
     for attempt in range(2):
-        with server(ctx, name, rate, label if not attempt else f"{label}-again") as srv:
-            lg = run_loadgen(ctx, srv, **loadgen_args)
+        name_again = label if not attempt else f"{label}-again"
+        with server(ctx, name, rate, name_again, server_args) as srv:
+            with during(srv) if during else contextlib.nullcontext():
+                lg = run_loadgen(ctx, srv, **loadgen_args)
             extra = after(srv) if after else {}
         lg["other_work"] = other_work(lg)
         if best is None or lg["other_work"] < best[0]["other_work"]:
@@ -749,6 +769,157 @@ def scenario_ceiling(ctx: Context) -> dict[str, Any]:
     return rows
 
 
+# -- scenario 6: what the metrics cost ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scraping(srv: Server, every: float, out: dict[str, Any]) -> Iterator[None]:
+    """Scrape the server's /metrics every ``every`` seconds from a thread while the load
+    runs, as Prometheus does (more often): the scrapes' own cost is part of the metrics'."""
+    url = f"http://{HOST}:{srv.port}/metrics"
+    stop = threading.Event()
+    took: list[float] = []
+    errors: list[str] = []
+
+    def loop() -> None:
+        while not stop.wait(every):
+            start = time.perf_counter()
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    resp.read()
+                took.append(time.perf_counter() - start)
+            except OSError as exc:
+                errors.append(str(exc))
+
+    thread = threading.Thread(target=loop, name="scraper", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+        out["scrapes"] = len(took)
+        out["scrape_ms"] = 1000 * statistics.median(took) if took else None
+        if errors:
+            out["error"] = f"{len(errors)} scrape(s) failed: {errors[0]}"
+
+
+def scenario_metrics(ctx: Context) -> dict[str, Any]:
+    """ticker at the fan-out load with metrics off (``--no-metrics``) and on (scraped every
+    second), alternated: the CPU per delivered tick that metrics add."""
+    p = ctx.plan
+    rate = p.metrics_rate
+    runs: list[dict[str, Any]] = []
+    for i in range(p.metrics_pairs):
+        for on in (False, True):
+            label = f"metrics-{'on' if on else 'off'}-{i + 1}"
+            how = f"on, scraped every {p.metrics_scrape_every:g} s" if on else "off"
+            progress(f"metrics: ticker at {rate} ticks/s x 100 subscribers, metrics {how}")
+            scraped: dict[str, Any] = {}
+            try:
+                lg, _ = measure(
+                    ctx,
+                    "ticker",
+                    rate,
+                    label,
+                    during=partial(scraping, every=p.metrics_scrape_every, out=scraped)
+                    if on
+                    else None,
+                    server_args=() if on else ("--no-metrics",),
+                    conns=p.fanout_conns,
+                    symbols_per_conn=p.fanout_symbols_per_conn,
+                    warmup=p.fanout_warmup,
+                    duration=p.fanout_duration,
+                )
+                run = summarize(lg, rate)
+                run["passed"] = (run["delivery"] or 0) >= p.min_delivery
+            except Exception as exc:
+                run = failed(exc, rate=rate, passed=False)
+            run.update(scraped, metrics=on, log_problems=log_problems(ctx, label))
+            progress(f"  -> {step_line(run)}")
+            runs.append(run)
+
+    def median(on: bool, key: str) -> float | None:
+        values = [r[key] for r in runs if r["metrics"] is on and r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    off, on = median(False, "cpu_us_per_tick"), median(True, "cpu_us_per_tick")
+    progress("metrics: instructions counted under valgrind, metrics off and on (~3 min)")
+    try:
+        argv = [*ctx.pins.server, PY, "-m", "bench.metrics_cost"]
+        done = subprocess.run(argv, cwd=ctx.ticker_src, capture_output=True, timeout=2400)
+        if done.returncode:
+            raise RuntimeError(one_line(done.stderr.decode(errors="replace"))[-300:])
+        counted: dict[str, Any] = json.loads(done.stdout.decode().splitlines()[-1])
+        if "cost" in counted:
+            progress(f"  -> metrics add {fmt_pct(counted['cost'])} of the instructions")
+    except Exception as exc:
+        counted = failed(exc)
+    return {
+        "ticker": {
+            "steps": runs,
+            "rate": rate,
+            "off_us_per_tick": off,
+            "on_us_per_tick": on,
+            "off_cpu": median(False, "server_cpu"),
+            "on_cpu": median(True, "server_cpu"),
+            "cost": on / off - 1 if on and off else None,
+            "counted": counted,
+        }
+    }
+
+
+def render_metrics(data: dict[str, Any]) -> list[str]:
+    d = data["ticker"]
+    rows = [
+        [
+            "on" if r["metrics"] else "off",
+            r.get("error", "")[:80] or fmt_pct(r["delivery"]),
+            fmt_pct(r.get("server_cpu")),
+            fmt_num(r.get("cpu_us_per_tick"), 3),
+            fmt_ms(r.get("p99_ms")),
+            f"{r['scrapes']} ({fmt_num(r['scrape_ms'])} ms each)" if r.get("scrapes") else "-",
+        ]
+        for r in d["steps"]
+    ]
+    target = TARGETS["metrics_cost"]
+
+    def verdict(cost: float | None) -> str:
+        return "n/a" if cost is None else ("met" if cost < target else "NOT met")
+
+    c = d.get("counted") or {"error": "not run"}
+    if "cost" not in c:
+        counted = f"Counted: {c.get('skipped') or c.get('error')}."
+    else:
+        n = c["instructions"]
+        counted = (
+            "Counted (`bench/metrics_cost.py` under `valgrind --tool=cachegrind`: one second "
+            "of the same load through the real bus, flusher and `Connection.flush` into "
+            "transports that swallow the bytes, `/metrics` rendered once with metrics on): "
+            f"{n['off'] - n['setup']:,} instructions with metrics off, "
+            f"{n['on'] - n['setup']:,} on: metrics cost {fmt_pct(c['cost'])}; target < "
+            f"{fmt_pct(target)}: {verdict(c['cost'])}. Instruction counts do not move with "
+            "the machine's other work; without the kernel's share of the writes a delivery "
+            "costs less than in a real server, so this share is an upper bound."
+        )
+    return [
+        f"## {TITLES['metrics']}",
+        "",
+        table(["metrics", "delivered", "server CPU", "us/tick", "p99", "scrapes"], rows),
+        "",
+        f"End to end: server CPU per delivered tick with metrics on, against off: "
+        f"{'+' if (d['cost'] or 0) > 0 else ''}{fmt_pct(d['cost'])} "
+        f"(median {fmt_num(d['on_us_per_tick'], 3)} vs {fmt_num(d['off_us_per_tick'], 3)} us; "
+        f"server CPU {fmt_pct(d['on_cpu'])} vs {fmt_pct(d['off_cpu'])}); target < "
+        f"{fmt_pct(target)}: {verdict(d['cost'])}. Off is `--no-metrics` (no latency or "
+        "loop-lag measurement, no /metrics); on is the default, scraped every second. "
+        "Separate processes minutes apart: on a busy machine the noise can exceed the effect.",
+        "",
+        counted,
+        "",
+    ]
+
+
 # -- machine and setup ----------------------------------------------------------------------
 
 
@@ -957,6 +1128,7 @@ def render(results: dict[str, Any]) -> str:
         "slow": render_slow,
         "inprocess": render_inprocess,
         "ceiling": render_ceiling,
+        "metrics": render_metrics,
     }
     for name, entry in sc.items():
         if entry["status"] == "failed":
@@ -975,6 +1147,7 @@ TITLES = {
     "slow": "3. Slow consumers",
     "inprocess": "4. In-process (no sockets)",
     "ceiling": "Load generator ceiling (against a blaster)",
+    "metrics": "6. What metrics cost (fan-out: 1 000 connections x 10 of 100 symbols, mode all)",
 }
 
 
@@ -1421,6 +1594,7 @@ def main(argv: list[str] | None = None) -> int:
         "slow": lambda: scenario_slow(ctx, servers),
         "inprocess": lambda: scenario_inprocess(ctx),
         "ceiling": lambda: scenario_ceiling(ctx),
+        "metrics": lambda: scenario_metrics(ctx),
     }
     for name in scenarios:
         try:

@@ -7,6 +7,7 @@ file all look the same to it once they are wrapped in a ``FeedAdapter``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ticker.core.ticks import TickBatch
@@ -30,4 +31,25 @@ class FeedAdapter(Protocol):
         ``t`` and ``q``. Batches amortise the per-publish cost, so yield many ticks at once.
         Each call starts a fresh stream: that is how the supervisor restarts a failed feed.
         """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FeedProgress:
+    """Where a finite feed (a replay) is: what ``ReportsProgress.progress`` returns."""
+
+    position_s: float
+    """The source's own time of the last tick it yielded, in Unix seconds."""
+    fraction: float | None = None
+    """How much of the source is done, from 0 to 1, when its end is known."""
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """Optional for a ``FeedAdapter``: a feed that has this method (a replay) gets its
+    position and progress exported as ``ticker_feed_replay_position_seconds`` and
+    ``ticker_feed_replay_progress_ratio``. It is called at scrape time, so keep it cheap."""
+
+    def progress(self) -> FeedProgress | None:
+        """The current position, or ``None`` while there is none yet."""
         ...

@@ -57,6 +57,8 @@ class FeedSupervisor:
         """``clock()`` at the last non-empty batch: a stale feed is visible by its age."""
         self.ready = False
         """True once at least one tick was published (the bus has something to serve)."""
+        self.started_monotonic: float | None = None
+        """``clock()`` when ``run`` began."""
 
     async def run(self) -> None:
         """Supervise until the feed ends on its own (a finite source) or the task is cancelled.
@@ -66,6 +68,7 @@ class FeedSupervisor:
         propagates untouched.
         """
         backoff = self._backoff_initial
+        self.started_monotonic = self._clock()
         while True:
             try:
                 async for batch in self.adapter.stream():
@@ -91,3 +94,9 @@ class FeedSupervisor:
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
             await self._sleep(delay)
+
+    def tick_age(self) -> float | None:
+        """Seconds since the last tick, or since the start while there has been none (a feed
+        that never ticks is as stalled as one that stopped); ``None`` before ``run``."""
+        since = self.last_tick_monotonic or self.started_monotonic
+        return None if since is None else self._clock() - since

@@ -54,6 +54,8 @@ def test_environment_variables_are_defaults_and_flags_win(monkeypatch: pytest.Mo
         (["serve"], {"TICKER_PORT": "eighty"}, "TICKER_PORT='eighty'"),
         (["serve"], {"TICKER_LOG_LEVEL": "loud"}, "TICKER_LOG_LEVEL='loud'"),
         (["serve"], {"TICKER_SYMBOLS": "0"}, "TICKER_SYMBOLS='0'"),
+        (["serve", "--metrics-port", "70000"], {}, "--metrics-port"),
+        (["serve"], {"TICKER_NO_METRICS": "maybe"}, "TICKER_NO_METRICS='maybe'"),
     ],
 )
 def test_bad_values_exit_2_with_a_clear_message(
@@ -91,8 +93,26 @@ def test_help_explains_every_flag() -> None:
         "--max-symbols",
         "--queue-bytes",
         "--ops-per-s",
+        "--metrics-port",
+        "--metrics-host",
+        "--no-metrics",
         "--log-level",
     ):
         assert flag in proc.stdout
         env = "TICKER_" + flag[2:].replace("-", "_").upper()
         assert env in proc.stdout
+
+
+def test_metrics_flags_and_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    default = settings_from(build_parser().parse_args(["serve"]))
+    assert default.metrics and default.metrics_port is None and default.metrics_host is None
+    args = ["serve", "--metrics-port", "9108", "--metrics-host", "10.0.0.5", "--no-metrics"]
+    settings = settings_from(build_parser().parse_args(args))
+    assert settings.metrics_port == 9108 and settings.metrics_host == "10.0.0.5"
+    assert not settings.metrics
+    monkeypatch.setenv("TICKER_NO_METRICS", "1")
+    monkeypatch.setenv("TICKER_METRICS_PORT", "9200")
+    settings = settings_from(build_parser().parse_args(["serve"]))
+    assert not settings.metrics and settings.metrics_port == 9200
+    monkeypatch.setenv("TICKER_NO_METRICS", "0")
+    assert settings_from(build_parser().parse_args(["serve"])).metrics

@@ -111,7 +111,7 @@ async def test_speed_zero_goes_in_full_batches_without_waiting() -> None:
     screen = TtyBuffer()
     progress = Progress("replay", total=len(table), stream=screen, clock=fake.clock)
     feed = ReplayFeed(
-        table, ReplayOptions(speed=0), clock=fake.clock, sleep=fake.sleep, progress=progress
+        table, ReplayOptions(speed=0), clock=fake.clock, sleep=fake.sleep, meter=progress
     )
     sizes = [len(b) async for b in feed.stream()]
     assert sizes == [MAX_BATCH, MAX_BATCH, 20_000 - 2 * MAX_BATCH]

@@ -35,11 +35,27 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError("must be a TCP port, 1 to 65535")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
         raise ValueError("must not be negative")
     return value
+
+
+def _switch(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("use 1 or 0 (true/false, yes/no, on/off)")
 
 
 class _EnvParser(argparse.ArgumentParser):
@@ -48,7 +64,11 @@ class _EnvParser(argparse.ArgumentParser):
     def add_option(
         self, flag: str, *, type: Callable[[str], Any] = str, default: Any = None, **kw: Any
     ) -> None:
+        """An option and its variable; ``action="store_true"`` makes a switch (env 1 or 0)."""
         env = "TICKER_" + flag.lstrip("-").replace("-", "_").upper()
+        switch = kw.get("action") == "store_true"
+        if switch:
+            type, default = _switch, bool(default)
         raw = os.environ.get(env)
         if raw is not None:
             try:
@@ -59,7 +79,10 @@ class _EnvParser(argparse.ArgumentParser):
                 self.error(f"environment variable {env}={raw!r}: choose from {kw['choices']}")
         help_text = kw.pop("help", "")
         kw["help"] = f"{help_text} [env {env}; default: %(default)s]"
-        self.add_argument(flag, type=type, default=default, **kw)
+        if switch:
+            self.add_argument(flag, default=default, **kw)
+        else:
+            self.add_argument(flag, type=type, default=default, **kw)
 
     def add_flag(self, flag: str, *, help: str) -> None:
         """An on/off option; ``TICKER_<OPTION>`` set to 1, true or yes turns it on."""
@@ -138,6 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_LIMITS.ops_per_s,
         help="operations per second a client may send before it gets rate_limited",
     )
+    serve.add_option(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="serve /metrics on this port instead of the main one (so it need not be public)",
+    )
+    serve.add_option(
+        "--metrics-host",
+        default=None,
+        help="address of the metrics port (default: the same as --host)",
+    )
+    serve.add_option(
+        "--no-metrics",
+        action="store_true",
+        help="no /metrics, no latency or event-loop lag measurement (to measure their cost)",
+    )
     serve.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
     replay.add_replay_options(serve)
     replay.add_record_options(serve)
@@ -161,7 +200,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
     limits = Limits(
         max_symbols=args.max_symbols, queue_bytes=args.queue_bytes, ops_per_s=args.ops_per_s
     )
-    return Settings(host=args.host, port=args.port, heartbeat_s=args.heartbeat, limits=limits)
+    return Settings(
+        host=args.host,
+        port=args.port,
+        heartbeat_s=args.heartbeat,
+        limits=limits,
+        metrics=not args.no_metrics,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+    )
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
 
+from feeds.base import FeedProgress
 from ticker.core.ticks import MicrosClock, TickBatch, now_us
 from ticker.progress import Progress
 from ticker.recording.formats import load
@@ -50,10 +51,10 @@ class ReplayFeed:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: MicrosClock = now_us,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-        progress: Progress | None = None,
+        meter: Progress | None = None,
     ) -> None:
         self.name = name
-        self.progress = progress
+        self.meter = meter
         """Advanced per batch, done at the end: for a flat-out (speed 0) replay on a TTY."""
         self.table = table
         self.options = options
@@ -81,6 +82,15 @@ class ReplayFeed:
     def symbols(self) -> list[str]:
         return sorted({self.table.symbols[i] for i in set(self.table.sym.tolist())})
 
+    def progress(self) -> FeedProgress | None:
+        """For the replay metrics: the recording time of the last tick yielded, and the
+        share of the current pass done."""
+        replay = self.replay
+        if replay is None or replay.cursor == 0:
+            return None
+        cursor = replay.cursor
+        return FeedProgress(int(self.table.t[cursor - 1]) / 1e6, cursor / len(self.table))
+
     async def stream(self) -> AsyncGenerator[TickBatch, None]:
         """Yield batches on schedule; at speed 0 as fast as they are taken. Ends with the
         recording unless looping. A restart (by the supervisor) starts over."""
@@ -88,16 +98,16 @@ class ReplayFeed:
         replay = self.replay = Replay(
             self.table, self.options, now=clock(), wall_us=self._wall_clock()
         )
-        progress = self.progress
+        meter = self.meter
         while True:
             batch = replay.batch(clock())
             if batch:
                 yield batch
-                if progress is not None:
-                    progress.advance(len(batch))
+                if meter is not None:
+                    meter.advance(len(batch))
             wait = replay.wait(clock())
             if wait is None:
-                if progress is not None:
-                    progress.done()
+                if meter is not None:
+                    meter.done()
                 return
             await self._sleep(wait)  # 0 when more is due: the loop still gets a turn

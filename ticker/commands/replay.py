@@ -104,7 +104,7 @@ def replay_feed(args: argparse.Namespace) -> ReplayFeed:
         mapping=mapping_from(args),
     )
     if args.speed == 0 and not args.loop:
-        feed.progress = Progress("replay", total=len(feed.table))  # shown on a TTY only
+        feed.meter = Progress("replay", total=len(feed.table))  # shown on a TTY only
     for line in problems.summary():
         log.warning("replay: %s", line)
     log.info(

@@ -90,7 +90,7 @@ class Bus:
         """
         if not batch:
             return
-        now = self._clock()
+        now = oldest = self._clock()
         dumps = orjson.dumps
         topics = self._topics
         runs: dict[str, list[bytes]] = {}
@@ -100,8 +100,11 @@ class Bus:
             q = tick.get("q")
             if q is None:
                 q = tick["q"] = topic.q + 1
-            if "t" not in tick:
+            t = tick.get("t")
+            if t is None:
                 tick["t"] = now
+            elif t < oldest:
+                oldest = t
             topic.q = q
             data = dumps(tick)
             run = runs.get(symbol)
@@ -126,6 +129,7 @@ class Bus:
             {s: join(run) if len(run) > 1 else latest[s] for s, run in runs.items()},
             {symbol: len(run) for symbol, run in runs.items()},
             latest,
+            oldest,
         )
         for mailbox in offered:
             mailbox.offer(delivery)
@@ -173,3 +177,11 @@ class Bus:
     def subscriber_count(self) -> int:
         """Subscriptions across all topics, "*" included (for metrics)."""
         return len(self._wildcard) + sum(len(t.subscribers) for t in self._topics.values())
+
+    def wildcard_count(self) -> int:
+        """Mailboxes subscribed to "*" (for metrics)."""
+        return len(self._wildcard)
+
+    def followed_count(self) -> int:
+        """Symbols that at least one mailbox follows by name (for metrics)."""
+        return sum(1 for t in self._topics.values() if t.subscribers)

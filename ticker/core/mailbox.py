@@ -38,11 +38,13 @@ class Share(NamedTuple):
     nbytes: int
     """Bytes the segments take in a frame, a separating comma each included."""
     ticks: int
+    t: int
+    """The batch's oldest tick time (µs): what the latency metric measures from."""
 
     def split(self, n: int) -> tuple[Share, Share]:
         """The first ``n`` symbols' part and the rest."""
-        return _share(self.symbols[:n], self.segments[:n], self.counts[:n]), _share(
-            self.symbols[n:], self.segments[n:], self.counts[n:]
+        return _share(self.symbols[:n], self.segments[:n], self.counts[:n], self.t), _share(
+            self.symbols[n:], self.segments[n:], self.counts[n:], self.t
         )
 
     def without(self, drop: set[str]) -> Share:
@@ -51,11 +53,13 @@ class Share(NamedTuple):
             [self.symbols[i] for i in keep],
             [self.segments[i] for i in keep],
             [self.counts[i] for i in keep],
+            self.t,
         )
 
 
-def _share(symbols: list[str], segments: list[bytes], counts: list[int]) -> Share:
-    return Share(symbols, segments, counts, sum(map(len, segments)) + len(segments), sum(counts))
+def _share(symbols: list[str], segments: list[bytes], counts: list[int], t: int) -> Share:
+    nbytes = sum(map(len, segments)) + len(segments)
+    return Share(symbols, segments, counts, nbytes, sum(counts), t)
 
 
 class Delivery:
@@ -65,10 +69,14 @@ class Delivery:
     routing of this batch only: ``release()`` drops the caches when routing is done.
     """
 
-    __slots__ = ("_latest", "_queued", "counts", "latest", "segments")
+    __slots__ = ("_latest", "_queued", "counts", "latest", "segments", "t")
 
     def __init__(
-        self, segments: dict[str, bytes], counts: dict[str, int], latest: dict[str, bytes]
+        self,
+        segments: dict[str, bytes],
+        counts: dict[str, int],
+        latest: dict[str, bytes],
+        t: int = 0,
     ) -> None:
         self.segments = segments
         """Symbol -> its ticks of this batch, encoded and joined with commas, in order."""
@@ -76,6 +84,8 @@ class Delivery:
         """Symbol -> how many ticks its segment holds."""
         self.latest = latest
         """Symbol -> its last tick of this batch."""
+        self.t = t
+        """The oldest tick time of the batch, µs since the epoch (for the latency metric)."""
         self._queued: dict[Follows, Share] = {}
         self._latest: dict[Follows, tuple[list[tuple[str, bytes]], int]] = {}
 
@@ -86,7 +96,7 @@ class Delivery:
             symbols = self._pick(follows)
             segments, counts = self.segments, self.counts
             share = self._queued[follows] = _share(
-                symbols, [segments[s] for s in symbols], [counts[s] for s in symbols]
+                symbols, [segments[s] for s in symbols], [counts[s] for s in symbols], self.t
             )
         return share
 
@@ -129,7 +139,7 @@ class ConflatingMailbox:
     mode = "conflate"
     overflowed = False
 
-    __slots__ = ("_pending", "_wake", "conflated", "follows")
+    __slots__ = ("_pending", "_wake", "conflated", "follows", "oldest_t")
 
     def __init__(self, wake: Wake = _noop) -> None:
         self.follows: Follows = frozenset()
@@ -137,6 +147,9 @@ class ConflatingMailbox:
         self._wake = wake
         self.conflated = 0
         """Ticks replaced before they were sent (a counter for metrics)."""
+        self.oldest_t = 0
+        """Time (µs) of the batch that last made the mailbox non-empty: the client has
+        had news waiting since then (the pending ticks themselves may be newer)."""
 
     def offer(self, delivery: Delivery) -> None:
         latest, ticks = delivery.latest_of(self.follows)
@@ -147,6 +160,7 @@ class ConflatingMailbox:
         pending.update(latest)
         self.conflated += ticks - (len(pending) - before)
         if not before:
+            self.oldest_t = delivery.t
             self._wake()
 
     def drain(self, max_bytes: int = MAX_FRAME_BYTES) -> tuple[list[bytes], int]:
@@ -174,6 +188,11 @@ class ConflatingMailbox:
     def clear(self) -> None:
         self._pending.clear()
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes pending (for metrics: computed when asked, never on the hot path)."""
+        return sum(map(len, self._pending.values()))
+
     def __len__(self) -> int:
         """Pending ticks."""
         return len(self._pending)
@@ -188,8 +207,18 @@ class QueueMailbox:
     """
 
     mode = "all"
+    conflated = 0  # every tick is kept, or the client is closed
 
-    __slots__ = ("_shares", "_wake", "follows", "limit_bytes", "nbytes", "ntick", "overflowed")
+    __slots__ = (
+        "_shares",
+        "_wake",
+        "follows",
+        "limit_bytes",
+        "nbytes",
+        "ntick",
+        "oldest_t",
+        "overflowed",
+    )
 
     def __init__(self, limit_bytes: int, wake: Wake = _noop) -> None:
         self.follows: Follows = frozenset()
@@ -199,6 +228,9 @@ class QueueMailbox:
         self.nbytes = 0
         self.ntick = 0
         self.overflowed = False
+        self.oldest_t = 0
+        """Time (µs) of the oldest batch still queued; 0 when empty. An attribute kept up
+        to date, not a property: it is read once per frame."""
 
     def offer(self, delivery: Delivery) -> None:
         share = delivery.share(self.follows)
@@ -214,6 +246,7 @@ class QueueMailbox:
         self.nbytes += share.nbytes
         self.ntick += share.ticks
         if was_empty:
+            self.oldest_t = share.t
             self._wake()
 
     def drain(self, max_bytes: int = MAX_FRAME_BYTES) -> tuple[list[bytes], int]:
@@ -248,6 +281,7 @@ class QueueMailbox:
             break
         self.nbytes -= taken
         self.ntick -= ticks
+        self.oldest_t = shares[0].t if shares else 0
         return out, ticks
 
     def discard(self, symbols: Iterable[str]) -> None:
@@ -257,11 +291,13 @@ class QueueMailbox:
         self._shares = deque(share for share in kept if share.symbols)
         self.nbytes = sum(share.nbytes for share in self._shares)
         self.ntick = sum(share.ticks for share in self._shares)
+        self.oldest_t = self._shares[0].t if self._shares else 0
 
     def clear(self) -> None:
         self._shares.clear()
         self.nbytes = 0
         self.ntick = 0
+        self.oldest_t = 0
 
     def __len__(self) -> int:
         """Pending ticks."""

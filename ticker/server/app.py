@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -10,7 +11,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ticker.server.node import NODE_KEY, Node
 from ticker.server.web import add_routes as add_dashboard_routes
-from ticker.server.websocket import websocket_handler
+from ticker.server.websocket import TRANSPORT, websocket_handler
+
+log = logging.getLogger("ticker.server")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -34,13 +37,42 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def create_metrics_app(node: Node) -> web.Application:
+    """``/metrics`` alone, for ``--metrics-port``."""
+    app = web.Application()
+    app[NODE_KEY] = node
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def metrics_site(app: web.Application) -> AsyncIterator[None]:
+    """Serve ``create_metrics_app`` on its own port while the main app runs."""
+    node = app[NODE_KEY]
+    settings = node.settings
+    assert settings.metrics_port is not None
+    runner = web.AppRunner(create_metrics_app(node), access_log=None)
+    await runner.setup()
+    host = settings.metrics_host or settings.host
+    await web.TCPSite(runner, host, settings.metrics_port).start()
+    log.info("metrics on http://%s:%d/metrics", host, settings.metrics_port)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
 def create_app(node: Node) -> web.Application:
     app = web.Application()
     app[NODE_KEY] = node
     app.router.add_get("/ws", websocket_handler)
+    node.transport(TRANSPORT)  # its metric series exist from the start
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    settings = node.settings
+    if settings.metrics and settings.metrics_port is None:
+        app.router.add_get("/metrics", metrics)
+    elif settings.metrics:
+        app.cleanup_ctx.append(metrics_site)
     add_dashboard_routes(app)
 
     async def feeds(app: web.Application) -> AsyncIterator[None]:

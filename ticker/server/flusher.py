@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 log = logging.getLogger("ticker.server")
@@ -28,8 +29,12 @@ class Flushable(Protocol):
 
 
 class Flusher:
-    def __init__(self, max_linger: float = 0.005) -> None:
+    def __init__(
+        self, max_linger: float = 0.005, after_pass: Callable[[], None] | None = None
+    ) -> None:
         self.max_linger = max_linger
+        self.after_pass = after_pass
+        """Called at the end of every pass (the metrics settle their per-pass counts)."""
         self._dirty: list[Flushable] = []
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -64,6 +69,8 @@ class Flusher:
             except Exception:  # a bug must cost one connection, never the whole pass
                 log.exception("flush failed; aborting the connection")
                 conn.abort()
+        if self.after_pass is not None:
+            self.after_pass()
         end = time()
         self._last_end = end
         self._last_duration = end - start

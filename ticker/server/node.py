@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -21,22 +20,15 @@ from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
 from ticker.server.flusher import Flusher
 from ticker.server.metrics import Metrics, NodeCollector
+from ticker.server.probes import probe_loop_lag
 from ticker.server.settings import Settings
+from ticker.server.stats import Stats, Traffic
 
 if TYPE_CHECKING:
     from ticker.core.replays import ReplayHost
     from ticker.server.websocket import Connection
 
 log = logging.getLogger("ticker.server")
-
-
-@dataclass(slots=True)
-class Stats:
-    """Plain counters bumped once per frame by the transports; scraped, never locked."""
-
-    frames_sent: int = 0
-    ticks_delivered: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
 
 
 class Node:
@@ -46,8 +38,8 @@ class Node:
         self.settings = settings
         self.bus = bus or Bus()
         self.metrics = Metrics()
-        self.stats = Stats()
-        self.flusher = Flusher()
+        self.stats = Stats(metrics=settings.metrics)
+        self.flusher = Flusher(after_pass=self.stats.settle if settings.metrics else None)
         self.connections: set[Connection] = set()
         self.supervisors = [
             FeedSupervisor(
@@ -71,11 +63,20 @@ class Node:
         """Every feed has produced a tick (a node without feeds is ready at once)."""
         return all(s.ready for s in self.supervisors)
 
+    def transport(self, name: str) -> Traffic:
+        """The counters of a transport (``ws``...), its metric series created at 0."""
+        if name not in self.stats.traffic:
+            self.metrics.prepare(name)
+        return self.stats.transport(name)
+
     async def start(self) -> None:
         self._feed_tasks = [
             asyncio.create_task(s.run(), name=f"feed:{s.adapter.name}") for s in self.supervisors
         ]
         self._feed_tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
+        if self.settings.metrics:
+            probe = probe_loop_lag(self.stats.loop_lag, self.settings.loop_lag_interval_s)
+            self._feed_tasks.append(asyncio.create_task(probe, name="loop-lag"))
 
     async def _heartbeats(self) -> None:
         """Heartbeat frames for connections that sent nothing for ``heartbeat_s``."""

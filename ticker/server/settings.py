@@ -20,4 +20,12 @@ class Settings:
     feed_backoff_s: float = 0.5
     """First delay before restarting a failed feed; doubles per failure up to the max."""
     feed_backoff_max_s: float = 30.0
+    metrics: bool = True
+    """Count latency and event-loop lag and serve ``/metrics``; off only to measure their cost."""
+    metrics_port: int | None = None
+    """Serve ``/metrics`` on this port instead of the main one (so it need not be public)."""
+    metrics_host: str | None = None
+    """Address of the metrics port; ``None``: the same as ``host``."""
+    loop_lag_interval_s: float = 0.1
+    """How often the event-loop lag probe wakes up."""
     limits: Limits = field(default_factory=Limits)

@@ -14,10 +14,11 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 
 from ticker.core.codes import CloseCode
 from ticker.core.session import MODES, Session
+from ticker.server.metrics import Rejection
 from ticker.server.node import NODE_KEY, Node
 
 log = logging.getLogger("ticker.server")
@@ -105,6 +106,7 @@ class Connection:
         "protocol",
         "session",
         "ticks",
+        "traffic",
         "transport",
         "ws",
     )
@@ -124,6 +126,7 @@ class Connection:
         self.protocol = request.protocol
         self.peer = request.remote
         self._flusher = node.flusher
+        self.traffic = node.transport(TRANSPORT)
         self._loop = asyncio.get_running_loop()
         self._marked = False
         self._drainer: asyncio.Task[None] | None = None
@@ -171,12 +174,15 @@ class Connection:
             else:
                 self._wait_for_drain()
             return
-        stats = self.node.stats
+        traffic = self.traffic
         if session.has_control():
-            for frame in session.take_control():
-                transport.write(text_frame(frame))
-                self.frames += 1
-                stats.frames_sent += 1
+            frames = session.take_control()
+            for frame in frames:
+                data = text_frame(frame)
+                transport.write(data)
+                traffic.bytes += len(data)
+            self.frames += len(frames)
+            traffic.frames += len(frames)
             self.last_send = now
         if not session.has_ticks():
             return
@@ -184,12 +190,16 @@ class Connection:
             if self._hz_timer is None:
                 self._hz_timer = self._loop.call_at(self.next_ticks, self._hz_due)
             return
+        if traffic.handed is not None:  # latency: from the frame's oldest batch
+            traffic.handed.append(session.mailbox.oldest_t)
         frame, count = session.take_ticks()
-        transport.write(text_frame(frame))
+        data = text_frame(frame)
+        transport.write(data)
         self.frames += 1
         self.ticks += count
-        stats.frames_sent += 1
-        stats.ticks_delivered += count
+        traffic.frames += 1
+        traffic.ticks += count
+        traffic.bytes += len(data)
         self.last_send = now
         self.next_ticks = now + self.min_interval
         if session.has_ticks():  # more than a frame's worth: the rest goes on the next pass
@@ -262,25 +272,25 @@ class Connection:
                 session.receive_binary()
             elif msg.type is WSMsgType.CLOSE:
                 session.request_close(echo_code(msg.data), "closed by client")
-            elif msg.type is WSMsgType.ERROR and ws.close_code:
-                # aiohttp refused a frame (1009 too big, 1002 protocol error) and closed
-                session.request_close(ws.close_code, str(msg.data))
+            elif msg.type is WSMsgType.ERROR and isinstance(msg.data, WebSocketError):
+                # aiohttp refused a frame (1009 too big, 1002 protocol error) and closed with
+                # this code; ws.close_code may since say 1006 (the peer's unread remainder)
+                session.request_close(msg.data.code, str(msg.data))
             else:  # CLOSING, CLOSED, or an ERROR such as a missed pong
                 session.request_close(CloseCode.GOING_AWAY, "connection lost")
 
     def finish(self) -> None:
         """Leave the node: unsubscribe, count and log the close. Synchronous on purpose,
         so that it runs to the end even when the handler is being cancelled."""
-        session, node, metrics = self.session, self.node, self.node.metrics
+        session, node = self.session, self.node
         request = session.close_request
         if self._hz_timer is not None:
             self._hz_timer.cancel()
+        node.stats.conflated_gone += session.mailbox.conflated  # in step with leaving the set
         session.end()
         node.connections.discard(self)
         code = request.code if request else CloseCode.GOING_AWAY
-        label = str(code) if code in CloseCode._value2member_map_ else "other"
-        metrics.connections.labels(TRANSPORT).dec()
-        metrics.connections_closed.labels(TRANSPORT, label).inc()
+        node.metrics.closed(TRANSPORT, code, session.mode)
         log.info(
             "close session=%s code=%s reason=%s frames=%d ticks=%d duration=%.1fs",
             session.id,
@@ -298,8 +308,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     try:
         mode, max_hz, symbols = connect_params(request.query)
     except ConnectError as exc:
+        node.metrics.rejected(TRANSPORT, Rejection.BAD_REQUEST)
         return bad_handshake(str(exc))
     if node.closing:
+        node.metrics.rejected(TRANSPORT, Rejection.SHUTTING_DOWN)
         raise web.HTTPServiceUnavailable(text="server shutting down")
 
     ws = web.WebSocketResponse(
@@ -312,10 +324,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     conn = Connection(node, ws, request, mode=mode, max_hz=max_hz)
     session = conn.session
-    metrics = node.metrics
     node.connections.add(conn)
-    metrics.connections.labels(TRANSPORT).inc()
-    metrics.connections_opened.labels(TRANSPORT).inc()
+    node.metrics.opened(TRANSPORT)
     log.info(
         "open session=%s peer=%s mode=%s max_hz=%s symbols=%s",
         session.id,
