@@ -1,4 +1,5 @@
-"""Command line: ``ticker serve`` wires settings, feeds and the server together.
+"""Command line: ``ticker serve`` wires settings, feeds and the server together;
+``ticker feed`` runs feeds into Redis with no server (a cluster's publisher).
 
 Every flag can also be given as a ``TICKER_*`` environment variable (``--queue-bytes`` is
 ``TICKER_QUEUE_BYTES``); a flag on the command line wins over the environment.
@@ -11,11 +12,15 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from feeds.base import FeedAdapter
+from ticker.cluster.wire import DEFAULT_SHARDS
 from ticker.core.session import Limits
 from ticker.server.settings import Settings
+
+if TYPE_CHECKING:
+    from ticker.cluster.redis import RedisBroker
 
 DEFAULT_LIMITS = Limits()
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -37,6 +42,19 @@ def _non_negative_float(text: str) -> float:
     if value < 0:
         raise ValueError("must not be negative")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _redis_url(text: str) -> str:
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return text
 
 
 class _EnvParser(argparse.ArgumentParser):
@@ -74,27 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     assert isinstance(serve, _EnvParser)
     serve.add_option("--host", default="127.0.0.1", help="address to listen on")
     serve.add_option("--port", type=int, default=8080, help="TCP port to listen on")
-    serve.add_option(
-        "--feed", default="sim", choices=("sim",), help="where ticks come from: sim = simulated"
+    _add_feed_options(
+        serve,
+        ("sim", "none"),
+        "where ticks come from: sim = simulated, none = only what comes through --redis",
     )
-    serve.add_option(
-        "--symbols", type=_positive(int), default=100, help="number of simulated symbols"
-    )
-    serve.add_option(
-        "--rate",
-        type=_positive(float),
-        default=1000.0,
-        help="simulated ticks per second, over all symbols",
-    )
-    serve.add_option(
-        "--skew",
-        type=_non_negative_float,
-        default=0.0,
-        help="Zipf exponent of symbol activity: 0 = even, 1.2 = a few symbols dominate",
-    )
-    serve.add_option(
-        "--seed", type=int, default=None, help="random seed: the same seed, the same stream"
-    )
+    _add_redis_options(serve, "join a cluster through this Redis (e.g. redis://host:6379/0)")
     serve.add_option(
         "--heartbeat",
         type=_positive(float),
@@ -120,12 +123,55 @@ def build_parser() -> argparse.ArgumentParser:
         help="operations per second a client may send before it gets rate_limited",
     )
     serve.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
+    feed = commands.add_parser(
+        "feed",
+        help="run a feed into Redis, with no server (a cluster's publisher)",
+        description="Run a feed and publish its ticks to Redis for every node of the cluster.",
+    )
+    assert isinstance(feed, _EnvParser)
+    _add_feed_options(feed, ("sim",), "where ticks come from: sim = simulated")
+    _add_redis_options(feed, "the cluster's Redis (required), e.g. redis://host:6379/0")
+    feed.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
     return parser
+
+
+def _add_feed_options(parser: _EnvParser, choices: tuple[str, ...], help_text: str) -> None:
+    parser.add_option("--feed", default="sim", choices=choices, help=help_text)
+    parser.add_option(
+        "--symbols", type=_positive(int), default=100, help="number of simulated symbols"
+    )
+    parser.add_option(
+        "--rate",
+        type=_positive(float),
+        default=1000.0,
+        help="simulated ticks per second, over all symbols",
+    )
+    parser.add_option(
+        "--skew",
+        type=_non_negative_float,
+        default=0.0,
+        help="Zipf exponent of symbol activity: 0 = even, 1.2 = a few symbols dominate",
+    )
+    parser.add_option(
+        "--seed", type=int, default=None, help="random seed: the same seed, the same stream"
+    )
+
+
+def _add_redis_options(parser: _EnvParser, help_text: str) -> None:
+    parser.add_option("--redis", type=_redis_url, default=None, help=help_text)
+    parser.add_option(
+        "--redis-shards",
+        type=_non_negative_int,
+        default=DEFAULT_SHARDS,
+        help="channels symbols are spread over; 0 = one channel per symbol (docs/scaling.md)",
+    )
 
 
 def _feeds(args: argparse.Namespace) -> list[FeedAdapter]:
     from feeds.sim.adapter import SimulatedFeed
 
+    if args.feed == "none":
+        return []
     return [SimulatedFeed(args.symbols, args.rate, skew=args.skew, seed=args.seed)]
 
 
@@ -143,17 +189,9 @@ def serve(args: argparse.Namespace) -> int:
     from ticker.server.node import Node
 
     settings = settings_from(args)
-    node = Node(settings, _feeds(args))
+    node = Node(settings, _feeds(args), broker=_broker(args))
     log = logging.getLogger("ticker")
-    log.info(
-        "feed %s: %d symbols at %g ticks/s (skew %g, seed %s); epoch %s",
-        args.feed,
-        args.symbols,
-        args.rate,
-        args.skew,
-        args.seed,
-        node.bus.epoch,
-    )
+    _log_feed(args, node.bus.epoch)
     web.run_app(
         create_app(node),
         host=settings.host,
@@ -168,8 +206,45 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_feed(args: argparse.Namespace, epoch: str) -> None:
+    if args.feed == "none":
+        logging.getLogger("ticker").info("no local feed: serving what comes through Redis")
+        return
+    logging.getLogger("ticker").info(
+        "feed %s: %d symbols at %g ticks/s (skew %g, seed %s); epoch %s",
+        args.feed,
+        args.symbols,
+        args.rate,
+        args.skew,
+        args.seed,
+        epoch,
+    )
+
+
+def _broker(args: argparse.Namespace) -> RedisBroker | None:
+    if args.redis is None:
+        return None
+    from ticker.cluster.redis import RedisBroker, RedisConfig
+
+    return RedisBroker(RedisConfig(args.redis, shards=args.redis_shards))
+
+
+def feed(args: argparse.Namespace) -> int:
+    from ticker.cluster import publisher
+
+    broker = _broker(args)
+    assert broker is not None
+    _log_feed(args, "from the cluster")
+    return publisher.run(_feeds(args), broker)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and args.feed == "none" and args.redis is None:
+        parser.error("--feed none serves only what comes through Redis: it needs --redis URL")
+    if args.command == "feed" and args.redis is None:
+        parser.error("ticker feed publishes to Redis: it needs --redis URL (or TICKER_REDIS)")
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -177,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "serve":
         return serve(args)
+    if args.command == "feed":
+        return feed(args)
     return 2
 
 

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from feeds.base import FeedAdapter
 from feeds.supervisor import FeedSupervisor
+from ticker.cluster.broker import Broker, LocalBroker
 from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
 from ticker.server.flusher import Flusher
@@ -40,10 +41,16 @@ class Stats:
 
 class Node:
     def __init__(
-        self, settings: Settings, feeds: Iterable[FeedAdapter] = (), bus: Bus | None = None
+        self,
+        settings: Settings,
+        feeds: Iterable[FeedAdapter] = (),
+        bus: Bus | None = None,
+        broker: Broker | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus or Bus()
+        self.broker: Broker = broker or LocalBroker()
+        """Carries ticks between this node's bus and the rest of the cluster, if any."""
         self.metrics = Metrics()
         self.stats = Stats()
         self.flusher = Flusher()
@@ -57,18 +64,23 @@ class Node:
             )
             for feed in feeds
         ]
-        for feed in feeds:
-            self.bus.add_symbols(feed.symbols())
+        self._local_symbols = [s for feed in feeds for s in feed.symbols()]
+        self.bus.add_symbols(self._local_symbols)
         self._feed_tasks: list[asyncio.Task[None]] = []
         self.closing = False
         self.metrics.registry.register(NodeCollector(self))
+        self.broker.register(self.metrics.registry)
 
     @property
     def ready(self) -> bool:
-        """Every feed has produced a tick (a node without feeds is ready at once)."""
-        return all(s.ready for s in self.supervisors)
+        """Every feed has produced a tick; a node without feeds is ready when its broker is
+        (at once without a cluster; an edge node once its Redis link is up)."""
+        return all(s.ready for s in self.supervisors) and (
+            bool(self.supervisors) or self.broker.ready
+        )
 
     async def start(self) -> None:
+        await self.broker.start(self.bus, self._local_symbols, self._restart_clients)
         self._feed_tasks = [
             asyncio.create_task(s.run(), name=f"feed:{s.adapter.name}") for s in self.supervisors
         ]
@@ -91,6 +103,12 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._feed_tasks = []
+        await self.broker.stop()
+
+    def _restart_clients(self) -> None:
+        """The cluster's stream restarted (a new epoch): clients reconnect and resubscribe."""
+        for conn in list(self.connections):
+            conn.session.request_close(CloseCode.GOING_AWAY, "stream restarted: reconnect")
 
     async def shutdown(self) -> None:
         """Stop producing, then close every client with 1001 within the grace period."""
