@@ -57,6 +57,9 @@ def _redis_url(text: str) -> str:
     return text
 
 
+_redis_url.__name__ = "Redis URL (redis://host:port/db)"  # what argparse says of a bad one
+
+
 class _EnvParser(argparse.ArgumentParser):
     """An ArgumentParser whose options also read ``TICKER_<OPTION>`` from the environment."""
 
