@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import redis_scaleout
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 NODE_DIR = BENCH / "baseline_node"
@@ -44,7 +46,7 @@ PY = sys.executable
 
 SERVERS = ("ticker", "naive-aiohttp", "node-ws")
 BASELINES = ("naive-aiohttp", "node-ws")
-SCENARIOS = ("fanout", "connections", "slow", "inprocess", "ceiling")
+SCENARIOS = ("fanout", "connections", "slow", "inprocess", "ceiling", "redis")
 UNIVERSE = 100
 LOADGEN_SATURATED = 0.85
 """Load generator CPU (fraction of its core) above which its figures are suspect."""
@@ -957,6 +959,7 @@ def render(results: dict[str, Any]) -> str:
         "slow": render_slow,
         "inprocess": render_inprocess,
         "ceiling": render_ceiling,
+        "redis": redis_scaleout.render,
     }
     for name, entry in sc.items():
         if entry["status"] == "failed":
@@ -975,6 +978,7 @@ TITLES = {
     "slow": "3. Slow consumers",
     "inprocess": "4. In-process (no sockets)",
     "ceiling": "Load generator ceiling (against a blaster)",
+    "redis": "Redis scale-out (1 publisher -> Redis -> 3 nodes)",
 }
 
 
@@ -1421,6 +1425,7 @@ def main(argv: list[str] | None = None) -> int:
         "slow": lambda: scenario_slow(ctx, servers),
         "inprocess": lambda: scenario_inprocess(ctx),
         "ceiling": lambda: scenario_ceiling(ctx),
+        "redis": lambda: redis_scaleout.run(ctx.logdir, plan.quick),
     }
     for name in scenarios:
         try:

@@ -157,6 +157,7 @@ class RedisBroker:
         self._work = asyncio.Event()
         self._stop = asyncio.Event()
         self._first_attempt = asyncio.Event()
+        self._caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._ever_up = False
@@ -477,12 +478,12 @@ class RedisBroker:
         pipe = client.pipeline(transaction=False)
         if undeclared:
             pipe.sadd(keys.symbols, *undeclared)
-        if unsaved:  # before the messages: the hash is never behind what a node received
-            pipe.hset(keys.last, mapping=unsaved)
         numbers = self._numbers
         for channel, segments in outgoing.items():
             number = numbers[channel] = numbers.get(channel, 0) + 1
             pipe.publish(channel, encode_message(self._own, number, segments))
+        if unsaved:  # after the messages: the hash is never ahead of what was published
+            pipe.hset(keys.last, mapping=unsaved)
         if undeclared:
             pipe.publish(keys.control, b"symbols")
         try:
@@ -501,6 +502,9 @@ class RedisBroker:
             if message is None:
                 continue
             kind = message["type"]
+            if kind == "pong":
+                self._caught_up.set()
+                continue
             channel = message["channel"].decode(errors="replace")
             if kind == "message":
                 if channel == control:
@@ -573,7 +577,7 @@ class RedisBroker:
                 self._subscribed |= add
                 await pubsub.subscribe(*add)
             if self._to_sync or self._to_heal:
-                await self._sync(client)
+                await self._sync(client, pubsub)
 
     def _desired(self) -> set[str]:
         if self._wildcard:
@@ -593,14 +597,28 @@ class RedisBroker:
         for channel in channels:
             self.continuity.forget_channel(channel)
 
-    async def _sync(self, client: Redis) -> None:
-        """Read from the hash the symbols of newly confirmed channels and those with a gap."""
+    async def _catch_up(self, pubsub: PubSub) -> None:
+        """Wait until every message published before now has been read.
+
+        A PING on the pub/sub connection is answered after the messages already queued
+        for it. Without this, a value read from the hash could overtake messages still in
+        flight: those would then look old and be dropped, and the value would look like a
+        gap.
+        """
+        self._caught_up.clear()
+        await pubsub.ping()
+        await asyncio.wait_for(self._caught_up.wait(), self.config.timeout)
+
+    async def _sync(self, client: Redis, pubsub: PubSub) -> None:
+        """Read from the hash the symbols of newly confirmed channels and those with a gap;
+        apply what is newer than the stream once the stream has caught up."""
         channels, self._to_sync = self._to_sync & self._subscribed, set()
         heal, self._to_heal = self._to_heal, set()
         symbols = sorted(heal.union(self._remote_symbols(channels)) if channels else heal)
         if not symbols:
             return
         ticks = await self._read_last(client, symbols)
+        await self._catch_up(pubsub)
         subscribed = self._subscribed  # it may have changed while we waited
         fresh, _ = self.continuity.admit(t for t in ticks if self._channel(t["s"]) in subscribed)
         self.stats.ticks_from_hash += len(fresh)
