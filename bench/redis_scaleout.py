@@ -243,7 +243,7 @@ async def channels_step(logdir: Path, shards: int, rate: int, duration: float) -
 
 async def run_all(logdir: Path, quick: bool) -> dict[str, Any]:
     duration = 2.0 if quick else 4.0
-    rates = [2000, 8000] if quick else [2000, 5000, 10000, 20000]
+    rates = [2000, 10000] if quick else [2000, 5000, 10000, 20000, 40000]
     ladder = []
     for rate in rates:
         print(f"redis: throughput, publisher at {rate} ticks/s, 3 nodes", file=sys.stderr)

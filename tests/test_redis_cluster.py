@@ -346,6 +346,27 @@ async def test_redis_outage_local_clients_keep_streaming_then_nodes_resync(
     assert not [r for r in caplog.records if "unreachable" in r.getMessage()]
 
 
+async def test_an_edge_node_started_first_learns_the_universe_and_epoch_of_a_later_origin(
+    redis_server: RedisServer, publisher: Callable[..., Awaitable[Bus]], start_node: StartNode
+) -> None:
+    node, server = await start_node(redis_server.url, shards=4)
+    assert node.bus.symbols() == []
+    symbols = [f"S{i}" for i in range(12)]
+    bus = await publisher(symbols, shards=4)
+    await eventually(lambda: node.bus.symbols() == sorted(symbols))
+    assert node.bus.epoch == bus.epoch
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(server.make_url("/ws?symbols=*&mode=all"))
+        await next_of(ws, "subscribed")
+        broker = node.broker
+        assert isinstance(broker, RedisBroker)
+        await eventually(lambda: len(broker.subscribed) == 4)  # "*" needs every shard
+        bus.publish([price(s, 1) for s in symbols])
+        got = await collect(ws, lambda got: len(got) >= len(symbols))
+        assert sorted(t["s"] for t in got) == sorted(symbols)
+        await ws.close()
+
+
 async def test_a_new_epoch_closes_clients_so_they_resubscribe(
     redis_server: RedisServer, publisher: Callable[..., Awaitable[Bus]], start_node: StartNode
 ) -> None:
