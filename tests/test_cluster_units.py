@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from ticker.cluster.continuity import GAP_FIELD, Continuity
+from ticker.cluster.redis import redacted
 from ticker.cluster.wire import (
     BadMessage,
     Keys,
@@ -143,3 +144,9 @@ def test_continuity_notices_lost_messages_per_origin_and_channel() -> None:
     assert not c.message("a", "ch1", 10)
     c.reset()
     assert not c.message("a", "ch2", 100)
+
+
+def test_the_redis_password_never_reaches_logs_or_readyz() -> None:
+    assert redacted("redis://:s3cret@r:6379/0") == "redis://:***@r:6379/0"
+    assert redacted("redis://app:s3cret@r:6379/0") == "redis://app:***@r:6379/0"
+    assert redacted("redis://r:6379/0") == "redis://r:6379/0"

@@ -165,15 +165,16 @@ async def test_a_node_follows_only_the_channels_its_clients_need(
 
 
 async def test_publishes_one_message_per_channel_per_round_not_one_per_tick(
-    redis_server: RedisServer, publisher: Callable[..., Awaitable[Bus]]
+    redis_server: RedisServer,
 ) -> None:
     symbols = [f"S{i}" for i in range(10)]
     redis = Redis.from_url(redis_server.url)
-    await redis.config_resetstat()
-    bus = await publisher(symbols, shards=4)
+    bus = Bus()
+    broker = RedisBroker(config(redis_server.url, shards=4))
+    await broker.start(bus, symbols, lambda: None)
     before = (await redis.info("commandstats")).get("cmdstat_publish", {}).get("calls", 0)
     bus.publish([price(symbols[i % 10], i) for i in range(100)])  # one feed batch
-    await asyncio.sleep(0.3)
+    await broker.stop()  # at once: what is pending still goes out
     stats = (await redis.info("commandstats"))["cmdstat_publish"]["calls"] - before
     channels = {Keys(shards=4).channel(s) for s in symbols}
     assert stats == len(channels) <= 4
@@ -365,6 +366,33 @@ async def test_an_edge_node_started_first_learns_the_universe_and_epoch_of_a_lat
         got = await collect(ws, lambda got: len(got) >= len(symbols))
         assert sorted(t["s"] for t in got) == sorted(symbols)
         await ws.close()
+
+
+async def test_a_node_whose_redis_is_not_up_yet_serves_its_feed_and_joins_later(
+    tmp_path: Path, start_node: StartNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ticker.cluster")
+    redis_server = RedisServer(require("redis-server"), tmp_path)  # not started yet
+    node, server = await start_node(redis_server.url, feeds=(SteadyFeed(),))
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(server.make_url("/ws?symbols=LOCAL&mode=all"))
+            await collect(ws, lambda got: len(got) >= 5)
+            status, ready = await json_of(http, str(server.make_url("/readyz")))
+            assert status == 200 and ready["redis"]["link"] == "connecting"
+            redis_server.start()
+            await eventually(lambda: node.broker.ready)
+            redis = Redis.from_url(redis_server.url)
+            assert (await redis.get(Keys().epoch)).decode() == node.bus.epoch
+            async with asyncio.timeout(5):
+                while not await redis.hexists(Keys().last, "LOCAL"):
+                    await asyncio.sleep(0.02)
+            await redis.aclose()
+            await ws.close()
+    finally:
+        redis_server.stop()
+    unreachable = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(unreachable) == 1  # however many attempts failed
 
 
 async def test_a_new_epoch_closes_clients_so_they_resubscribe(

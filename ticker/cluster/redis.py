@@ -162,6 +162,7 @@ class RedisBroker:
         self._stopping = False
         self._ever_up = False
         self._warned = False
+        self._epoch_warned = False
         self._down_since: float | None = None
         self._backoff = config.backoff_initial
 
@@ -412,6 +413,9 @@ class RedisBroker:
         if epoch == bus.epoch:
             return
         if self._latest:
+            if self._epoch_warned:
+                return
+            self._epoch_warned = True
             log.warning(
                 "the cluster's epoch is %s but this process already published under %s "
                 "(it started while Redis was away): its q values do not continue the "
@@ -422,7 +426,7 @@ class RedisBroker:
             return
         log.info("joining the cluster's epoch %s", epoch)
         bus.epoch = epoch
-        if self.stats.ticks_received:  # the stream restarted under our clients
+        if self.stats.ticks_received or self.stats.ticks_from_hash:  # restarted under clients
             remote = [s for s in bus.symbols() if s not in self._local]
             bus.forget(remote)
             self.continuity.reset()
@@ -459,11 +463,13 @@ class RedisBroker:
     # -- the three tasks of a link ------------------------------------------------------
 
     async def _write(self, client: Redis) -> None:
+        """Flush rounds; when stopping, flush until nothing is left (feeds stopped first)."""
         while True:
-            await self._outgoing_ready.wait()
-            self._outgoing_ready.clear()
+            if not self._stopping:
+                await self._outgoing_ready.wait()
+                self._outgoing_ready.clear()
             await self._flush(client)
-            if self._stopping:
+            if self._stopping and not (self._outgoing or self._unsaved or self._undeclared):
                 return
 
     async def _flush(self, client: Redis) -> None:
