@@ -395,6 +395,22 @@ async def test_a_node_whose_redis_is_not_up_yet_serves_its_feed_and_joins_later(
     assert len(unreachable) == 1  # however many attempts failed
 
 
+async def test_a_restarted_origin_continues_q_and_the_epoch_from_redis(
+    redis_server: RedisServer, publisher: Callable[..., Awaitable[Bus]]
+) -> None:
+    first = await publisher(["AAPL"])
+    for q in range(1, 4):
+        first.publish([price("AAPL", q)])
+    await asyncio.sleep(0.2)
+    again = await publisher(["AAPL"])  # the same feed, restarted: a new process, a new bus
+    assert again.epoch == first.epoch
+    (continued,) = again.snapshot(["AAPL"])  # the cluster's latest, taken at the start
+    assert orjson.loads(continued)["q"] == 3
+    again.publish([price("AAPL", 4)])
+    (latest,) = again.snapshot(["AAPL"])
+    assert orjson.loads(latest)["q"] == 4  # not 1: q goes on
+
+
 async def test_a_new_epoch_closes_clients_so_they_resubscribe(
     redis_server: RedisServer, publisher: Callable[..., Awaitable[Bus]], start_node: StartNode
 ) -> None:

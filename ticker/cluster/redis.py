@@ -299,6 +299,9 @@ class RedisBroker:
                 await self._session()
             except (RedisError, OSError) as exc:
                 self._link_lost(exc)
+            except Exception as exc:  # a bug must not end the relay: log it, start over
+                log.error("redis relay failed unexpectedly", exc_info=True)
+                self._link_lost(exc)
             finally:
                 self._first_attempt.set()
             if self._stopping:
@@ -323,9 +326,8 @@ class RedisBroker:
             await client.ping()
             await self._handshake(client)
             await pubsub.subscribe(self.keys.control)
-            self._subscribed = set()
             self._link_up()
-            self._work.set()
+            self._work.set()  # subscribe what local clients want
             self._outgoing_ready.set()
             await _until_first_ends(
                 self._read(pubsub), self._write(client), self._maintain(client, pubsub)
@@ -333,6 +335,7 @@ class RedisBroker:
         finally:
             if self._stopping:
                 self.stats.link_up = False
+            self._subscribed = set()  # a new link starts with no subscription
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
             with contextlib.suppress(Exception):
