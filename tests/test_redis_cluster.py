@@ -539,7 +539,13 @@ async def test_three_nodes_and_a_publisher_deliver_identical_sequences(
 def test_feed_none_and_ticker_feed_need_redis(capsys: pytest.CaptureFixture[str]) -> None:
     from ticker.cli import main
 
-    for argv in (["serve", "--feed", "none"], ["feed"], ["feed", "--redis", "localhost:6379"]):
+    argvs = (
+        ["serve", "--feed", "none"],
+        ["feed"],
+        ["feed", "--redis", "localhost:6379"],
+        ["feed", "--feed", "none", "--redis", "redis://127.0.0.1:1/0"],
+    )
+    for argv in argvs:
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2
@@ -547,3 +553,14 @@ def test_feed_none_and_ticker_feed_need_redis(capsys: pytest.CaptureFixture[str]
     assert "--feed none serves only what comes through Redis: it needs --redis URL" in err
     assert "ticker feed publishes to Redis: it needs --redis URL" in err
     assert "invalid Redis URL (redis://host:port/db) value: 'localhost:6379'" in err
+    assert "ticker feed runs a feed: --feed none is for ticker serve" in err
+
+
+def test_one_ticker_feed_variable_serves_both_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ticker.cli import build_parser
+
+    monkeypatch.setenv("TICKER_FEED", "none")
+    monkeypatch.setenv("TICKER_REDIS", "redis://127.0.0.1:6379/0")
+    args = build_parser().parse_args(["serve"])
+    assert (args.feed, args.redis, args.redis_shards) == ("none", "redis://127.0.0.1:6379/0", 64)
+    assert build_parser().parse_args(["feed", "--feed", "sim"]).feed == "sim"

@@ -95,11 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     assert isinstance(serve, _EnvParser)
     serve.add_option("--host", default="127.0.0.1", help="address to listen on")
     serve.add_option("--port", type=int, default=8080, help="TCP port to listen on")
-    _add_feed_options(
-        serve,
-        ("sim", "none"),
-        "where ticks come from: sim = simulated, none = only what comes through --redis",
-    )
+    _add_feed_options(serve)
     _add_redis_options(serve, "join a cluster through this Redis (e.g. redis://host:6379/0)")
     serve.add_option(
         "--heartbeat",
@@ -132,14 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a feed and publish its ticks to Redis for every node of the cluster.",
     )
     assert isinstance(feed, _EnvParser)
-    _add_feed_options(feed, ("sim",), "where ticks come from: sim = simulated")
+    _add_feed_options(feed)
     _add_redis_options(feed, "the cluster's Redis (required), e.g. redis://host:6379/0")
     feed.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
     return parser
 
 
-def _add_feed_options(parser: _EnvParser, choices: tuple[str, ...], help_text: str) -> None:
-    parser.add_option("--feed", default="sim", choices=choices, help=help_text)
+def _add_feed_options(parser: _EnvParser) -> None:
+    """The same choices for both commands, so one TICKER_FEED works for either."""
+    parser.add_option(
+        "--feed",
+        default="sim",
+        choices=("sim", "none"),
+        help="where ticks come from: sim = simulated; none (serve only) = only what comes "
+        "through --redis",
+    )
     parser.add_option(
         "--symbols", type=_positive(int), default=100, help="number of simulated symbols"
     )
@@ -246,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve" and args.feed == "none" and args.redis is None:
         parser.error("--feed none serves only what comes through Redis: it needs --redis URL")
+    if args.command == "feed" and args.feed == "none":
+        parser.error("ticker feed runs a feed: --feed none is for ticker serve")
     if args.command == "feed" and args.redis is None:
         parser.error("ticker feed publishes to Redis: it needs --redis URL (or TICKER_REDIS)")
     logging.basicConfig(
