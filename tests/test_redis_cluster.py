@@ -164,6 +164,31 @@ async def test_a_node_follows_only_the_channels_its_clients_need(
     await redis.aclose()
 
 
+async def test_with_shards_a_node_receives_only_the_shards_of_its_clients_symbols(
+    redis_server: RedisServer, publisher: Callable[..., Awaitable[Bus]], start_node: StartNode
+) -> None:
+    keys = Keys(shards=4)
+    symbols = [f"S{i}" for i in range(40)]
+    bus = await publisher(symbols, shards=4)
+    node, server = await start_node(redis_server.url, shards=4)
+    broker = node.broker
+    assert isinstance(broker, RedisBroker)
+    bus.publish([price(s, 1) for s in symbols])
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(server.make_url("/ws?symbols=S0&mode=all"))
+        first = await ticks_of(ws)  # from the message, or from the hash if it came first
+        assert [(t["s"], t["q"]) for t in first] == [("S0", 1)]
+        assert broker.subscribed == {keys.channel("S0")}
+        bus.publish([price(s, 2) for s in symbols])
+        assert [(t["s"], t["q"]) for t in await ticks_of(ws)] == [("S0", 2)]
+        same_shard = {s for s in symbols if keys.channel(s) == keys.channel("S0")}
+        assert len(same_shard) < len(symbols) / 2
+        held = {orjson.loads(b)["s"] for b in node.bus.snapshot(symbols)}
+        assert held == same_shard  # nothing of the other shards ever reached the node
+        assert broker.stats.ticks_received % len(same_shard) == 0
+        await ws.close()
+
+
 async def test_publishes_one_message_per_channel_per_round_not_one_per_tick(
     redis_server: RedisServer,
 ) -> None:

@@ -34,7 +34,8 @@ async def publish(
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), PROGRESS_EVERY_S)
+                async with asyncio.timeout(PROGRESS_EVERY_S):
+                    await stop.wait()
             stats = broker.stats
             log.info(
                 "%d ticks published to redis in %d messages (%d dropped); link %s",

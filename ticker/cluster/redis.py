@@ -105,14 +105,20 @@ def redacted(url: str) -> str:
 
 
 async def _until_first_ends(*coros: Coroutine[Any, Any, None]) -> None:
-    """Run these together; when one returns or fails, cancel the others (and re-raise)."""
+    """Run these together; when one returns or fails, cancel the others (and re-raise).
+
+    The cancel is repeated until they are gone: redis-py (8.1) can swallow a cancel that
+    lands inside a command, and the task would then go on as if nothing happened.
+    """
     tasks = [asyncio.create_task(c) for c in coros]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = set(tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.05)
     for task in done:
         task.result()
 
@@ -160,6 +166,7 @@ class RedisBroker:
         self._caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._connected = False
         self._ever_up = False
         self._warned = False
         self._epoch_warned = False
@@ -204,11 +211,16 @@ class RedisBroker:
         self._stop.set()
         self._outgoing_ready.set()
         try:
-            await asyncio.wait_for(asyncio.shield(task), 2.0)
+            async with asyncio.timeout(2.0):
+                await asyncio.shield(task)
         except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for _ in range(20):  # repeated: a cancel can be swallowed (see _until_first_ends)
+                task.cancel()
+                done, _ = await asyncio.wait([task], timeout=0.05)
+                if done:
+                    break
+            else:
+                log.warning("the redis relay did not stop within 3 s; leaving it")
 
     def health(self) -> dict[str, Any]:
         stats = self.stats
@@ -241,7 +253,7 @@ class RedisBroker:
         if self._relaying:
             return
         local, latest, unsaved, outgoing = self._local, self._latest, self._unsaved, self._outgoing
-        up = self.stats.link_up
+        up = self._connected  # from the handshake on: queued, then sent once it is done
         added = ticks = 0
         for symbol, run in runs.items():
             if symbol not in local:
@@ -311,7 +323,8 @@ class RedisBroker:
             delay = self._backoff * (1.0 - JITTER * self._rng.random())
             self._backoff = min(self._backoff * 2.0, self.config.backoff_max)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
 
     async def _session(self) -> None:
         config = self.config
@@ -324,6 +337,7 @@ class RedisBroker:
         pubsub = client.pubsub()
         try:
             await client.ping()
+            self._connected = True
             await self._handshake(client)
             await pubsub.subscribe(self.keys.control)
             self._link_up()
@@ -333,6 +347,7 @@ class RedisBroker:
                 self._read(pubsub), self._write(client), self._maintain(client, pubsub)
             )
         finally:
+            self._connected = False
             if self._stopping:
                 self.stats.link_up = False
             self._subscribed = set()  # a new link starts with no subscription
@@ -365,13 +380,14 @@ class RedisBroker:
     def _link_lost(self, exc: BaseException | None) -> None:
         """One log line per outage (and per failure to connect at start), then debug."""
         why = f"{type(exc).__name__}: {exc}" if exc else "closed"
+        self.stats.ticks_dropped += self._outgoing_ticks
+        self._outgoing.clear()
+        self._outgoing_bytes = self._outgoing_ticks = 0
         if self.stats.link_up:
             self.stats.link_up = False
             self.stats.link_losses += 1
             self._down_since = time.monotonic()
             self._warned = True
-            self._outgoing.clear()
-            self._outgoing_bytes = self._outgoing_ticks = 0
             log.error(
                 "redis link lost (%s): local feeds keep serving local clients; "
                 "reconnecting with backoff up to %g s",
@@ -566,7 +582,10 @@ class RedisBroker:
         """Follow the channels local clients need; sync from the hash; ping an idle link."""
         while True:
             try:
-                await asyncio.wait_for(self._work.wait(), self.config.ping_interval)
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                # that lands as the event is set, and the link would never close.
+                async with asyncio.timeout(self.config.ping_interval):
+                    await self._work.wait()
             except TimeoutError:
                 await client.ping()
                 continue
@@ -616,7 +635,8 @@ class RedisBroker:
         """
         self._caught_up.clear()
         await pubsub.ping()
-        await asyncio.wait_for(self._caught_up.wait(), self.config.timeout)
+        async with asyncio.timeout(self.config.timeout):
+            await self._caught_up.wait()
 
     async def _sync(self, client: Redis, pubsub: PubSub) -> None:
         """Read from the hash the symbols of newly confirmed channels and those with a gap;
