@@ -206,6 +206,13 @@ async def test_publishes_one_message_per_channel_per_round_not_one_per_tick(
     last = await redis.hgetall(Keys().last)
     assert {k.decode() for k in last} == set(symbols)
     assert orjson.loads(last[b"S9"])["q"] == 10  # S9 got ticks 9, 19, ... 99: its 10th
+    big = [f"B{i}" for i in range(1200)]  # more fields than one Lua unpack takes
+    bus.add_symbols(big)
+    broker = RedisBroker(config(redis_server.url, shards=4))
+    await broker.start(bus, big, lambda: None)
+    bus.publish([price(s, 1) for s in big])
+    await broker.stop()
+    assert await redis.hlen(Keys().last) == len(symbols) + len(big)
     await redis.aclose()
 
 

@@ -1,10 +1,10 @@
 """The Redis relay: local ticks go out to the cluster; the ticks local clients want come in.
 
 Out (an origin: a node with a local feed, or ``ticker feed``): the bus hands over each
-batch already stamped and encoded; one writer task sends what accumulated as one pipeline
-per round: a PUBLISH per channel (that channel's ticks of the round, in one message) and
-one HSET of the symbols' latest ticks, the cluster-wide snapshots. Under load rounds grow,
-so the cost per tick falls; nothing is created per tick.
+batch already stamped and encoded; one writer task sends what accumulated as one command
+per round (``ROUND_SCRIPT``): a PUBLISH per channel (that channel's ticks of the round, in
+one message), then one HSET of the symbols' latest ticks, the cluster-wide snapshots.
+Under load rounds grow, so the cost per tick falls; nothing is created per tick.
 
 In (every node): the bus says when a topic gains its first subscriber or loses its last;
 the relay subscribes to a channel while a local client wants a symbol on it and reads the
@@ -55,6 +55,22 @@ from ticker.core.bus import WILDCARD, Bus
 from ticker.core.ticks import Tick
 
 log = logging.getLogger("ticker.cluster")
+
+ROUND_SCRIPT = """
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  redis.call('PUBLISH', ARGV[2 * i], ARGV[2 * i + 1])
+end
+for i = 2 * n + 2, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return n
+"""
+"""One round of an origin: a PUBLISH per channel (ARGV: n, then channel and message
+pairs), then an HSET of the latest ticks (the field and value pairs after them, in
+chunks that Lua's unpack takes). One command instead of one per channel: the Redis
+client's cost per command, not Redis's, dominated the publisher's CPU (about 45 µs per
+command). Atomic too: the hash is never ahead of, or behind, what was published."""
 
 JITTER = 0.2
 """Each reconnect delay is shortened by up to this fraction at random (as for feeds)."""
@@ -503,12 +519,15 @@ class RedisBroker:
         pipe = client.pipeline(transaction=False)
         if undeclared:
             pipe.sadd(keys.symbols, *undeclared)
-        numbers = self._numbers
-        for channel, segments in outgoing.items():
-            number = numbers[channel] = numbers.get(channel, 0) + 1
-            pipe.publish(channel, encode_message(self._own, number, segments))
-        if unsaved:  # after the messages: the hash is never ahead of what was published
-            pipe.hset(keys.last, mapping=unsaved)
+        if outgoing or unsaved:
+            args: list[str | bytes | int] = [len(outgoing)]
+            numbers = self._numbers
+            for channel, segments in outgoing.items():
+                number = numbers[channel] = numbers.get(channel, 0) + 1
+                args += (channel, encode_message(self._own, number, segments))
+            for symbol, last in unsaved.items():
+                args += (symbol, last)
+            pipe.eval(ROUND_SCRIPT, 1, keys.last, *args)
         if undeclared:
             pipe.publish(keys.control, b"symbols")
         try:
