@@ -601,8 +601,8 @@ class RedisBroker:
         """Follow the channels local clients need; sync from the hash; ping an idle link."""
         while True:
             try:
-                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
-                # that lands as the event is set, and the link would never close.
+                # asyncio.timeout rather than wait_for, which in 3.11 can lose a cancel
+                # that lands just as the event is set.
                 async with asyncio.timeout(self.config.ping_interval):
                     await self._work.wait()
             except TimeoutError:
