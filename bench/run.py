@@ -38,6 +38,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench import redis_scaleout
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 NODE_DIR = BENCH / "baseline_node"
@@ -47,7 +49,7 @@ PY = sys.executable
 
 SERVERS = ("ticker", "naive-aiohttp", "node-ws")
 BASELINES = ("naive-aiohttp", "node-ws")
-SCENARIOS = ("fanout", "connections", "slow", "inprocess", "ceiling", "metrics")
+SCENARIOS = ("fanout", "connections", "slow", "inprocess", "ceiling", "metrics", "redis")
 UNIVERSE = 100
 LOADGEN_SATURATED = 0.85
 """Load generator CPU (fraction of its core) above which its figures are suspect."""
@@ -1129,6 +1131,7 @@ def render(results: dict[str, Any]) -> str:
         "inprocess": render_inprocess,
         "ceiling": render_ceiling,
         "metrics": render_metrics,
+        "redis": redis_scaleout.render,
     }
     for name, entry in sc.items():
         if entry["status"] == "failed":
@@ -1148,6 +1151,7 @@ TITLES = {
     "inprocess": "4. In-process (no sockets)",
     "ceiling": "Load generator ceiling (against a blaster)",
     "metrics": "6. What metrics cost (fan-out: 1 000 connections x 10 of 100 symbols, mode all)",
+    "redis": "Redis scale-out (1 publisher -> Redis -> 3 nodes)",
 }
 
 
@@ -1595,6 +1599,7 @@ def main(argv: list[str] | None = None) -> int:
         "inprocess": lambda: scenario_inprocess(ctx),
         "ceiling": lambda: scenario_ceiling(ctx),
         "metrics": lambda: scenario_metrics(ctx),
+        "redis": lambda: redis_scaleout.run(ctx.logdir, plan.quick),
     }
     for name in scenarios:
         try:

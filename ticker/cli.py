@@ -1,4 +1,5 @@
-"""Command line: ``ticker serve`` wires settings, feeds and the server together.
+"""Command line: ``ticker serve`` wires settings, feeds and the server together;
+``ticker feed`` runs feeds into Redis with no server (a cluster's publisher).
 
 Every flag can also be given as a ``TICKER_*`` environment variable (``--queue-bytes`` is
 ``TICKER_QUEUE_BYTES``); a flag on the command line wins over the environment.
@@ -11,13 +12,17 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from feeds.base import FeedAdapter
+from ticker.cluster.wire import DEFAULT_SHARDS
 from ticker.commands import convert, record, replay
 from ticker.core.session import Limits
 from ticker.recording.problems import RecordingError
 from ticker.server.settings import Settings
+
+if TYPE_CHECKING:
+    from ticker.cluster.redis import RedisBroker
 
 DEFAULT_LIMITS = Limits()
 DEFAULT_SIM_SYMBOLS = 100
@@ -56,6 +61,22 @@ def _switch(text: str) -> bool:
     if word in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("use 1 or 0 (true/false, yes/no, on/off)")
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _redis_url(text: str) -> str:
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return text
+
+
+_redis_url.__name__ = "Redis URL (redis://host:port/db)"  # what argparse says of a bad one
 
 
 class _EnvParser(argparse.ArgumentParser):
@@ -109,34 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     assert isinstance(serve, _EnvParser)
     serve.add_option("--host", default="127.0.0.1", help="address to listen on")
     serve.add_option("--port", type=int, default=8080, help="TCP port to listen on")
-    serve.add_option(
-        "--feed",
-        type=replay.feed_spec,
-        default="sim",
-        help="where ticks come from: sim = simulated, replay:PATH[,PATH...] = a recording",
-    )
-    serve.add_option(
-        "--symbols",
-        type=replay.symbols_arg,
-        default=None,
-        help="sim: number of simulated symbols (100 if not given); "
-        "replay: comma-separated symbols to replay (all if not given)",
-    )
-    serve.add_option(
-        "--rate",
-        type=_positive(float),
-        default=1000.0,
-        help="simulated ticks per second, over all symbols",
-    )
-    serve.add_option(
-        "--skew",
-        type=_non_negative_float,
-        default=0.0,
-        help="Zipf exponent of symbol activity: 0 = even, 1.2 = a few symbols dominate",
-    )
-    serve.add_option(
-        "--seed", type=int, default=None, help="random seed: the same seed, the same stream"
-    )
+    _add_feed_options(serve)
+    _add_redis_options(serve, "join a cluster through this Redis (e.g. redis://host:6379/0)")
     serve.add_option(
         "--heartbeat",
         type=_positive(float),
@@ -178,16 +173,70 @@ def build_parser() -> argparse.ArgumentParser:
         help="no /metrics, no latency or event-loop lag measurement (to measure their cost)",
     )
     serve.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
-    replay.add_replay_options(serve)
     replay.add_record_options(serve)
+    feed = commands.add_parser(
+        "feed",
+        help="run a feed into Redis, with no server (a cluster's publisher)",
+        description="Run a feed and publish its ticks to Redis for every node of the cluster.",
+    )
+    assert isinstance(feed, _EnvParser)
+    _add_feed_options(feed)
+    _add_redis_options(feed, "the cluster's Redis (required), e.g. redis://host:6379/0")
+    feed.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
     convert.add_parser(commands)
     record.add_parser(commands)
     return parser
 
 
+def _add_feed_options(parser: _EnvParser) -> None:
+    """The same choices for both commands, so one TICKER_FEED works for either."""
+    parser.add_option(
+        "--feed",
+        type=replay.feed_spec,
+        default="sim",
+        help="where ticks come from: sim = simulated, replay:PATH[,PATH...] = a recording; "
+        "none (serve only) = only what comes through --redis",
+    )
+    parser.add_option(
+        "--symbols",
+        type=replay.symbols_arg,
+        default=None,
+        help="sim: number of simulated symbols (100 if not given); "
+        "replay: comma-separated symbols to replay (all if not given)",
+    )
+    parser.add_option(
+        "--rate",
+        type=_positive(float),
+        default=1000.0,
+        help="simulated ticks per second, over all symbols",
+    )
+    parser.add_option(
+        "--skew",
+        type=_non_negative_float,
+        default=0.0,
+        help="Zipf exponent of symbol activity: 0 = even, 1.2 = a few symbols dominate",
+    )
+    parser.add_option(
+        "--seed", type=int, default=None, help="random seed: the same seed, the same stream"
+    )
+    replay.add_replay_options(parser)
+
+
+def _add_redis_options(parser: _EnvParser, help_text: str) -> None:
+    parser.add_option("--redis", type=_redis_url, default=None, help=help_text)
+    parser.add_option(
+        "--redis-shards",
+        type=_non_negative_int,
+        default=DEFAULT_SHARDS,
+        help="channels symbols are spread over; 0 = one channel per symbol (docs/scaling.md)",
+    )
+
+
 def _feeds(args: argparse.Namespace) -> list[FeedAdapter]:
     from feeds.sim.adapter import SimulatedFeed
 
+    if args.feed == "none":
+        return []
     if args.feed.startswith(replay.REPLAY_PREFIX):
         return [replay.replay_feed(args)]
     if isinstance(args.symbols, list):
@@ -225,20 +274,9 @@ def serve(args: argparse.Namespace) -> int:
     except (RecordingError, ValueError) as exc:
         print(f"ticker serve: error: {exc}", file=sys.stderr)
         return 2
-    node = Node(settings, feeds)
+    node = Node(settings, feeds, broker=_broker(args))
     log = logging.getLogger("ticker")
-    if args.feed == "sim":
-        log.info(
-            "feed %s: %d symbols at %g ticks/s (skew %g, seed %s); epoch %s",
-            args.feed,
-            len(feeds[0].symbols()),
-            args.rate,
-            args.skew,
-            args.seed,
-            node.bus.epoch,
-        )
-    else:
-        log.info("feed %s; epoch %s", args.feed, node.bus.epoch)
+    _log_feed(args, feeds, node.bus.epoch)
     app = create_app(node)
     if args.record is not None:
         try:
@@ -274,8 +312,55 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_feed(args: argparse.Namespace, feeds: list[FeedAdapter], epoch: str) -> None:
+    log = logging.getLogger("ticker")
+    if args.feed == "none":
+        log.info("no local feed: serving what comes through Redis")
+    elif args.feed == "sim":
+        log.info(
+            "feed %s: %d symbols at %g ticks/s (skew %g, seed %s); epoch %s",
+            args.feed,
+            len(feeds[0].symbols()),
+            args.rate,
+            args.skew,
+            args.seed,
+            epoch,
+        )
+    else:
+        log.info("feed %s; epoch %s", args.feed, epoch)
+
+
+def _broker(args: argparse.Namespace) -> RedisBroker | None:
+    if args.redis is None:
+        return None
+    from ticker.cluster.redis import RedisBroker, RedisConfig
+
+    return RedisBroker(RedisConfig(args.redis, shards=args.redis_shards))
+
+
+def feed(args: argparse.Namespace) -> int:
+    from ticker.cluster import publisher
+
+    broker = _broker(args)
+    assert broker is not None
+    try:
+        feeds = _feeds(args)
+    except (RecordingError, ValueError) as exc:
+        print(f"ticker feed: error: {exc}", file=sys.stderr)
+        return 2
+    _log_feed(args, feeds, "from the cluster")
+    return publisher.run(feeds, broker)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and args.feed == "none" and args.redis is None:
+        parser.error("--feed none serves only what comes through Redis: it needs --redis URL")
+    if args.command == "feed" and args.feed == "none":
+        parser.error("ticker feed runs a feed: --feed none is for ticker serve")
+    if args.command == "feed" and args.redis is None:
+        parser.error("ticker feed publishes to Redis: it needs --redis URL (or TICKER_REDIS)")
     logging.basicConfig(
         level=getattr(logging, getattr(args, "log_level", "info").upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -287,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return convert.run(args)
     if args.command == "record":
         return record.run(args)
+    if args.command == "feed":
+        return feed(args)
     return 2
 
 

@@ -22,10 +22,12 @@ log = logging.getLogger("ticker")
 
 
 def feed_spec(text: str) -> str:
-    """``sim`` or ``replay:PATH[,PATH...]`` (files, or directories of recordings)."""
-    if text == "sim" or (text.startswith(REPLAY_PREFIX) and len(text) > len(REPLAY_PREFIX)):
+    """``sim``, ``none`` or ``replay:PATH[,PATH...]`` (files, or directories of recordings)."""
+    if text in ("sim", "none") or (
+        text.startswith(REPLAY_PREFIX) and len(text) > len(REPLAY_PREFIX)
+    ):
         return text
-    raise ValueError("expected sim or replay:PATH[,PATH...]")
+    raise ValueError("expected sim, none or replay:PATH[,PATH...]")
 
 
 feed_spec.__name__ = "feed"

@@ -9,7 +9,7 @@ the tick, and nothing (no task, future or callback) is created per tick.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import orjson
 
@@ -17,6 +17,14 @@ from ticker.core.mailbox import Delivery, Mailbox
 from ticker.core.ticks import MAX_SYMBOL_LENGTH, MicrosClock, TickBatch, now_us
 
 WILDCARD = "*"
+
+InterestHook = Callable[[str, bool], None]
+"""Called with (topic, True) when a topic ("*" included) gains its first subscriber and
+(topic, False) when it loses its last: a relay follows upstream only what is wanted."""
+
+PublishTap = Callable[[dict[str, list[bytes]]], None]
+"""Called once per published batch with each symbol's encoded ticks, in order (after
+stamping): a relay forwards them without encoding again."""
 
 
 def _compact(data: bytes) -> bytes:
@@ -54,6 +62,8 @@ class Bus:
         self._wildcard: set[Mailbox] = set()
         self.published = 0
         """Ticks published since start (a counter for metrics and readiness)."""
+        self.on_interest: InterestHook | None = None
+        self.on_publish: PublishTap | None = None
 
     # -- the universe -----------------------------------------------------------------
 
@@ -113,6 +123,8 @@ class Bus:
             else:
                 run.append(data)
         self.published += len(batch)
+        if self.on_publish is not None:
+            self.on_publish(runs)
         # What outlives this call (last values, segments in lagging queues) must be
         # compact: orjson's result sits in a ~4 KiB allocation whatever its length, so
         # each kept tick is copied once to its exact size (a join copies anyway).
@@ -146,10 +158,18 @@ class Bus:
         """
         symbols = list(symbols)
         named = [s for s in symbols if s != WILDCARD]
+        hook = self.on_interest
         for symbol in named:
-            self._topic(symbol).subscribers.add(mailbox)
+            subscribers = self._topic(symbol).subscribers
+            if mailbox not in subscribers:
+                subscribers.add(mailbox)
+                if hook is not None and len(subscribers) == 1:
+                    hook(symbol, True)
         if WILDCARD in symbols:
-            self._wildcard.add(mailbox)
+            if mailbox not in self._wildcard:
+                self._wildcard.add(mailbox)
+                if hook is not None and len(self._wildcard) == 1:
+                    hook(WILDCARD, True)
             mailbox.follows = None
         elif mailbox.follows is not None:
             mailbox.follows = mailbox.follows.union(named)
@@ -159,14 +179,28 @@ class Bus:
         topics = self._topics
         return [t.last for s in symbols if (t := topics.get(s)) is not None and t.last is not None]
 
+    def forget(self, symbols: Iterable[str]) -> None:
+        """Drop the last values of these symbols: a relay that stops following them can
+        no longer vouch for them, and a stale snapshot is worse than none."""
+        topics = self._topics
+        for symbol in symbols:
+            if (topic := topics.get(symbol)) is not None:
+                topic.last = None
+
     def unsubscribe(self, mailbox: Mailbox, symbols: Iterable[str]) -> None:
         symbols = list(symbols)
         named = [s for s in symbols if s != WILDCARD]
+        hook = self.on_interest
         for symbol in named:
-            if (topic := self._topics.get(symbol)) is not None:
+            if (topic := self._topics.get(symbol)) is not None and mailbox in topic.subscribers:
                 topic.subscribers.discard(mailbox)
+                if hook is not None and not topic.subscribers:
+                    hook(symbol, False)
         if WILDCARD in symbols:
-            self._wildcard.discard(mailbox)
+            if mailbox in self._wildcard:
+                self._wildcard.discard(mailbox)
+                if hook is not None and not self._wildcard:
+                    hook(WILDCARD, False)
             # Rare (leaving "*"): what it still follows by name is what the topics say.
             mailbox.follows = frozenset(
                 s for s, t in self._topics.items() if mailbox in t.subscribers

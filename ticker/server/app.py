@@ -22,12 +22,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: every feed has produced a tick."""
+    """Readiness: every feed has produced a tick (an edge node: its Redis link is up)."""
     node = request.app[NODE_KEY]
     feeds = {s.adapter.name: s.ready for s in node.supervisors}
     ready = node.ready and not node.closing
     return web.json_response(
-        {"status": "ready" if ready else "not ready", "feeds": feeds}, status=200 if ready else 503
+        {"status": "ready" if ready else "not ready", "feeds": feeds, **node.broker.health()},
+        status=200 if ready else 503,
     )
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from feeds.base import FeedAdapter
 from feeds.supervisor import FeedSupervisor
+from ticker.cluster.broker import Broker, LocalBroker
 from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
 from ticker.server.flusher import Flusher
@@ -33,10 +34,16 @@ log = logging.getLogger("ticker.server")
 
 class Node:
     def __init__(
-        self, settings: Settings, feeds: Iterable[FeedAdapter] = (), bus: Bus | None = None
+        self,
+        settings: Settings,
+        feeds: Iterable[FeedAdapter] = (),
+        bus: Bus | None = None,
+        broker: Broker | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus or Bus()
+        self.broker: Broker = broker or LocalBroker()
+        """Carries ticks between this node's bus and the rest of the cluster, if any."""
         self.metrics = Metrics()
         self.stats = Stats(metrics=settings.metrics)
         self.flusher = Flusher(after_pass=self.stats.settle if settings.metrics else None)
@@ -50,18 +57,22 @@ class Node:
             )
             for feed in feeds
         ]
-        for feed in feeds:
-            self.bus.add_symbols(feed.symbols())
+        self._local_symbols = [s for feed in feeds for s in feed.symbols()]
+        self.bus.add_symbols(self._local_symbols)
         self._feed_tasks: list[asyncio.Task[None]] = []
         self.closing = False
         self.replays: ReplayHost | None = None
         """Serves the replay ops (``--replay-dir``); None: they answer "not enabled"."""
         self.metrics.registry.register(NodeCollector(self))
+        self.broker.register(self.metrics.registry)
 
     @property
     def ready(self) -> bool:
-        """Every feed has produced a tick (a node without feeds is ready at once)."""
-        return all(s.ready for s in self.supervisors)
+        """Every feed has produced a tick; a node without feeds is ready when its broker is
+        (at once without a cluster; an edge node once its Redis link is up)."""
+        return all(s.ready for s in self.supervisors) and (
+            bool(self.supervisors) or self.broker.ready
+        )
 
     def transport(self, name: str) -> Traffic:
         """The counters of a transport (``ws``...), its metric series created at 0."""
@@ -70,6 +81,7 @@ class Node:
         return self.stats.transport(name)
 
     async def start(self) -> None:
+        await self.broker.start(self.bus, self._local_symbols, self._restart_clients)
         self._feed_tasks = [
             asyncio.create_task(s.run(), name=f"feed:{s.adapter.name}") for s in self.supervisors
         ]
@@ -95,6 +107,12 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._feed_tasks = []
+        await self.broker.stop()
+
+    def _restart_clients(self) -> None:
+        """The cluster's stream restarted (a new epoch): clients reconnect and resubscribe."""
+        for conn in list(self.connections):
+            conn.session.request_close(CloseCode.GOING_AWAY, "stream restarted: reconnect")
 
     async def shutdown(self) -> None:
         """Stop producing, then close every client with 1001 within the grace period."""

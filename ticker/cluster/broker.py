@@ -1,0 +1,69 @@
+"""The broker: what carries ticks between a node's bus and the rest of the cluster.
+
+Centrifuge's shape: the hub (the bus and the sessions on it) never knows which broker it
+has. ``LocalBroker`` is the single-process case (the bus is the whole world);
+``RedisBroker`` (``ticker/cluster/redis.py``) relays through Redis. A broker attaches to
+the bus through its two hooks: ``on_publish`` (forward what local feeds publish) and
+``on_interest`` (follow upstream only the topics local clients want).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+
+from ticker.core.bus import Bus
+
+RestartClients = Callable[[], None]
+"""Asks the node to close its clients with 1001: the cluster's stream restarted (a new
+epoch), so their ``q`` values no longer compare; they reconnect and resubscribe."""
+
+
+class Broker(Protocol):
+    name: str
+
+    @property
+    def ready(self) -> bool:
+        """The broker can serve what it is for (a Redis broker: its link is up and synced)."""
+        ...
+
+    async def start(
+        self, bus: Bus, local_symbols: Iterable[str], restart_clients: RestartClients
+    ) -> None:
+        """Attach to the bus; return once local feeds may start publishing."""
+        ...
+
+    async def stop(self) -> None:
+        """Forward what is still pending, then detach (idempotent)."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """Extra detail for ``/readyz`` (empty when there is nothing to say)."""
+        ...
+
+    def register(self, registry: CollectorRegistry) -> None:
+        """Add the broker's metrics to the node's registry."""
+        ...
+
+
+class LocalBroker:
+    """One process, no cluster: the bus already delivers everything."""
+
+    name = "local"
+    ready = True
+
+    async def start(
+        self, bus: Bus, local_symbols: Iterable[str], restart_clients: RestartClients
+    ) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def health(self) -> dict[str, Any]:
+        return {}
+
+    def register(self, registry: CollectorRegistry) -> None:
+        pass

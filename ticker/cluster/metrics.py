@@ -1,0 +1,81 @@
+"""Prometheus metrics of the Redis link, read from the broker's plain counters at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ticker.cluster.redis import RedisBroker
+
+
+class RedisCollector(Collector):
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats, continuity = self.broker.stats, self.broker.continuity
+        yield GaugeMetricFamily(
+            "ticker_redis_link_up",
+            "1 while the link to Redis is up and synced.",
+            value=int(stats.link_up),
+        )
+        counters = (
+            ("ticker_redis_link_losses", "Times the link to Redis was lost.", stats.link_losses),
+            ("ticker_redis_reconnects", "Times the link to Redis came back.", stats.reconnects),
+            (
+                "ticker_redis_gaps",
+                "Jumps in a symbol's q seen on ticks from Redis (lost ticks).",
+                continuity.gaps,
+            ),
+            (
+                "ticker_redis_lost_messages",
+                "Jumps in an origin's message numbers on a channel (lost messages).",
+                continuity.lost_messages,
+            ),
+            (
+                "ticker_redis_messages_published",
+                "Messages published to Redis (one per channel per round).",
+                stats.messages_published,
+            ),
+            (
+                "ticker_redis_ticks_published",
+                "Local ticks published to Redis.",
+                stats.ticks_published,
+            ),
+            (
+                "ticker_redis_ticks_dropped",
+                "Local ticks not published: the link was down or Redis too slow.",
+                stats.ticks_dropped,
+            ),
+            (
+                "ticker_redis_messages_received",
+                "Messages received from other origins.",
+                stats.messages_received,
+            ),
+            (
+                "ticker_redis_ticks_received",
+                "Ticks received from other origins.",
+                stats.ticks_received,
+            ),
+            (
+                "ticker_redis_ticks_from_hash",
+                "Ticks read from the last-values hash (newly followed symbols, healed gaps).",
+                stats.ticks_from_hash,
+            ),
+            (
+                "ticker_redis_bad_messages",
+                "Messages on ticker channels that were not valid ticker messages.",
+                stats.bad_messages,
+            ),
+        )
+        for name, doc, value in counters:
+            yield CounterMetricFamily(name, doc, value=value)
+        yield GaugeMetricFamily(
+            "ticker_redis_channels",
+            "Tick channels subscribed now (only those local clients need).",
+            value=len(self.broker.subscribed),
+        )
