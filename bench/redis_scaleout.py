@@ -33,7 +33,8 @@ import orjson
 from redis.asyncio import Redis
 
 from bench.procfs import cpu_seconds
-from tests.redis_server import RedisServer, free_port
+from tests.net import free_port
+from tests.redis_server import RedisServer
 from ticker.cluster.wire import Keys
 
 PY = sys.executable

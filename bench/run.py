@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import redis_scaleout
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -154,12 +155,6 @@ class Context:
 
 
 # -- processes --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

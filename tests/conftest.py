@@ -6,7 +6,6 @@ import asyncio
 import io
 import os
 import shutil
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,13 +38,6 @@ class TtyBuffer(io.StringIO):
 
     def isatty(self) -> bool:
         return True
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (for servers started in a subprocess)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 StartServer = Callable[..., Awaitable[tuple[Node, TestServer]]]

@@ -32,7 +32,8 @@ from playwright.sync_api import (
 )
 
 from feeds.sim.symbols import symbol_names
-from tests.conftest import free_port, require
+from tests.conftest import require
+from tests.net import free_port
 from ticker.core.codes import RECONNECT, CloseCode
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import yaml
 
 from feeds.base import FeedProgress
 from tests.conftest import SYMBOLS, StartServer, next_of, require
+from tests.net import free_port
 from tests.scrape import scrape
 from ticker.core.ticks import TickBatch
 
@@ -175,12 +175,6 @@ def test_every_alert_has_a_runbook() -> None:
 
 
 # -- a real Prometheus -----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

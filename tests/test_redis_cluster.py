@@ -23,7 +23,8 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from tests.conftest import next_of, require
-from tests.redis_server import RedisServer, free_port
+from tests.net import free_port, wait_ready
+from tests.redis_server import RedisServer
 from ticker.cluster.redis import RedisBroker, RedisConfig
 from ticker.cluster.wire import Keys, encode_message, origin_prefix
 from ticker.core.bus import Bus
@@ -478,19 +479,6 @@ async def spawn(*args: str) -> asyncio.subprocess.Process:
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-
-
-async def wait_ready(http: aiohttp.ClientSession, port: int, proc: Any) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            assert proc.returncode is None, "the node exited early"
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
 
 
 async def test_three_nodes_and_a_publisher_deliver_identical_sequences(

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.conftest import StartServer, frame, free_port, next_of
+from tests.conftest import StartServer, frame, next_of
+from tests.net import free_port, wait_ready
 from tests.rawws import RawWebSocket
 from ticker.core.ticks import TickBatch
 
@@ -127,16 +128,7 @@ async def test_sigterm_closes_every_client_with_1001_and_exits_0_within_5s() -> 
     )
     try:
         async with aiohttp.ClientSession() as http:
-            async with asyncio.timeout(20):
-                while True:
-                    assert proc.returncode is None, "the server exited early"
-                    try:
-                        async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                            if resp.status == 200:
-                                break
-                    except aiohttp.ClientConnectionError:
-                        pass
-                    await asyncio.sleep(0.05)
+            await wait_ready(http, port, proc, timeout=20)
             readers = [
                 await http.ws_connect(f"http://127.0.0.1:{port}/ws?symbols=AAPL,MSFT")
                 for _ in range(3)
