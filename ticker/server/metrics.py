@@ -57,6 +57,20 @@ class Rejection(StrEnum):
     """A bad query parameter (``mode``, ``max_hz``): HTTP 400."""
     SHUTTING_DOWN = "shutting_down"
     """The node is closing: HTTP 503."""
+    UNAUTHORIZED = "unauthorized"
+    """No token, or a bad, expired or not yet valid one: HTTP 401."""
+    FORBIDDEN_ORIGIN = "forbidden_origin"
+    """A browser Origin not allowed (``--allowed-origin``): HTTP 403."""
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    """``--max-connections`` reached: HTTP 503."""
+    TOO_MANY_FOR_SUBJECT = "too_many_for_subject"
+    """The token's subject holds its ``max_conns``: HTTP 429."""
+    TOO_MANY_FOR_IP = "too_many_for_ip"
+    """``--max-connections-per-ip`` reached: HTTP 429."""
+    TOO_MANY_HANDSHAKES = "too_many_handshakes"
+    """``--max-handshakes`` in progress: HTTP 503."""
+    TOO_MANY_DELAYS = "too_many_delays"
+    """A token's delay would open one delay line too many: HTTP 503."""
 
 
 def close_label(code: int) -> str:
