@@ -57,7 +57,9 @@ class ServerProcess:
     def __init__(self, port: int, *args: str) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.args = ["--symbols", str(N_SYMBOLS), "--seed", "1", *args]
+        # the page of another origin (localhost) in the documented example may connect
+        origin = f"http://localhost:{port}"
+        self.args = ["--symbols", str(N_SYMBOLS), "--seed", "1", "--allowed-origin", origin, *args]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServerProcess:
