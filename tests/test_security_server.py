@@ -116,7 +116,7 @@ async def test_entitlements_hold_end_to_end(start_server: StartServer) -> None:
 
 
 async def test_expiry_closes_with_1008_unless_refreshed_in_band(start_server: StartServer) -> None:
-    node, server = await start_auth(start_server)
+    _, server = await start_auth(start_server)
     url = server.make_url("/ws")
     short = token(ttl_s=2)
     async with aiohttp.ClientSession() as http:
