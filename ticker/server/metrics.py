@@ -162,6 +162,7 @@ class NodeCollector(Collector):
         yield from self._traffic()
         yield from self._mailboxes()
         yield from self._subscriptions()
+        yield from self._delays()
         node = self.node
         errors = CounterMetricFamily(
             "ticker_client_errors", "Error frames sent to clients, by code.", labels=["code"]
@@ -260,6 +261,22 @@ class NodeCollector(Collector):
         for mode, buckets in queues.items():
             family.add_metric([mode], buckets.cumulative(), buckets.sum)
         yield family
+
+    def _delays(self) -> Iterator[Metric]:
+        held = GaugeMetricFamily(
+            "ticker_delay_held_bytes",
+            "Bytes a delay line holds for delayed-data clients, by delay in seconds.",
+            labels=["delay"],
+        )
+        dropped = CounterMetricFamily(
+            "ticker_delay_dropped_ticks",
+            "Ticks a full delay line dropped (a gap for its clients), by delay in seconds.",
+            labels=["delay"],
+        )
+        for delay, line in self.node.delays.lines.items():  # at most MAX_DELAY_LINES
+            held.add_metric([f"{delay:g}"], line.nbytes)
+            dropped.add_metric([f"{delay:g}"], line.dropped)
+        yield from (held, dropped)
 
     def _subscriptions(self) -> Iterator[Metric]:
         bus = self.node.bus
