@@ -265,3 +265,13 @@ async def test_tls_serves_wss_with_verification_on(tmp_path: Path) -> None:
                 await http.ws_connect(f"wss://127.0.0.1:{port}/ws")  # an unknown CA: refused
     finally:
         await runner.cleanup()
+
+
+async def test_no_compression_is_negotiated_even_when_the_client_offers_it(
+    start_server: StartServer,
+) -> None:
+    _, server = await start_server()
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(server.make_url("/ws"), compress=15) as ws:
+            assert (await frame(ws))["type"] == "welcome"
+            assert ws.compress == 0  # no permessage-deflate: no decompression bomb to defuse
