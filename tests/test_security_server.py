@@ -271,7 +271,7 @@ async def test_no_compression_is_negotiated_even_when_the_client_offers_it(
     start_server: StartServer,
 ) -> None:
     _, server = await start_server()
-    async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(server.make_url("/ws"), compress=15) as ws:
-            assert (await frame(ws))["type"] == "welcome"
-            assert ws.compress == 0  # no permessage-deflate: no decompression bomb to defuse
+    url = server.make_url("/ws")
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, compress=15) as ws:
+        assert (await frame(ws))["type"] == "welcome"
+        assert ws.compress == 0  # no permessage-deflate: no decompression bomb to defuse
