@@ -3,15 +3,23 @@ security flags are checked before the server starts."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
+import ssl
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import aiohttp
 import pytest
+import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.conftest import frame, free_port
 from ticker.cli import build_parser, main, settings_from
 from ticker.core.tokens import TokenVerifier
 from ticker.server.redact import REDACTED, RedactTokens
@@ -27,9 +35,9 @@ def test_ticker_token_mints_a_token_the_server_accepts(capsys: pytest.CaptureFix
     assert principal.entitlements.patterns == ("AAPL", "FX:*")
 
 
-def test_ticker_token_with_an_ec_key(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ticker_token_with_an_ec_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    path = tmp_path / "key.pem"  # type: ignore[operator]
+    path = tmp_path / "key.pem"
     path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -87,3 +95,36 @@ def test_tokens_are_masked_in_log_records() -> None:
     message = record.getMessage()
     assert "abc.def.ghi" not in message and "xyz" not in message and jwt_like not in message
     assert message.count(REDACTED) == 3 and "mode=all&token=" in message
+
+
+def test_serve_with_tls_flags_serves_wss(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    port = free_port()
+    cmd = [sys.executable, "-m", "ticker", "serve", "--port", str(port), "--symbols", "5"]
+    proc = subprocess.Popen(
+        [*cmd, "--tls-cert", str(cert_file), "--tls-key", str(key_file)],
+        env={**os.environ, "TICKER_LOG_LEVEL": "warning"},
+    )
+
+    async def client() -> dict:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    async with http.ws_connect(f"wss://127.0.0.1:{port}/ws", ssl=trusting) as ws:
+                        return await frame(ws)
+                except aiohttp.ClientConnectorError:
+                    assert proc.poll() is None and time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+
+    try:
+        assert asyncio.run(client())["type"] == "welcome"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)

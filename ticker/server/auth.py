@@ -1,15 +1,19 @@
 """The gate every transport's handshake goes through, before any upgrade.
 
-``authorize`` checks the browser Origin (cross-site WebSocket hijacking), then the token
-(``Authorization: Bearer``, ``?token=`` or ``Sec-WebSocket-Protocol: bearer, <token>``),
-and returns the ``Principal``; ``admit`` takes a connection slot. Each refusal is an HTTP
+``handshake`` is the whole gate: it counts the handshake in progress, checks the browser
+Origin (cross-site WebSocket hijacking), then the token (``Authorization: Bearer``,
+``?token=`` or ``Sec-WebSocket-Protocol: bearer, <token>``), picks the bus (live, or the
+delay line of the token's delay) and takes a connection slot. Each refusal is an HTTP
 error with a JSON body, counted in ``ticker_handshake_rejections_total{reason}``. The SSE
-and long-polling handshakes call the same two functions, so the same rules hold there.
+and long-polling handshakes use it too, so the same rules hold there; their connections
+join ``node.connections`` so that the node checks each session's token expiry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import orjson
@@ -119,6 +123,36 @@ def admit(request: web.Request, principal: Principal, transport: str) -> Callabl
     if refusal is not None:
         raise refused(node, transport, refusal)
     return lambda: node.admission.leave(ip, principal.sub)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    principal: Principal
+    bus: Bus
+    """The bus the client's session reads: the live one or its delay's line."""
+    leave: Callable[[], None]
+    """Gives the connection slot back: call it once the connection is over."""
+
+
+@contextmanager
+def handshake(request: web.Request, transport: str) -> Iterator[Admitted]:
+    """The gate, then the transport's own upgrade or first response inside the block
+    (counted as a handshake in progress until it ends); a failure there frees the slot."""
+    node: Node = request.app[NODE_KEY]
+    admission = node.admission
+    if (refusal := admission.start_handshake()) is not None:
+        raise refused(node, transport, refusal)
+    try:
+        principal = authorize(request, transport)
+        bus = session_bus_for(request, principal, transport)
+        leave = admit(request, principal, transport)
+        try:
+            yield Admitted(principal, bus, leave)
+        except BaseException:
+            leave()
+            raise
+    finally:
+        admission.end_handshake()
 
 
 def session_bus_for(request: web.Request, principal: Principal, transport: str) -> Bus:

@@ -20,7 +20,7 @@ from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
 from ticker.core.entitlements import ANONYMOUS, Principal
 from ticker.core.session import MODES, Session
-from ticker.server.auth import BEARER_PROTOCOL, admit, authorize, refused, session_bus_for
+from ticker.server.auth import BEARER_PROTOCOL, Admitted, handshake
 from ticker.server.metrics import Rejection
 from ticker.server.node import NODE_KEY, Node
 
@@ -323,13 +323,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if node.closing:
         node.metrics.rejected(TRANSPORT, Rejection.SHUTTING_DOWN)
         raise web.HTTPServiceUnavailable(text="server shutting down")
-    admission = node.admission
-    if (refusal := admission.start_handshake()) is not None:
-        raise refused(node, TRANSPORT, refusal)
-    try:
-        principal = authorize(request, TRANSPORT)
-        bus = session_bus_for(request, principal, TRANSPORT)
-        leave = admit(request, principal, TRANSPORT)
+    with handshake(request, TRANSPORT) as admitted:
         ws = web.WebSocketResponse(
             heartbeat=settings.ping_interval_s,
             max_msg_size=settings.limits.max_message_bytes,
@@ -340,17 +334,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             decode_text=False,  # bytes to orjson; bad UTF-8 is then bad_json, not a close
             protocols=(BEARER_PROTOCOL,),  # echoed when the token came as a subprotocol
         )
-        try:
-            await ws.prepare(request)
-        except BaseException:
-            leave()
-            raise
-    finally:
-        admission.end_handshake()
+        await ws.prepare(request)
     try:
-        await _serve(node, ws, request, mode, max_hz, symbols, principal, bus)
+        await _serve(node, ws, request, mode, max_hz, symbols, admitted)
     finally:
-        leave()
+        admitted.leave()
     return ws
 
 
@@ -361,11 +349,13 @@ async def _serve(
     mode: str,
     max_hz: float | None,
     symbols: list[str],
-    principal: Principal,
-    bus: Bus,
+    admitted: Admitted,
 ) -> None:
     settings = node.settings
-    conn = Connection(node, ws, request, mode=mode, max_hz=max_hz, principal=principal, bus=bus)
+    principal = admitted.principal
+    conn = Connection(
+        node, ws, request, mode=mode, max_hz=max_hz, principal=principal, bus=admitted.bus
+    )
     session = conn.session
     node.connections.add(conn)
     node.metrics.opened(TRANSPORT)
