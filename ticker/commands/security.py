@@ -14,7 +14,6 @@ from typing import Any
 
 from ticker.core.admission import ConnectionLimits
 from ticker.core.delay import DEFAULT_MAX_BYTES
-from ticker.core.tokens import TokenVerifier
 from ticker.server.tls import server_context
 
 DEFAULT_CONNECTIONS = ConnectionLimits()
@@ -126,6 +125,8 @@ def security_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``Settings`` fields from the flags; ValueError on a bad key or a lone TLS file."""
     if args.auth_secret and args.auth_public_key:
         raise ValueError("give --auth-secret or --auth-public-key, not both")
+    from ticker.core.tokens import TokenVerifier  # PyJWT and cryptography: only when used
+
     verifier: TokenVerifier | None = None
     if args.auth_secret:
         verifier = TokenVerifier.from_secret(args.auth_secret)

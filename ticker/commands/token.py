@@ -12,11 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
 from ticker.commands.security import SECRET_ENV
-from ticker.core.tokens import mint
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -45,6 +41,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _key(args: argparse.Namespace) -> tuple[Any, str]:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
     if (args.secret is None) == (args.private_key is None):
         raise ValueError("give --secret or --private-key (one of them)")
     if args.secret is not None:
@@ -65,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"ticker token: error: {exc}", file=sys.stderr)
         return 2
+    from ticker.core.tokens import mint
+
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
     print(
         mint(

@@ -18,6 +18,14 @@ MAX_PATTERN_LENGTH = 64
 MAX_SUBJECT_LENGTH = 256
 
 
+class TokenError(Exception):
+    """A token that cannot be accepted; the message says why, never the token.
+
+    Here rather than in ``tokens.py`` so that the session can catch it without importing
+    PyJWT (the CLI imports the session; the crypto libraries load only when auth is on).
+    """
+
+
 class Entitlements:
     """The symbols a client is entitled to, as glob patterns compiled once."""
 

@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING
 from ticker.core import protocol
 from ticker.core.bus import WILDCARD, Bus
 from ticker.core.codes import CloseCode, ErrorCode
-from ticker.core.entitlements import ANONYMOUS, Principal
+from ticker.core.entitlements import ANONYMOUS, Principal, TokenError
 from ticker.core.mailbox import MAX_FRAME_BYTES, ConflatingMailbox, Mailbox, QueueMailbox
 from ticker.core.protocol import Op, ProtocolError
 from ticker.core.ratelimit import TokenBucket
 from ticker.core.ticks import MicrosClock, now_us
-from ticker.core.tokens import TokenError
 
 if TYPE_CHECKING:
     from ticker.core.replays import ReplayHost

@@ -17,14 +17,13 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from ticker.core.entitlements import MAX_SUBJECT_LENGTH, Entitlements, Principal
+from ticker.core.entitlements import MAX_SUBJECT_LENGTH, Entitlements, Principal, TokenError
 from ticker.core.protocol import MAX_TOKEN_LENGTH
 
 MAX_DELAY_S = 86_400.0
 
 
-class TokenError(Exception):
-    """A token that cannot be accepted; the message says why, never the token."""
+__all__ = ["TokenError", "TokenVerifier", "mint"]
 
 
 class TokenVerifier:

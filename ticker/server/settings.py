@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ticker.core.admission import ConnectionLimits
 from ticker.core.delay import DEFAULT_MAX_BYTES
 from ticker.core.session import Limits
-from ticker.core.tokens import TokenVerifier
+
+if TYPE_CHECKING:
+    from ticker.core.tokens import TokenVerifier
 
 
 @dataclass(frozen=True, slots=True)
