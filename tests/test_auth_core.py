@@ -20,7 +20,7 @@ from ticker.core.entitlements import Entitlements, Principal
 from ticker.core.session import Limits, Session
 from ticker.core.tokens import TokenError, TokenVerifier, mint
 
-SECRET = "s3cret-" * 6
+SECRET = "s3cret-" * 10  # 70 bytes: long enough for HS512 too
 NOW = 1_800_000_000.0
 
 
