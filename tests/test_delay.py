@@ -9,6 +9,7 @@ from ticker.core.delay import DelayLine
 from ticker.core.entitlements import Entitlements, Principal
 from ticker.core.mailbox import QueueMailbox
 from ticker.core.session import Session
+from ticker.server.delayed import DelayPump
 
 D = 900.0
 SEC = 1_000_000
@@ -89,3 +90,13 @@ def test_memory_is_bounded_by_dropping_the_oldest_never_releasing_early() -> Non
     line.release()
     prices = [t["p"] for t in drained(out)]
     assert prices == [float(i) for i in range(100 - len(prices), 100)]  # the newest, in order
+
+
+def test_the_pump_shares_a_line_per_delay_and_starts_over_on_a_new_epoch() -> None:
+    live = Bus(epoch="e1")
+    pump = DelayPump(live, max_bytes=1 << 20)
+    first = pump.bus(900.0)
+    assert pump.bus(900.0) is first and pump.bus(60.0) is not first
+    live.epoch = "e2"  # a cluster's stream restarted
+    fresh = pump.bus(900.0)
+    assert fresh is not first and fresh.epoch == "e2" and live.wildcard_count() == 2

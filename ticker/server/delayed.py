@@ -27,6 +27,12 @@ class DelayPump:
     def bus(self, delay_s: float) -> Bus:
         """The delayed bus for ``delay_s`` (LookupError past ``MAX_DELAY_LINES`` delays)."""
         line = self.lines.get(delay_s)
+        if line is not None and line.bus.epoch != self.live.epoch:
+            # the cluster's stream restarted (its clients were closed with 1001): what the
+            # line holds belongs to the old epoch, so start the delay over
+            self.live.unsubscribe(line, [WILDCARD])  # type: ignore[arg-type]
+            del self.lines[delay_s]
+            line = None
         if line is None:
             if len(self.lines) >= MAX_DELAY_LINES:
                 raise LookupError(f"this server serves at most {MAX_DELAY_LINES} distinct delays")
