@@ -35,6 +35,7 @@ from feeds.sim.symbols import symbol_names
 from tests.conftest import require
 from tests.net import free_port
 from ticker.core.codes import RECONNECT, CloseCode
+from ticker.core.tokens import mint
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,9 @@ class ServerProcess:
     def __init__(self, port: int, *args: str) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.args = ["--symbols", str(N_SYMBOLS), "--seed", "1", *args]
+        # the page of another origin (localhost) in the documented example may connect
+        origin = f"http://localhost:{port}"
+        self.args = ["--symbols", str(N_SYMBOLS), "--seed", "1", "--allowed-origin", origin, *args]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServerProcess:
@@ -189,6 +192,24 @@ def test_the_page_loads_with_no_console_errors_and_no_failed_requests(
     page.wait_for_timeout(300)
     assert painted(page, "#chart") > 500 and painted(page, "#rows .spark") > 0
     assert problems == []
+
+
+def test_a_server_requiring_a_token_shows_the_login_field_then_goes_live_with_one(
+    page: Page,
+) -> None:
+    secret = "dashboard-secret-" * 3
+    server = ServerProcess(free_port(), "--auth-secret", secret).start()
+    try:
+        page.goto(f"{server.url}/?symbols=AAPL")  # no token: the handshake gets 401
+        expect(page.locator("#token-form")).to_be_visible(timeout=10_000)
+        expect(page.get_by_role("alert")).to_contain_text("enter a token")
+        token = mint(secret.encode(), sub="viewer", symbols=["AAPL"], ttl_s=600)
+        page.locator("#token").fill(token)
+        page.locator("#token").press("Enter")
+        wait_live(page)
+        assert row_symbols(page) == ["AAPL"]
+    finally:
+        server.stop()
 
 
 def test_a_bad_mode_in_the_address_is_explained_not_thrown(

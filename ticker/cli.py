@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from feeds.base import FeedAdapter
 from ticker.cluster.wire import DEFAULT_SHARDS
-from ticker.commands import convert, record, replay
+from ticker.commands import convert, record, replay, security, token
 from ticker.core.session import Limits
 from ticker.recording.problems import RecordingError
+from ticker.server import redact
 from ticker.server.settings import Settings
 
 if TYPE_CHECKING:
@@ -174,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
     replay.add_record_options(serve)
+    security.add_security_options(serve)
     feed = commands.add_parser(
         "feed",
         help="run a feed into Redis, with no server (a cluster's publisher)",
@@ -185,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
     convert.add_parser(commands)
     record.add_parser(commands)
+    token.add_parser(commands)
     return parser
 
 
@@ -247,7 +251,11 @@ def _feeds(args: argparse.Namespace) -> list[FeedAdapter]:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     limits = Limits(
-        max_symbols=args.max_symbols, queue_bytes=args.queue_bytes, ops_per_s=args.ops_per_s
+        max_symbols=args.max_symbols,
+        queue_bytes=args.queue_bytes,
+        ops_per_s=args.ops_per_s,
+        max_message_bytes=args.max_message_bytes,
+        idle_s=args.idle_timeout,
     )
     return Settings(
         host=args.host,
@@ -257,6 +265,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         metrics=not args.no_metrics,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        **security.security_settings(args),
     )
 
 
@@ -268,7 +277,12 @@ def serve(args: argparse.Namespace) -> int:
     from ticker.server.recorder import BusRecorder
     from ticker.server.replays import ReplayPump
 
-    settings = settings_from(args)
+    try:
+        settings = settings_from(args)
+        tls = security.ssl_context(args)
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        print(f"ticker serve: error: {exc}", file=sys.stderr)
+        return 2
     try:
         feeds = _feeds(args)
     except (RecordingError, ValueError) as exc:
@@ -303,9 +317,13 @@ def serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         shutdown_timeout=settings.close_grace_s + 1.0,
-        access_log=None,
+        ssl_context=tls,
+        access_log=None,  # none: a query string may hold a token (docs/security.md)
         print=lambda _: log.info(
-            "listening on ws://%s:%d/ws (Ctrl-C to stop)", settings.host, settings.port
+            "listening on %s://%s:%d/ws (Ctrl-C to stop)",
+            "ws" if tls is None else "wss",
+            settings.host,
+            settings.port,
         ),
     )
     log.info("stopped")
@@ -366,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    redact.install()
     if args.command == "serve":
         return serve(args)
     if args.command == "convert":
@@ -374,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return record.run(args)
     if args.command == "feed":
         return feed(args)
+    if args.command == "token":
+        return token.run(args)
     return 2
 
 

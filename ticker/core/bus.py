@@ -100,7 +100,7 @@ class Bus:
         """
         if not batch:
             return
-        now = oldest = self._clock()
+        now = oldest = newest = self._clock()
         dumps = orjson.dumps
         topics = self._topics
         runs: dict[str, list[bytes]] = {}
@@ -115,6 +115,8 @@ class Bus:
                 tick["t"] = now
             elif t < oldest:
                 oldest = t
+            elif t > newest:
+                newest = t
             topic.q = q
             data = dumps(tick)
             run = runs.get(symbol)
@@ -142,10 +144,23 @@ class Bus:
             {symbol: len(run) for symbol, run in runs.items()},
             latest,
             oldest,
+            newest,
         )
         for mailbox in offered:
             mailbox.offer(delivery)
         delivery.release()  # a lagging client must keep only its own share alive
+
+    def forward(self, delivery: Delivery) -> None:
+        """Route a batch another bus encoded and stamped (a delay line's): last values,
+        then every subscriber of its symbols."""
+        offered: set[Mailbox] = set(self._wildcard)
+        for symbol, last in delivery.latest.items():
+            topic = self._topic(symbol)
+            topic.last = last
+            offered |= topic.subscribers
+        for mailbox in offered:
+            mailbox.offer(delivery)
+        delivery.release()
 
     # -- subscriptions ----------------------------------------------------------------
 

@@ -21,7 +21,7 @@ class CloseCode(IntEnum):
 RECONNECT: dict[CloseCode, str] = {
     CloseCode.NORMAL: "no: the client or the server ended the session on purpose",
     CloseCode.GOING_AWAY: "yes: the server is restarting or shutting down",
-    CloseCode.POLICY: "no: authentication, origin or entitlement was refused",
+    CloseCode.POLICY: "no: a policy refused it (token expired, idle); only with a fresh token",
     CloseCode.TOO_BIG: "no: the client sent a message over the size limit",
     CloseCode.SERVER_ERROR: "yes: an unexpected server error",
     CloseCode.SLOW_CONSUMER: "yes, and resume: the client fell behind its queue limit",
@@ -40,3 +40,4 @@ class ErrorCode(StrEnum):
     UNKNOWN_SOURCE = "unknown_source"
     BAD_SOURCE = "bad_source"
     NO_REPLAY = "no_replay"
+    BAD_TOKEN = "bad_token"

@@ -69,7 +69,7 @@ class Delivery:
     routing of this batch only: ``release()`` drops the caches when routing is done.
     """
 
-    __slots__ = ("_latest", "_queued", "counts", "latest", "segments", "t")
+    __slots__ = ("_latest", "_queued", "counts", "latest", "newest", "segments", "t")
 
     def __init__(
         self,
@@ -77,6 +77,7 @@ class Delivery:
         counts: dict[str, int],
         latest: dict[str, bytes],
         t: int = 0,
+        newest: int = 0,
     ) -> None:
         self.segments = segments
         """Symbol -> its ticks of this batch, encoded and joined with commas, in order."""
@@ -86,6 +87,8 @@ class Delivery:
         """Symbol -> its last tick of this batch."""
         self.t = t
         """The oldest tick time of the batch, µs since the epoch (for the latency metric)."""
+        self.newest = newest
+        """The newest tick time of the batch, µs (a delay line holds the batch until it +D)."""
         self._queued: dict[Follows, Share] = {}
         self._latest: dict[Follows, tuple[list[tuple[str, bytes]], int]] = {}
 

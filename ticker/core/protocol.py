@@ -22,10 +22,20 @@ MAX_ID_LENGTH = 64
 
 RequestId = int | str | None
 
-OPS = ("subscribe", "unsubscribe", "ping", "list", "replay", "replay_control", "list_replays")
+OPS = (
+    "subscribe",
+    "unsubscribe",
+    "ping",
+    "list",
+    "replay",
+    "replay_control",
+    "list_replays",
+    "auth",
+)
 REPLAY_ACTIONS = ("pause", "resume", "seek", "speed")
 MAX_SOURCE_LENGTH = 256
 MAX_REPLAY_SPEED = 10_000.0
+MAX_TOKEN_LENGTH = 8192
 
 
 class ProtocolError(Exception):
@@ -114,6 +124,11 @@ def parse(data: bytes | str) -> Op:
         return Op(op, rid, symbols, _replay_args(obj, rid))
     if op == "replay_control":
         return Op(op, rid, args=_control_args(obj, rid))
+    if op == "auth":
+        token = obj.get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+            raise _bad(f"token must be a string of 1 to {MAX_TOKEN_LENGTH} characters", rid)
+        return Op(op, rid, args={"token": token})
     return Op(op, rid)
 
 
@@ -201,19 +216,26 @@ def welcome(
     heartbeat_s: float,
     server_time: int,
     limits: dict[str, int],
+    auth: dict[str, Any] | None = None,
 ) -> bytes:
-    return _dumps(
-        {
-            "type": "welcome",
-            "protocol": PROTOCOL_VERSION,
-            "session": session,
-            "epoch": epoch,
-            "mode": mode,
-            "heartbeat_s": heartbeat_s,
-            "server_time": server_time,
-            "limits": limits,
-        }
-    )
+    frame = {
+        "type": "welcome",
+        "protocol": PROTOCOL_VERSION,
+        "session": session,
+        "epoch": epoch,
+        "mode": mode,
+        "heartbeat_s": heartbeat_s,
+        "server_time": server_time,
+        "limits": limits,
+    }
+    if auth is not None:
+        frame["auth"] = auth
+    return _dumps(frame)
+
+
+def authenticated(auth: dict[str, Any], rid: RequestId = None) -> bytes:
+    """Reply to ``auth``: the refreshed token's subject, expiry, patterns and delay."""
+    return _dumps(_with_id({"type": "authenticated", **auth}, rid))
 
 
 def subscription(kind: str, symbols: list[str], rid: RequestId = None) -> bytes:

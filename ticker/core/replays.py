@@ -39,6 +39,10 @@ class ReplayHost(Protocol):
 
     def stop(self, session: Session) -> None: ...
 
+    def busy(self, session: Session) -> bool:
+        """A replay is loading or running for this session."""
+        ...
+
 
 def safe_parts(name: str) -> tuple[str, ...] | None:
     """The parts of a client's source name if it is a plain relative path, else None.

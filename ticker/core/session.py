@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from ticker.core import protocol
 from ticker.core.bus import WILDCARD, Bus
 from ticker.core.codes import CloseCode, ErrorCode
+from ticker.core.entitlements import ANONYMOUS, Principal, TokenError
 from ticker.core.mailbox import MAX_FRAME_BYTES, ConflatingMailbox, Mailbox, QueueMailbox
 from ticker.core.protocol import Op, ProtocolError
 from ticker.core.ratelimit import TokenBucket
@@ -39,14 +40,20 @@ class Limits:
     max_message_bytes: int = 64 * 1024
     ops_per_s: int = 20
     queue_bytes: int = 1024 * 1024
+    idle_s: float = 0.0
+    """Close (1008) a client that has subscribed to nothing this long after it connected;
+    0: never."""
 
-    def as_dict(self) -> dict[str, int]:
-        return {
+    def as_dict(self) -> dict[str, float]:
+        limits: dict[str, float] = {
             "max_symbols": self.max_symbols,
             "max_message_bytes": self.max_message_bytes,
             "ops_per_s": self.ops_per_s,
             "queue_bytes": self.queue_bytes,
         }
+        if self.idle_s:
+            limits["idle_s"] = self.idle_s
+        return limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +80,11 @@ class Session:
     """State of one connected client; see the module docstring for the contract."""
 
     __slots__ = (
+        "_authenticate",
         "_bucket",
         "_clock_us",
+        "_monotonic",
+        "_opened",
         "_outbox",
         "_outbox_bytes",
         "_strikes",
@@ -85,8 +95,10 @@ class Session:
         "id",
         "limits",
         "mailbox",
+        "principal",
         "replays",
         "subscriptions",
+        "welcome_limits",
     )
 
     def __init__(
@@ -101,6 +113,9 @@ class Session:
         session_id: str | None = None,
         error_counts: dict[str, int] | None = None,
         replays: ReplayHost | None = None,
+        principal: Principal = ANONYMOUS,
+        authenticate: Callable[[str], Principal] | None = None,
+        welcome_limits: dict[str, int] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
@@ -124,6 +139,14 @@ class Session:
         """Error frames sent, by code (for metrics; may be shared by many sessions)."""
         self.replays = replays
         """Where the replay ops go (``--replay-dir``); None: replays are not enabled."""
+        self.principal = principal
+        """Who the client is: its entitlements, delay and token expiry (auth off: anyone)."""
+        self._authenticate = authenticate
+        """Verifies an in-band ``auth`` token; None: auth is off on this server."""
+        self.welcome_limits = welcome_limits or {}
+        """The transport's own limits (connections, handshakes), announced with ours."""
+        self._monotonic = monotonic
+        self._opened = monotonic()
 
     @property
     def mode(self) -> str:
@@ -140,7 +163,8 @@ class Session:
                 mode=self.mode,
                 heartbeat_s=heartbeat_s,
                 server_time=self._clock_us(),
-                limits=self.limits.as_dict(),
+                limits={**self.limits.as_dict(), **self.welcome_limits},
+                auth=None if self._authenticate is None else self.principal.describe(),
             )
         )
         if symbols:
@@ -164,6 +188,23 @@ class Session:
             self.close_request = CloseRequest(code, reason)
             self.mailbox.clear()
         self._wake()
+
+    def check_deadlines(self) -> None:
+        """Close at the token's expiry (1008), or when idle past ``idle_s`` with nothing
+        subscribed; the transport calls this about once a second."""
+        if self.close_request is not None:
+            return
+        exp = self.principal.exp
+        if exp is not None and self._clock_us() >= exp * 1_000_000:
+            self.request_close(CloseCode.POLICY, "token expired")
+        idle_s = self.limits.idle_s
+        if (
+            idle_s
+            and not self.subscriptions
+            and self._monotonic() - self._opened >= idle_s
+            and not (self.replays is not None and self.replays.busy(self))
+        ):
+            self.request_close(CloseCode.POLICY, f"idle: nothing subscribed in {idle_s:g} s")
 
     # -- what the client sent -------------------------------------------------------------
 
@@ -209,19 +250,74 @@ class Session:
         elif op.op == "ping":
             self._send(protocol.pong(self._clock_us(), op.id))
         elif op.op == "list":
-            self._send(protocol.symbols_list(self.bus.symbols(), op.id))
+            symbols = self.principal.entitlements.filter(self.bus.symbols())
+            self._send(protocol.symbols_list(symbols, op.id))
         elif op.op in REPLAY_OPS:
             if self.replays is None:
                 message = "replays are not enabled on this server (it has no --replay-dir)"
                 self._error(ProtocolError(ErrorCode.UNKNOWN_SOURCE, message, id=op.id))
-            else:
-                self.replays.handle(self, op)
+            elif (entitled := self._entitled(op)) is not None:
+                self.replays.handle(self, entitled)
+        elif op.op == "auth":
+            self._refresh(op)
+
+    def _entitled(self, op: Op) -> Op | None:
+        """The op with only the symbols the token allows ("*" expanded to them when the
+        token has patterns); a ``not_entitled`` error names the rest. None: nothing left."""
+        entitlements = self.principal.entitlements
+        if entitlements.everything or not op.symbols:
+            return op
+        named = [s for s in op.symbols if s != WILDCARD]
+        allowed, refused = entitlements.split(named)
+        if WILDCARD in op.symbols:
+            chosen = set(allowed)
+            allowed += [s for s in entitlements.filter(self.bus.symbols()) if s not in chosen]
+        if refused:
+            self._error(
+                ProtocolError(
+                    ErrorCode.NOT_ENTITLED,
+                    f"not entitled to: {', '.join(refused)}",
+                    id=op.id,
+                    symbols=refused,
+                )
+            )
+            if not allowed:
+                return None
+        return Op(op.op, op.id, allowed, op.args)
+
+    def _refresh(self, op: Op) -> None:
+        """In-band ``auth``: a fresh token for the same subject and delay extends the
+        session; entitlements follow the new token (symbols it no longer allows are
+        unsubscribed)."""
+        if self._authenticate is None:
+            message = "authentication is not enabled on this server"
+            self._error(ProtocolError(ErrorCode.BAD_REQUEST, message, id=op.id))
+            return
+        try:
+            principal = self._authenticate(op.args["token"])
+        except TokenError as exc:
+            self._error(ProtocolError(ErrorCode.BAD_TOKEN, str(exc), id=op.id))
+            return
+        old = self.principal
+        if principal.sub != old.sub or principal.delay_s != old.delay_s:
+            message = "a refreshed token must have the same sub and delay; reconnect instead"
+            self._error(ProtocolError(ErrorCode.BAD_TOKEN, message, id=op.id))
+            return
+        self.principal = principal
+        lost = [s for s in self.subscriptions if not principal.entitlements.allows(s)]
+        if lost:
+            self._unsubscribe(Op("unsubscribe", None, sorted(lost)))
+        self._send(protocol.authenticated(principal.describe(), op.id))
 
     def _registered(self) -> list[str]:
         """The topics this mailbox is on in the bus: "*" alone covers every symbol."""
         return [WILDCARD] if WILDCARD in self.subscriptions else list(self.subscriptions)
 
     def _subscribe(self, op: Op) -> None:
+        entitled = self._entitled(op)
+        if entitled is None:
+            return
+        op = entitled
         bus = self.bus
         unknown = [s for s in op.symbols if s != WILDCARD and not bus.known(s)]
         wanted = [s for s in op.symbols if s not in unknown and s not in self.subscriptions]
@@ -265,6 +361,8 @@ class Session:
     def _unsubscribe(self, op: Op) -> None:
         bus = self.bus
         leaving = [s for s in op.symbols if s in self.subscriptions]
+        if WILDCARD in op.symbols and not self.principal.entitlements.everything:
+            leaving = list(self.subscriptions)  # its "*" was expanded to the entitled symbols
         had_wildcard = WILDCARD in self.subscriptions
         self.subscriptions.difference_update(leaving)
         if had_wildcard and WILDCARD in leaving:

@@ -57,6 +57,20 @@ class Rejection(StrEnum):
     """A bad query parameter (``mode``, ``max_hz``): HTTP 400."""
     SHUTTING_DOWN = "shutting_down"
     """The node is closing: HTTP 503."""
+    UNAUTHORIZED = "unauthorized"
+    """No token, or a bad, expired or not yet valid one: HTTP 401."""
+    FORBIDDEN_ORIGIN = "forbidden_origin"
+    """A browser Origin not allowed (``--allowed-origin``): HTTP 403."""
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    """``--max-connections`` reached: HTTP 503."""
+    TOO_MANY_FOR_SUBJECT = "too_many_for_subject"
+    """The token's subject holds its ``max_conns``: HTTP 429."""
+    TOO_MANY_FOR_IP = "too_many_for_ip"
+    """``--max-connections-per-ip`` reached: HTTP 429."""
+    TOO_MANY_HANDSHAKES = "too_many_handshakes"
+    """``--max-handshakes`` in progress: HTTP 503."""
+    TOO_MANY_DELAYS = "too_many_delays"
+    """A token's delay would open one delay line too many: HTTP 503."""
 
 
 def close_label(code: int) -> str:
@@ -148,6 +162,7 @@ class NodeCollector(Collector):
         yield from self._traffic()
         yield from self._mailboxes()
         yield from self._subscriptions()
+        yield from self._delays()
         node = self.node
         errors = CounterMetricFamily(
             "ticker_client_errors", "Error frames sent to clients, by code.", labels=["code"]
@@ -246,6 +261,22 @@ class NodeCollector(Collector):
         for mode, buckets in queues.items():
             family.add_metric([mode], buckets.cumulative(), buckets.sum)
         yield family
+
+    def _delays(self) -> Iterator[Metric]:
+        held = GaugeMetricFamily(
+            "ticker_delay_held_bytes",
+            "Bytes a delay line holds for delayed-data clients, by delay in seconds.",
+            labels=["delay"],
+        )
+        dropped = CounterMetricFamily(
+            "ticker_delay_dropped_ticks",
+            "Ticks a full delay line dropped (a gap for its clients), by delay in seconds.",
+            labels=["delay"],
+        )
+        for delay, line in self.node.delays.lines.items():  # at most MAX_DELAY_LINES
+            held.add_metric([f"{delay:g}"], line.nbytes)
+            dropped.add_metric([f"{delay:g}"], line.dropped)
+        yield from (held, dropped)
 
     def _subscriptions(self) -> Iterator[Metric]:
         bus = self.node.bus

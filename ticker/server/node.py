@@ -17,8 +17,10 @@ from aiohttp import web
 from feeds.base import FeedAdapter
 from feeds.supervisor import FeedSupervisor
 from ticker.cluster.broker import Broker, LocalBroker
+from ticker.core.admission import Admission
 from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
+from ticker.server.delayed import DelayPump
 from ticker.server.flusher import Flusher
 from ticker.server.metrics import Metrics, NodeCollector
 from ticker.server.probes import probe_loop_lag
@@ -61,6 +63,9 @@ class Node:
         self.bus.add_symbols(self._local_symbols)
         self._feed_tasks: list[asyncio.Task[None]] = []
         self.closing = False
+        self.admission = Admission(settings.connection_limits)
+        """Open connections in all, per IP and per token subject (``ticker/server/auth.py``)."""
+        self.delays = DelayPump(self.bus, settings.delay_max_bytes)
         self.replays: ReplayHost | None = None
         """Serves the replay ops (``--replay-dir``); None: they answer "not enabled"."""
         self.metrics.registry.register(NodeCollector(self))
@@ -86,6 +91,7 @@ class Node:
             asyncio.create_task(s.run(), name=f"feed:{s.adapter.name}") for s in self.supervisors
         ]
         self._feed_tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
+        self._feed_tasks.append(asyncio.create_task(self.delays.run(), name="delay-lines"))
         if self.settings.metrics:
             probe = probe_loop_lag(self.stats.loop_lag, self.settings.loop_lag_interval_s)
             self._feed_tasks.append(asyncio.create_task(probe, name="loop-lag"))
@@ -99,6 +105,7 @@ class Node:
             now = loop.time()
             for conn in list(self.connections):
                 conn.heartbeat_due(now, heartbeat_s)
+                conn.session.check_deadlines()  # token expiry, idle timeout
 
     async def stop_feeds(self) -> None:
         for task in self._feed_tasks:

@@ -95,6 +95,9 @@ class ReplayPump:
         if task is not None:
             task.cancel()
 
+    def busy(self, session: Session) -> bool:
+        return session in self.active or session in self._loading
+
     def sources(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         for path in sorted(self.directory.rglob("*")):
@@ -124,7 +127,8 @@ class ReplayPump:
         try:
             async with self._loads:
                 table = await asyncio.to_thread(self._table, path)
-            table = select(table, args["source"], op.symbols or None, args["from"], args["to"])
+            symbols, end = self._allowed(session, table, op.symbols, args["to"])
+            table = select(table, args["source"], symbols, args["from"], end)
         except (RecordingError, OSError) as exc:
             self._loading.pop(session, None)
             session.send_error(ProtocolError(ErrorCode.BAD_SOURCE, str(exc), id=op.id))
@@ -150,6 +154,22 @@ class ReplayPump:
         )
         self.active[session] = replay
         self._changed.set()
+
+    def _allowed(
+        self, session: Session, table: TickTable, symbols: list[str], end: int | None
+    ) -> tuple[list[str] | None, int | None]:
+        """What the client's token lets it replay: its entitled symbols (the session has
+        already refused named ones it is not entitled to) and, for a delayed client,
+        nothing newer than its delay (a recording being written is nearly live)."""
+        principal = session.principal
+        entitlements = principal.entitlements
+        chosen = symbols or (
+            None if entitlements.everything else entitlements.filter(table.symbols)
+        )
+        if principal.delay_s:
+            cutoff = self._wall_clock() - round(principal.delay_s * 1_000_000)
+            end = cutoff if end is None else min(end, cutoff)
+        return chosen, end
 
     def _table(self, path: Path) -> TickTable:
         """Load (in a worker thread), or take from the cache if the file has not changed."""

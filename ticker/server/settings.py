@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from ticker.core.admission import ConnectionLimits
+from ticker.core.delay import DEFAULT_MAX_BYTES
 from ticker.core.session import Limits
+
+if TYPE_CHECKING:
+    from ticker.core.tokens import TokenVerifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +35,10 @@ class Settings:
     loop_lag_interval_s: float = 0.1
     """How often the event-loop lag probe wakes up."""
     limits: Limits = field(default_factory=Limits)
+    auth: TokenVerifier | None = None
+    """Verifies the clients' tokens (``--auth-secret``/``--auth-public-key``); None: auth off."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins besides the server's own that may connect (lower case; "*": any)."""
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    delay_max_bytes: int = DEFAULT_MAX_BYTES
+    """Bytes each delay line may hold (``ticker/core/delay.py``)."""

@@ -16,8 +16,11 @@ from collections.abc import Mapping
 
 from aiohttp import WebSocketError, WSMsgType, web
 
+from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
+from ticker.core.entitlements import ANONYMOUS, Principal
 from ticker.core.session import MODES, Session
+from ticker.server.auth import BEARER_PROTOCOL, Admitted, handshake
 from ticker.server.metrics import Rejection
 from ticker.server.node import NODE_KEY, Node
 
@@ -119,6 +122,8 @@ class Connection:
         *,
         mode: str,
         max_hz: float | None,
+        principal: Principal = ANONYMOUS,
+        bus: Bus | None = None,
     ) -> None:
         self.node = node
         self.ws = ws
@@ -132,13 +137,17 @@ class Connection:
         self._drainer: asyncio.Task[None] | None = None
         self._hz_timer: asyncio.TimerHandle | None = None
         self.closing: asyncio.Task[None] | None = None
+        settings = node.settings
         self.session = Session(
-            node.bus,
+            bus or node.bus,
             mode=mode,
-            limits=node.settings.limits,
+            limits=settings.limits,
             wake=self.wake,
             error_counts=node.stats.errors,
             replays=node.replays,
+            principal=principal,
+            authenticate=None if settings.auth is None else settings.auth.verify,
+            welcome_limits=settings.connection_limits.as_dict(),
         )
         self.min_interval = 1.0 / max_hz if max_hz else 0.0
         self.next_ticks = 0.0
@@ -190,7 +199,8 @@ class Connection:
             if self._hz_timer is None:
                 self._hz_timer = self._loop.call_at(self.next_ticks, self._hz_due)
             return
-        if traffic.handed is not None:  # latency: from the frame's oldest batch
+        # latency: from the frame's oldest batch (a delayed client's is its delay: not counted)
+        if traffic.handed is not None and not session.principal.delay_s:
             traffic.handed.append(session.mailbox.oldest_t)
         frame, count = session.take_ticks()
         data = text_frame(frame)
@@ -313,23 +323,47 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if node.closing:
         node.metrics.rejected(TRANSPORT, Rejection.SHUTTING_DOWN)
         raise web.HTTPServiceUnavailable(text="server shutting down")
+    with handshake(request, TRANSPORT) as admitted:
+        ws = web.WebSocketResponse(
+            heartbeat=settings.ping_interval_s,
+            max_msg_size=settings.limits.max_message_bytes,
+            # off: per-client deflate costs memory and CPU, and inflating a client's frames
+            # is a decompression bomb to bound; max_msg_size bounds what we read
+            compress=False,
+            autoclose=False,
+            decode_text=False,  # bytes to orjson; bad UTF-8 is then bad_json, not a close
+            protocols=(BEARER_PROTOCOL,),  # echoed when the token came as a subprotocol
+        )
+        await ws.prepare(request)
+    try:
+        await _serve(node, ws, request, mode, max_hz, symbols, admitted)
+    finally:
+        admitted.leave()
+    return ws
 
-    ws = web.WebSocketResponse(
-        heartbeat=settings.ping_interval_s,
-        max_msg_size=settings.limits.max_message_bytes,
-        compress=False,
-        autoclose=False,
-        decode_text=False,  # bytes straight to orjson; bad UTF-8 is then bad_json, not a close
+
+async def _serve(
+    node: Node,
+    ws: web.WebSocketResponse,
+    request: web.Request,
+    mode: str,
+    max_hz: float | None,
+    symbols: list[str],
+    admitted: Admitted,
+) -> None:
+    settings = node.settings
+    principal = admitted.principal
+    conn = Connection(
+        node, ws, request, mode=mode, max_hz=max_hz, principal=principal, bus=admitted.bus
     )
-    await ws.prepare(request)
-    conn = Connection(node, ws, request, mode=mode, max_hz=max_hz)
     session = conn.session
     node.connections.add(conn)
     node.metrics.opened(TRANSPORT)
     log.info(
-        "open session=%s peer=%s mode=%s max_hz=%s symbols=%s",
+        "open session=%s peer=%s sub=%s mode=%s max_hz=%s symbols=%s",
         session.id,
         conn.peer,
+        principal.sub or "-",
         mode,
         max_hz or "-",
         ",".join(symbols) or "-",
@@ -352,4 +386,3 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             raise
         finally:
             conn.finish()
-    return ws

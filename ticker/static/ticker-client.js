@@ -18,6 +18,20 @@ const MAX_HZ_LIMIT = 1000;
 const SYMBOL_RE = /^\S{1,32}$/;
 const LONG_URL = 4000; // above this many characters of symbols, subscribe after the welcome
 
+/** Why the server refused a handshake at `url` (401 or 403), or null (another cause). */
+async function refusal(url) {
+  const http = new URL(url);
+  http.protocol = http.protocol === "wss:" ? "https:" : "http:";
+  try {
+    const resp = await fetch(http, { cache: "no-store" });
+    if (resp.status !== 401 && resp.status !== 403) return null;
+    const body = await resp.json();
+    return String(body.message ?? "refused");
+  } catch {
+    return null; // unreachable, or another origin without CORS: the usual backoff
+  }
+}
+
 /**
  * Delay before reconnection attempt `attempt` (0 = the first) after close code `code`:
  * doubling from 0.5 s (5 s after 4029), capped at 30 s, randomised by +/- 20 %.
@@ -254,13 +268,26 @@ export class TickerClient {
     this.#setStatus("connecting");
     const ws = new this.#WebSocket(url.href);
     this.#ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+    };
     ws.onmessage = (event) => {
       if (this.#ws !== ws) return; // a dropped socket's last frames
       this.#lastHeard = Date.now();
       this.#onFrame(JSON.parse(event.data), inUrl);
     };
     ws.onclose = (event) => {
-      if (this.#ws === ws) this.#onClose(event.code, event.reason);
+      if (this.#ws !== ws) return;
+      if (opened || event.code !== 1006) {
+        this.#onClose(event.code, event.reason);
+        return;
+      }
+      // A refused handshake shows as 1006: ask the same address over HTTP why. 401 (no,
+      // bad or expired token) and 403 (origin) count as 1008: retrying would not help.
+      refusal(url).then((reason) => {
+        if (this.#ws === ws) this.#onClose(reason === null ? 1006 : 1008, reason ?? "");
+      });
     };
     // From now on: a handshake that hangs counts as silence too.
     this.#lastHeard = Date.now();

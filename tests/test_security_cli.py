@@ -1,0 +1,130 @@
+"""``ticker token`` mints what the server accepts; tokens never reach the logs; the
+security flags are checked before the server starts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.conftest import frame, free_port
+from ticker.cli import build_parser, main, settings_from
+from ticker.core.tokens import TokenVerifier
+from ticker.server.redact import REDACTED, RedactTokens
+
+SECRET = "cli-secret-" * 4
+
+
+def test_ticker_token_mints_a_token_the_server_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["token", "--secret", SECRET, "--sub", "carol", "--symbols", "AAPL, FX:*"]
+    assert main([*argv, "--delay", "900", "--ttl", "120", "--max-conns", "2"]) == 0
+    principal = TokenVerifier.from_secret(SECRET).verify(capsys.readouterr().out.strip())
+    assert (principal.sub, principal.delay_s, principal.max_conns) == ("carol", 900.0, 2)
+    assert principal.entitlements.patterns == ("AAPL", "FX:*")
+
+
+def test_ticker_token_with_an_ec_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = tmp_path / "key.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    assert main(["token", "--private-key", str(path), "--sub", "d", "--symbols", "*"]) == 0
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert TokenVerifier.from_public_key(pem).verify(capsys.readouterr().out.strip()).sub == "d"
+    assert main(["token", "--sub", "d", "--symbols", "*"]) == 2  # no key: an error, no token
+    assert "give --secret or --private-key" in capsys.readouterr().err
+
+
+def test_serve_flags_become_settings() -> None:
+    args = build_parser().parse_args(
+        ["serve", "--auth-secret", SECRET, "--allowed-origin", "https://A.example/",
+         "--allowed-origin", "http://b:8000,http://c", "--max-connections-per-ip", "7",
+         "--idle-timeout", "30", "--max-message-bytes", "1000"]
+    )  # fmt: skip
+    settings = settings_from(args)
+    assert settings.auth is not None and settings.auth.algorithms == ["HS256"]
+    assert settings.allowed_origins == ("https://a.example", "http://b:8000", "http://c")
+    assert settings.connection_limits.max_connections_per_ip == 7
+    assert (settings.limits.idle_s, settings.limits.max_message_bytes) == (30.0, 1000)
+
+
+def test_serve_refuses_bad_security_flags_before_starting() -> None:
+    env = {**os.environ, "TICKER_AUTH_SECRET": "short"}
+    cmd = [sys.executable, "-m", "ticker", "serve", "--port", "1"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "at least 32 characters" in done.stderr
+    done = subprocess.run([*cmd, "--tls-cert", "x.pem"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "--tls-cert and --tls-key go together" in done.stderr
+    help_text = subprocess.run(
+        [sys.executable, "-m", "ticker", "serve", "--help"],
+        env={**os.environ, "TICKER_AUTH_SECRET": SECRET},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    assert "TICKER_AUTH_SECRET" in help_text and SECRET not in help_text
+
+
+def test_tokens_are_masked_in_log_records() -> None:
+    jwt_like = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"
+    record = logging.LogRecord(
+        "aiohttp.access", logging.INFO, __file__, 1,
+        '%s "GET /ws?mode=all&token=%s HTTP/1.1" Authorization: Bearer %s, raw %s',
+        ("127.0.0.1", "abc.def.ghi", "xyz", jwt_like), None,
+    )  # fmt: skip
+    assert RedactTokens().filter(record)
+    message = record.getMessage()
+    assert "abc.def.ghi" not in message and "xyz" not in message and jwt_like not in message
+    assert message.count(REDACTED) == 3 and "mode=all&token=" in message
+
+
+def test_serve_with_tls_flags_serves_wss(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    port = free_port()
+    cmd = [sys.executable, "-m", "ticker", "serve", "--port", str(port), "--symbols", "5"]
+    proc = subprocess.Popen(
+        [*cmd, "--tls-cert", str(cert_file), "--tls-key", str(key_file)],
+        env={**os.environ, "TICKER_LOG_LEVEL": "warning"},
+    )
+
+    async def client() -> dict:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    async with http.ws_connect(f"wss://127.0.0.1:{port}/ws", ssl=trusting) as ws:
+                        return await frame(ws)
+                except aiohttp.ClientConnectorError:
+                    assert proc.poll() is None and time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+
+    try:
+        assert asyncio.run(client())["type"] == "welcome"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)

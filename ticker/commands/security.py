@@ -1,0 +1,153 @@
+"""``ticker serve``'s security flags: tokens, browser origins, TLS and connection limits.
+
+Each flag also reads its ``TICKER_*`` variable (``TICKER_AUTH_SECRET`` keeps the secret
+out of the process list). docs/security.md says what each one defends against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+
+from ticker.core.admission import ConnectionLimits
+from ticker.core.delay import DEFAULT_MAX_BYTES
+from ticker.server.tls import server_context
+
+DEFAULT_CONNECTIONS = ConnectionLimits()
+SECRET_ENV = "TICKER_AUTH_SECRET"
+
+
+def _origins(text: str) -> list[str]:
+    """Comma-separated origins, e.g. ``https://app.example.com``; ``*`` = any origin."""
+    origins = [o.strip().lower().rstrip("/") for o in text.split(",") if o.strip()]
+    for origin in origins:
+        if origin != "*" and "://" not in origin:
+            raise ValueError(f"{origin!r} is not an origin like https://host[:port]")
+    return origins
+
+
+_origins.__name__ = "origin (https://host[:port])"
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative (0 = no limit)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("must not be negative (0 = off)")
+    return value
+
+
+def add_security_options(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_option  # type: ignore[attr-defined]
+    parser.add_argument(  # not add_option: --help would print the secret from the environment
+        "--auth-secret",
+        default=os.environ.get(SECRET_ENV) or None,
+        help=f"require HS256 tokens signed with this secret (32+ characters) [env {SECRET_ENV}]",
+    )
+    add(
+        "--auth-public-key",
+        type=Path,
+        default=None,
+        help="require tokens signed by this key's private half (PEM; RSA: RS256, EC: ES256)",
+    )
+    add(
+        "--allowed-origin",
+        type=_origins,
+        action="extend",
+        default=[],
+        help="a browser origin allowed besides the server's own (repeatable, or "
+        "comma-separated; * = any)",
+    )
+    add("--tls-cert", type=Path, default=None, help="serve https and wss with this certificate")
+    add("--tls-key", type=Path, default=None, help="the private key of --tls-cert")
+    add(
+        "--max-message-bytes",
+        type=_positive_int,
+        default=64 * 1024,
+        help="largest message a client may send (bigger: close 1009)",
+    )
+    add(
+        "--idle-timeout",
+        type=_seconds,
+        default=0.0,
+        help="close (1008) a client subscribed to nothing this many seconds after connecting; "
+        "0 = never",
+    )
+    add(
+        "--max-connections",
+        type=_count,
+        default=DEFAULT_CONNECTIONS.max_connections,
+        help="connections in all (more: 503); 0 = no limit",
+    )
+    add(
+        "--max-connections-per-ip",
+        type=_count,
+        default=DEFAULT_CONNECTIONS.max_connections_per_ip,
+        help="connections per client address (more: 429); 0 = no limit",
+    )
+    add(
+        "--max-connections-per-subject",
+        type=_count,
+        default=DEFAULT_CONNECTIONS.max_connections_per_subject,
+        help="connections per token subject unless its max_conns says (more: 429); 0 = none",
+    )
+    add(
+        "--max-handshakes",
+        type=_count,
+        default=DEFAULT_CONNECTIONS.max_handshakes,
+        help="handshakes in progress at once (more: 503); 0 = no limit",
+    )
+    add(
+        "--delay-max-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_BYTES,
+        help="bytes each delay line (delayed-data tokens) may hold",
+    )
+
+
+def security_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``Settings`` fields from the flags; ValueError on a bad key or a lone TLS file."""
+    if args.auth_secret and args.auth_public_key:
+        raise ValueError("give --auth-secret or --auth-public-key, not both")
+    from ticker.core.tokens import TokenVerifier  # PyJWT and cryptography: only when used
+
+    verifier: TokenVerifier | None = None
+    if args.auth_secret:
+        verifier = TokenVerifier.from_secret(args.auth_secret)
+    elif args.auth_public_key is not None:
+        verifier = TokenVerifier.from_public_key(args.auth_public_key.read_bytes())
+    return {
+        "auth": verifier,
+        "allowed_origins": tuple(args.allowed_origin),
+        "connection_limits": ConnectionLimits(
+            max_connections=args.max_connections,
+            max_connections_per_ip=args.max_connections_per_ip,
+            max_connections_per_subject=args.max_connections_per_subject,
+            max_handshakes=args.max_handshakes,
+        ),
+        "delay_max_bytes": args.delay_max_bytes,
+    }
+
+
+def ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if args.tls_cert is None:
+        return None
+    return server_context(args.tls_cert, args.tls_key)
