@@ -28,6 +28,7 @@ from tests.redis_server import RedisServer
 from ticker.cluster.redis import RedisBroker, RedisConfig
 from ticker.cluster.wire import Keys, encode_message, origin_prefix
 from ticker.core.bus import Bus
+from ticker.core.codes import CloseCode
 from ticker.core.ticks import TickBatch
 from ticker.server.app import create_app
 from ticker.server.node import Node
@@ -386,10 +387,17 @@ async def test_an_edge_node_started_first_learns_the_universe_and_epoch_of_a_lat
     node, server = await start_node(redis_server.url, shards=4)
     assert node.bus.symbols() == []
     symbols = [f"S{i}" for i in range(12)]
-    bus = await publisher(symbols, shards=4)
-    await eventually(lambda: node.bus.symbols() == sorted(symbols))
-    assert node.bus.epoch == bus.epoch
     async with aiohttp.ClientSession() as http:
+        early = await http.ws_connect(server.make_url("/ws"), autoclose=False)
+        own_epoch = (await next_of(early, "welcome"))["epoch"]
+        bus = await publisher(symbols, shards=4)
+        await eventually(lambda: node.bus.symbols() == sorted(symbols))
+        assert node.bus.epoch == bus.epoch != own_epoch
+        # A client welcomed under the node's own epoch is told to reconnect and learn it.
+        async with asyncio.timeout(5):
+            while (msg := await early.receive()).type is not aiohttp.WSMsgType.CLOSE:
+                pass
+        assert msg.data == CloseCode.GOING_AWAY
         ws = await http.ws_connect(server.make_url("/ws?symbols=*&mode=all"))
         await next_of(ws, "subscribed")
         broker = node.broker
@@ -481,6 +489,11 @@ async def spawn(*args: str) -> asyncio.subprocess.Process:
     )
 
 
+async def node_epoch(http: aiohttp.ClientSession, port: int) -> str:
+    async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+        return str((await resp.json())["redis"]["epoch"])
+
+
 async def test_three_nodes_and_a_publisher_deliver_identical_sequences(
     redis_server: RedisServer,
 ) -> None:
@@ -497,6 +510,12 @@ async def test_three_nodes_and_a_publisher_deliver_identical_sequences(
             await asyncio.gather(
                 *(wait_ready(http, p, n) for p, n in zip(ports, nodes, strict=True))
             )
+            # A node is ready once its link is up, perhaps before the publisher has set
+            # the cluster's epoch; each node's own epoch is random, so one shared epoch
+            # means all three have joined the publisher's.
+            async with asyncio.timeout(10):
+                while len({await node_epoch(http, p) for p in ports}) > 1:
+                    await asyncio.sleep(0.05)
             clients = [
                 await http.ws_connect(f"http://127.0.0.1:{p}/ws?symbols=AAPL,MSFT,NVDA&mode=all")
                 for p in ports

@@ -461,12 +461,14 @@ class RedisBroker:
             return
         log.info("joining the cluster's epoch %s", epoch)
         bus.epoch = epoch
-        if self.stats.ticks_received or self.stats.ticks_from_hash:  # restarted under clients
+        # Clients welcomed under the old epoch (an edge node that started before any
+        # origin, or a stream restarted under them) reconnect to learn the new one.
+        self._restart_clients()
+        if self.stats.ticks_received or self.stats.ticks_from_hash:
             remote = [s for s in bus.symbols() if s not in self._local]
             bus.forget(remote)
             self.continuity.reset()
             self._to_sync.update(self._subscribed)
-            self._restart_clients()
 
     async def _continue_sequences(self, client: Redis) -> None:
         """Local symbols not published yet take their last cluster value, so ``q`` goes on."""
