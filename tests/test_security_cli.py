@@ -19,7 +19,8 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.conftest import frame, free_port
+from tests.conftest import frame
+from tests.net import free_port
 from ticker.cli import build_parser, main, settings_from
 from ticker.core.tokens import TokenVerifier
 from ticker.server.redact import REDACTED, RedactTokens
