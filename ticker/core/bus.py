@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 
 import orjson
 
+from ticker.core.history import Ring, missed, new_ring
 from ticker.core.mailbox import Delivery, Mailbox
 from ticker.core.ticks import MAX_SYMBOL_LENGTH, MicrosClock, TickBatch, now_us
 
@@ -31,15 +32,21 @@ def _compact(data: bytes) -> bytes:
     return memoryview(data).tobytes()
 
 
+_EXACT = b"".join
+"""``_EXACT((data, b""))`` copies ``data`` to its exact size: a third of ``_compact``'s cost."""
+
+
 class Topic:
-    """One symbol: its sequence counter, last encoded tick and subscribers."""
+    """One symbol: its sequence counter, last encoded tick, history and subscribers."""
 
-    __slots__ = ("last", "q", "subscribers", "symbol")
+    __slots__ = ("last", "q", "ring", "subscribers", "symbol")
 
-    def __init__(self, symbol: str) -> None:
+    def __init__(self, symbol: str, ring: Ring | None = None) -> None:
         self.symbol = symbol
         self.q = 0
         self.last: bytes | None = None
+        self.ring = ring
+        """The last ticks of the symbol (``--history``); None: no history kept."""
         self.subscribers: set[Mailbox] = set()
 
 
@@ -52,12 +59,17 @@ class Bus:
     """In-process pub/sub of ticks with a last-value cache.
 
     ``epoch`` names the stream: ``q`` counts up per symbol within an epoch and restarts only
-    with a new one.
+    with a new one. ``history`` ticks of each symbol are kept for resume (0: none).
     """
 
-    def __init__(self, *, clock: MicrosClock = now_us, epoch: str | None = None) -> None:
+    def __init__(
+        self, *, clock: MicrosClock = now_us, epoch: str | None = None, history: int = 0
+    ) -> None:
+        if history < 0:
+            raise ValueError("history must not be negative")
         self._clock = clock
         self.epoch = epoch or new_epoch(clock)
+        self.history = history
         self._topics: dict[str, Topic] = {}
         self._wildcard: set[Mailbox] = set()
         self.published = 0
@@ -83,7 +95,8 @@ class Bus:
         if topic is None:
             if not symbol or len(symbol) > MAX_SYMBOL_LENGTH or symbol == WILDCARD:
                 raise ValueError(f"invalid symbol {symbol!r}")
-            topic = self._topics[symbol] = Topic(symbol)
+            ring = new_ring(self.history) if self.history else None
+            topic = self._topics[symbol] = Topic(symbol, ring)
         return topic
 
     # -- publish ----------------------------------------------------------------------
@@ -117,6 +130,9 @@ class Bus:
                 oldest = t
             topic.q = q
             data = dumps(tick)
+            if topic.ring is not None:  # kept beyond this call: compact (see below)
+                data = _EXACT((data, b""))
+                topic.ring.append((q, data))
             run = runs.get(symbol)
             if run is None:
                 runs[symbol] = [data]
@@ -178,6 +194,15 @@ class Bus:
         """The last encoded tick of each of these symbols that has one."""
         topics = self._topics
         return [t.last for s in symbols if (t := topics.get(s)) is not None and t.last is not None]
+
+    def missed(self, symbol: str, last_q: int) -> list[bytes] | None:
+        """The ticks of ``symbol`` after ``last_q`` if the history still has every one of
+        them, else None (see ``history.missed``). Call it where a snapshot would be taken:
+        the next tick published is then the one after these."""
+        topic = self._topics.get(symbol)
+        if topic is None or topic.ring is None:
+            return None
+        return missed(topic.ring, last_q, topic.q)
 
     def forget(self, symbols: Iterable[str]) -> None:
         """Drop the last values of these symbols: a relay that stops following them can
