@@ -27,7 +27,7 @@ from ticker.server.stats import Stats, Traffic
 
 if TYPE_CHECKING:
     from ticker.core.replays import ReplayHost
-    from ticker.server.websocket import Connection
+    from ticker.server.connection import ClientConnection
 
 log = logging.getLogger("ticker.server")
 
@@ -47,7 +47,7 @@ class Node:
         self.metrics = Metrics()
         self.stats = Stats(metrics=settings.metrics)
         self.flusher = Flusher(after_pass=self.stats.settle if settings.metrics else None)
-        self.connections: set[Connection] = set()
+        self.connections: set[ClientConnection] = set()
         self.supervisors = [
             FeedSupervisor(
                 feed,
