@@ -40,3 +40,4 @@ class ErrorCode(StrEnum):
     UNKNOWN_SOURCE = "unknown_source"
     BAD_SOURCE = "bad_source"
     NO_REPLAY = "no_replay"
+    UNKNOWN_SESSION = "unknown_session"

@@ -260,6 +260,12 @@ def heartbeat(server_time: int) -> bytes:
     return _dumps({"type": "heartbeat", "server_time": server_time})
 
 
+def close(code: int, reason: str) -> bytes:
+    """The last message of an SSE stream or a long-polling session: what a WebSocket
+    says in its close frame."""
+    return _dumps({"type": "close", "code": code, "reason": reason})
+
+
 def error(
     code: ErrorCode,
     message: str,

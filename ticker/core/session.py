@@ -357,9 +357,14 @@ class Session:
     def has_ticks(self) -> bool:
         return len(self.mailbox) > 0
 
-    def take_ticks(self) -> tuple[bytes, int]:
-        """One ``ticks`` frame and the number of ticks in it."""
-        segments, count = self.mailbox.drain()
+    def take_ticks(self, positions: dict[str, int] | None = None) -> tuple[bytes, int]:
+        """One ``ticks`` frame and the number of ticks in it; in mode ``all``,
+        ``positions`` (if given) gets the ``q`` of the last tick taken of each symbol."""
+        mailbox = self.mailbox
+        if positions is not None and isinstance(mailbox, QueueMailbox):
+            segments, count = mailbox.drain(positions=positions)
+        else:
+            segments, count = mailbox.drain()
         return protocol.ticks(segments), count
 
     def _on_queue_ready(self) -> None:

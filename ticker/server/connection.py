@@ -82,6 +82,10 @@ class ClientConnection:
         """One protocol frame (JSON) as this transport's bytes on the wire."""
         raise NotImplementedError
 
+    def encode_ticks(self, frame: bytes) -> bytes:
+        """A ``ticks`` frame from the mailbox (SSE adds the position it reached)."""
+        return self.encode(frame)
+
     def is_open(self) -> bool:
         transport = self.transport
         return transport is not None and not transport.is_closing()
@@ -161,7 +165,7 @@ class ClientConnection:
         if traffic.handed is not None:  # latency: from the frame's oldest batch
             traffic.handed.append(session.mailbox.oldest_t)
         frame, count = self.took_ticks()
-        data = self.encode(frame)
+        data = self.encode_ticks(frame)
         self.write(data)
         self.frames += 1
         self.ticks += count

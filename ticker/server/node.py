@@ -41,7 +41,7 @@ class Node:
         broker: Broker | None = None,
     ) -> None:
         self.settings = settings
-        self.bus = bus or Bus()
+        self.bus = bus or Bus(history=settings.history)
         self.broker: Broker = broker or LocalBroker()
         """Carries ticks between this node's bus and the rest of the cluster, if any."""
         self.metrics = Metrics()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ticker.core.history import DEFAULT_DEPTH
 from ticker.core.session import Limits
 
 
@@ -29,3 +30,9 @@ class Settings:
     loop_lag_interval_s: float = 0.1
     """How often the event-loop lag probe wakes up."""
     limits: Limits = field(default_factory=Limits)
+    history: int = DEFAULT_DEPTH
+    """Ticks of each symbol kept for resume (``since``, SSE ``Last-Event-ID``); 0: none."""
+    poll_hold_s: float = 25.0
+    """How long a long poll waits for something to answer before it answers empty."""
+    poll_session_s: float = 60.0
+    """How long a long-polling session lives without a poll (its mailbox fills meanwhile)."""

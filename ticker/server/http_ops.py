@@ -1,0 +1,55 @@
+"""Client operations over plain HTTP, for the transports whose stream runs one way only.
+
+An SSE stream or a long-polling session cannot carry what the client sends, so its ops
+come as ``POST /sse/{session}/{op}`` (or ``/poll/...``) with the rest of the op as the
+JSON body. The op goes to the session like a WebSocket text frame would: the same
+parsing, limits and rate limit, and the replies arrive on the stream (or the next poll).
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from ticker.core.codes import ErrorCode
+from ticker.server.connection import ClientConnection
+
+SESSIONS = web.AppKey("http_sessions", dict[str, ClientConnection])
+"""Open SSE and long-polling sessions by session id (their ops find them here)."""
+
+
+def _answer(status: int, code: str, message: str) -> web.Response:
+    body = {"type": "error", "code": code, "message": message}
+    return web.json_response(body, status=status)
+
+
+def unknown_session() -> web.Response:
+    """404: the session ended (closed, expired, or the server restarted) or never was."""
+    return _answer(404, ErrorCode.UNKNOWN_SESSION, "no such session: it ended or never was")
+
+
+async def session_op(request: web.Request) -> web.Response:
+    """``POST /{transport}/{session}/{op}``: 202 once the session has the op."""
+    conn = request.app[SESSIONS].get(request.match_info["session"])
+    transport = request.path.split("/", 2)[1]
+    if conn is None or transport != conn.TRANSPORT or conn.session.close_request is not None:
+        return unknown_session()
+    limit = conn.session.limits.max_message_bytes
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        return _answer(413, ErrorCode.BAD_REQUEST, f"an op must be at most {limit} bytes")
+    try:
+        obj = orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict):  # the op comes from the path; otherwise the session says why
+        obj["op"] = request.match_info["op"]
+        body = orjson.dumps(obj)
+    conn.session.receive(body)
+    return web.json_response({"type": "accepted", "session": conn.session.id}, status=202)
+
+
+def add_route(app: web.Application, transport: str) -> None:
+    if SESSIONS not in app:
+        app[SESSIONS] = {}
+    app.router.add_post(f"/{transport}/{{session}}/{{op}}", session_op)
