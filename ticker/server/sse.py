@@ -19,7 +19,7 @@ from aiohttp import HttpVersion11, web
 from ticker.core import protocol
 from ticker.core.history import format_positions
 from ticker.server.connection import ClientConnection
-from ticker.server.handshake import admit
+from ticker.server.handshake import Resume, admit
 from ticker.server.http_ops import SESSIONS, add_route
 from ticker.server.node import NODE_KEY, Node
 
@@ -63,6 +63,15 @@ class SseConnection(ClientConnection):
         self.chunked = request.version >= HttpVersion11
         self.ended = asyncio.Event()
         self.positions: dict[str, int] | None = {} if mode == "all" else None
+
+    def resume_from(self, symbols: list[str], resume: Resume | None) -> None:
+        """A resumed client is where it said it was (a symbol it missed nothing of gets no
+        frame to move its position); a snapshot or replayed ticks move it on from there."""
+        positions = self.positions
+        if positions is None or resume is None or resume[0] != self.session.bus.epoch:
+            return
+        every = "*" in symbols
+        positions.update((s, q) for s, q in resume[1].items() if every or s in symbols)
 
     def _event(self, frame: bytes, event_id: str | None) -> bytes:
         data = sse_event(frame, event_id)
@@ -116,6 +125,7 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     sessions = request.app[SESSIONS]
     sessions[conn.session.id] = conn
     conn.opened(params.symbols, params.max_hz)
+    conn.resume_from(params.symbols, params.resume)
     conn.session.start(node.settings.heartbeat_s, params.symbols, params.resume)
     try:
         # Nothing to read: wait for a close, checking now and then that the peer is there
