@@ -52,7 +52,17 @@ class _End:
 
 
 class Feed:
-    """Live ticks of ``symbols`` from the server at ``url``; see ``connect``."""
+    """Live ticks of ``symbols``: ``async with connect(...) as feed: async for tick in feed``.
+
+    ``url``: ``ws://host:port/ws`` (or ``wss://``), ``http(s)://host:port/sse`` or
+    ``http(s)://host:port/poll``. ``mode``: ``conflate`` (latest values) or ``all`` (every
+    tick; gaps that could not be recovered are reported as ``Gap`` events).
+    ``max_hz``: at most this many frames per second. ``token``: sent as
+    ``Authorization: Bearer``. ``ssl``: an ``ssl.SSLContext`` (or False to skip
+    verification) for ``wss://`` and ``https://``. Reconnects wait ``backoff_initial``
+    seconds, doubling up to ``backoff_max``, each randomised by ±20 %. ``max_pending``:
+    events held for a slow consumer before reading stops.
+    """
 
     def __init__(
         self,
@@ -220,37 +230,5 @@ class Feed:
         return op
 
 
-def connect(
-    url: str,
-    symbols: Sequence[str],
-    *,
-    mode: str = "conflate",
-    max_hz: float | None = None,
-    token: str | None = None,
-    ssl: SslOption = None,
-    backoff_initial: float = 0.5,
-    backoff_max: float = 30.0,
-    max_pending: int = 10_000,
-) -> Feed:
-    """A feed of live ticks, to use as ``async with connect(...) as feed: async for tick in feed``.
-
-    ``url``: ``ws://host:port/ws`` (or ``wss://``), ``http(s)://host:port/sse`` or
-    ``http(s)://host:port/poll``. ``mode``: ``conflate`` (latest values) or ``all`` (every
-    tick; gaps that could not be recovered are reported as ``Gap`` events).
-    ``max_hz``: at most this many frames per second. ``token``: sent as
-    ``Authorization: Bearer``. ``ssl``: an ``ssl.SSLContext`` (or False to skip
-    verification) for ``wss://`` and ``https://``. Reconnects wait ``backoff_initial``
-    seconds, doubling up to ``backoff_max``, each randomised by ±20 %. ``max_pending``:
-    events held for a slow consumer before reading stops.
-    """
-    return Feed(
-        url,
-        symbols,
-        mode=mode,
-        max_hz=max_hz,
-        token=token,
-        ssl=ssl,
-        backoff_initial=backoff_initial,
-        backoff_max=backoff_max,
-        max_pending=max_pending,
-    )
+connect = Feed
+"""``async with connect(url, symbols) as feed: async for tick in feed``: see ``Feed``."""
