@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from feeds.base import FeedAdapter
 from ticker.cluster.wire import DEFAULT_SHARDS
-from ticker.commands import convert, record, replay
+from ticker.commands import convert, record, replay, tail
 from ticker.core.session import Limits
 from ticker.recording.problems import RecordingError
 from ticker.server.settings import Settings
@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
     convert.add_parser(commands)
     record.add_parser(commands)
+    tail.add_parser(commands)
     return parser
 
 
@@ -374,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return record.run(args)
     if args.command == "feed":
         return feed(args)
+    if args.command == "tail":
+        return tail.run(args)
     return 2
 
 
