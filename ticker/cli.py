@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ticker.cluster.redis import RedisBroker
 
 DEFAULT_LIMITS = Limits()
+DEFAULT_SETTINGS = Settings()
 DEFAULT_SIM_SYMBOLS = 100
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -157,6 +158,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="operations per second a client may send before it gets rate_limited",
     )
     serve.add_option(
+        "--history",
+        type=_non_negative_int,
+        default=DEFAULT_SETTINGS.history,
+        help="ticks kept per symbol for gap-free resume (since, Last-Event-ID); 0 = none",
+    )
+    serve.add_option(
+        "--poll-hold",
+        type=_positive(float),
+        default=DEFAULT_SETTINGS.poll_hold_s,
+        help="seconds a long poll waits for data before it answers empty",
+    )
+    serve.add_option(
+        "--poll-session",
+        type=_positive(float),
+        default=DEFAULT_SETTINGS.poll_session_s,
+        help="seconds a long-polling session lives without a poll",
+    )
+    serve.add_option(
         "--metrics-port",
         type=_port,
         default=None,
@@ -258,6 +277,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         metrics=not args.no_metrics,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        history=args.history,
+        poll_hold_s=args.poll_hold,
+        poll_session_s=args.poll_session,
     )
 
 
@@ -306,7 +328,9 @@ def serve(args: argparse.Namespace) -> int:
         shutdown_timeout=settings.close_grace_s + 1.0,
         access_log=None,
         print=lambda _: log.info(
-            "listening on ws://%s:%d/ws (Ctrl-C to stop)", settings.host, settings.port
+            "listening on ws://%s:%d/ws, /sse and /poll (Ctrl-C to stop)",
+            settings.host,
+            settings.port,
         ),
     )
     log.info("stopped")
