@@ -144,7 +144,10 @@ class Bus:
         # What outlives this call (last values, segments in lagging queues) must be
         # compact: orjson's result sits in a ~4 KiB allocation whatever its length, so
         # each kept tick is copied once to its exact size (a join copies anyway).
-        latest = {symbol: _compact(run[-1]) for symbol, run in runs.items()}
+        if self.history:  # the ring's copies are compact already
+            latest = {symbol: run[-1] for symbol, run in runs.items()}
+        else:
+            latest = {symbol: _compact(run[-1]) for symbol, run in runs.items()}
         offered: set[Mailbox] = set(self._wildcard)
         for symbol, last in latest.items():
             topic = topics[symbol]
