@@ -175,3 +175,17 @@ async def test_a_slow_sse_client_is_closed_and_others_flow(start_server: StartSe
     writer.close()
     _, samples = await scrape(server.make_url("/metrics"))
     assert value(samples, "ticker_slow_consumer_closes_total", transport="sse", mode="all") == 1
+
+
+async def test_sessions_are_bounded(start_server: StartServer) -> None:
+    _, server = await start_server(max_http_sessions=1, poll_hold_s=0.1)
+    async with aiohttp.ClientSession() as http:
+        first = await poll(http, server.make_url("/poll"))
+        for path in ("/poll", "/sse"):
+            async with http.get(server.make_url(path)) as resp:
+                assert resp.status == 503
+        assert (await poll(http, server.make_url(f"/poll?cursor={first['cursor']}")))["cursor"]
+        _, samples = await scrape(server.make_url("/metrics"))
+        for transport in ("poll", "sse"):
+            labels = {"transport": transport, "reason": "too_many_sessions"}
+            assert value(samples, "ticker_handshake_rejections_total", **labels) == 1

@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a long-polling session lives without a poll",
     )
     serve.add_option(
+        "--max-http-sessions",
+        type=_positive(int),
+        default=DEFAULT_SETTINGS.max_http_sessions,
+        help="SSE streams and long-polling sessions open at once; more get 503",
+    )
+    serve.add_option(
         "--metrics-port",
         type=_port,
         default=None,
@@ -280,6 +286,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         history=args.history,
         poll_hold_s=args.poll_hold,
         poll_session_s=args.poll_session,
+        max_http_sessions=args.max_http_sessions,
     )
 
 

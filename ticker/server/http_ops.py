@@ -13,6 +13,8 @@ from aiohttp import web
 
 from ticker.core.codes import ErrorCode
 from ticker.server.connection import ClientConnection
+from ticker.server.metrics import Rejection
+from ticker.server.node import Node
 
 SESSIONS = web.AppKey("http_sessions", dict[str, ClientConnection])
 """Open SSE and long-polling sessions by session id (their ops find them here)."""
@@ -47,6 +49,13 @@ async def session_op(request: web.Request) -> web.Response:
         body = orjson.dumps(obj)
     conn.session.receive(body)
     return web.json_response({"type": "accepted", "session": conn.session.id}, status=202)
+
+
+def make_room(node: Node, sessions: dict[str, ClientConnection], transport: str) -> None:
+    """Refuse a new session (503) when ``max_http_sessions`` are open."""
+    if len(sessions) >= node.settings.max_http_sessions:
+        node.metrics.rejected(transport, Rejection.TOO_MANY_SESSIONS)
+        raise web.HTTPServiceUnavailable(text="too many sessions open: try again later")
 
 
 def add_route(app: web.Application, transport: str) -> None:

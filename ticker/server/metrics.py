@@ -57,6 +57,8 @@ class Rejection(StrEnum):
     """A bad query parameter (``mode``, ``max_hz``): HTTP 400."""
     SHUTTING_DOWN = "shutting_down"
     """The node is closing: HTTP 503."""
+    TOO_MANY_SESSIONS = "too_many_sessions"
+    """SSE and long polling: ``max_http_sessions`` are open already: HTTP 503."""
 
 
 def close_label(code: int) -> str:

@@ -21,7 +21,7 @@ from ticker.core import protocol
 from ticker.core.codes import CloseCode
 from ticker.server.connection import ClientConnection
 from ticker.server.handshake import admit, bad_handshake
-from ticker.server.http_ops import SESSIONS, add_route, unknown_session
+from ticker.server.http_ops import SESSIONS, add_route, make_room, unknown_session
 from ticker.server.node import NODE_KEY, Node
 
 log = logging.getLogger("ticker.server")
@@ -179,6 +179,7 @@ async def poll_handler(request: web.Request) -> web.Response:
             return unknown_session()
     else:
         params = admit(node, request, TRANSPORT)
+        make_room(node, sessions, TRANSPORT)
         conn = PollConnection(
             node, request, mode=params.mode, max_hz=params.max_hz, sessions=sessions
         )

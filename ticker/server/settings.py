@@ -36,3 +36,6 @@ class Settings:
     """How long a long poll waits for something to answer before it answers empty."""
     poll_session_s: float = 60.0
     """How long a long-polling session lives without a poll (its mailbox fills meanwhile)."""
+    max_http_sessions: int = 10_000
+    """SSE streams and long-polling sessions open at once (a poll session has no socket
+    of its own to bound it)."""

@@ -20,7 +20,7 @@ from ticker.core import protocol
 from ticker.core.history import format_positions
 from ticker.server.connection import ClientConnection
 from ticker.server.handshake import Resume, admit
-from ticker.server.http_ops import SESSIONS, add_route
+from ticker.server.http_ops import SESSIONS, add_route, make_room
 from ticker.server.node import NODE_KEY, Node
 
 log = logging.getLogger("ticker.server")
@@ -118,11 +118,12 @@ class SseConnection(ClientConnection):
 async def sse_handler(request: web.Request) -> web.StreamResponse:
     node: Node = request.app[NODE_KEY]
     params = admit(node, request, TRANSPORT)
+    sessions = request.app[SESSIONS]
+    make_room(node, sessions, TRANSPORT)
     response = web.StreamResponse(headers=HEADERS)
     response.force_close()  # the stream is the connection: no keep-alive after it
     await response.prepare(request)
     conn = SseConnection(node, request, mode=params.mode, max_hz=params.max_hz)
-    sessions = request.app[SESSIONS]
     sessions[conn.session.id] = conn
     conn.opened(params.symbols, params.max_hz)
     conn.resume_from(params.symbols, params.resume)
