@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -151,3 +152,21 @@ async def test_a_refused_handshake_ends_the_feed(start_server: StartServer) -> N
                 async for _ in feed:
                     pass
     assert closed.value.code == 1008 and "400" in closed.value.reason
+
+
+async def test_a_server_that_breaks_the_protocol_ends_the_iteration(aiohttp_server: Any) -> None:
+    async def broken(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str('{"type":"welcome"}')  # no epoch, no session
+        await ws.receive()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", broken)
+    server = await aiohttp_server(app)
+    async with connect(f"ws://{server.host}:{server.port}/ws", ["AAPL"]) as feed:
+        with pytest.raises(KeyError):
+            async with asyncio.timeout(5):
+                async for _ in feed:
+                    pass

@@ -153,6 +153,13 @@ class Feed:
     # -- the connection -----------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._connect_until_closed()
+        except Exception as exc:  # a bug, or a server that breaks the protocol: say so
+            log.exception("the feed failed")
+            self._put_nowait(_End(exc))
+
+    async def _connect_until_closed(self) -> None:
         assert self._http is not None
         while True:
             link: Link | None = None

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 ABNORMAL = 1006
@@ -148,7 +149,7 @@ class SseLink:
         if self.close_code is not None:
             return None
         data: list[bytes] = []
-        try:
+        try:  # a line longer than aiohttp's buffer (512 KiB; a frame is at most ~256) ends it
             async for line in self.response.content:
                 line = line.rstrip(b"\r\n")
                 if not line:
@@ -161,7 +162,7 @@ class SseLink:
                     data.append(value)
                 elif field == b"id":
                     self.last_event_id = value.decode()
-        except (TimeoutError, aiohttp.ClientError):
+        except (TimeoutError, aiohttp.ClientError, HttpProcessingError):
             pass
         self.close_code = ABNORMAL
         return None
