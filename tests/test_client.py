@@ -155,7 +155,10 @@ async def test_a_refused_handshake_ends_the_feed(start_server: StartServer) -> N
 
 
 async def test_a_server_that_breaks_the_protocol_ends_the_iteration(aiohttp_server: Any) -> None:
+    asked: list[str] = []
+
     async def broken(request: web.Request) -> web.WebSocketResponse:
+        asked.append(f"{request.query_string} {request.headers.get('Authorization')}")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_str('{"type":"welcome"}')  # no epoch, no session
@@ -165,8 +168,44 @@ async def test_a_server_that_breaks_the_protocol_ends_the_iteration(aiohttp_serv
     app = web.Application()
     app.router.add_get("/ws", broken)
     server = await aiohttp_server(app)
-    async with connect(f"ws://{server.host}:{server.port}/ws", ["AAPL"]) as feed:
+    url = f"ws://{server.host}:{server.port}/ws"
+    async with connect(url, ["AAPL"], mode="all", max_hz=2.5, token="s3cret") as feed:
         with pytest.raises(KeyError):
             async with asyncio.timeout(5):
                 async for _ in feed:
                     pass
+    assert asked == ["mode=all&max_hz=2.5 Bearer s3cret"]
+
+
+@pytest.mark.parametrize("path", ["ws", "sse"])
+async def test_tls_with_the_callers_ssl_context(path: str) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    node = Node(Settings(close_grace_s=0.5))
+    node.bus.add_symbols(SYMBOLS)
+    runner = web.AppRunner(create_app(node))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_ctx).start()
+    scheme = "wss" if path == "ws" else "https"
+    url = f"{scheme}://127.0.0.1:{port}/{path}"
+    try:
+        node.bus.publish([{"s": "AAPL", "p": 7.0}])
+        async with connect(url, ["AAPL"], ssl=client_ctx, token="t0k") as feed:
+            async with asyncio.timeout(5):
+                tick = await anext(aiter(feed))
+            assert (tick.symbol, tick.price, tick.snapshot) == ("AAPL", 7.0, True)
+        async with connect(url, ["AAPL"], backoff_initial=0.05) as untrusted:
+            stream = untrusted.events()
+            async with asyncio.timeout(5):
+                event = await anext(stream)  # the system's trust store does not know this CA
+            assert isinstance(event, Disconnected) and "certificate" in event.reason.lower()
+    finally:
+        await runner.cleanup()
