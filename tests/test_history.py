@@ -124,3 +124,29 @@ def test_connect_time_resume() -> None:
     session.start(20, ["AAPL"], ("e1", {"AAPL": 2}))
     _, subscribed, replay = [orjson.loads(f) for f in session.take_control()]
     assert subscribed["recovered"] == {"AAPL": True} and replay["ticks"][0]["q"] == 3
+
+
+def test_history_memory_is_bounded_as_documented() -> None:
+    """symbols x depth x (tick bytes + 120), and no growth once the rings are full."""
+    import tracemalloc
+
+    names = [f"S{i:02d}" for i in range(20)]
+    bus = Bus(clock=lambda: 1_764_097_200_123_456, epoch="e", history=200)
+    bus.add_symbols(names)
+
+    def publish(rounds: int) -> None:
+        for _ in range(rounds):
+            bus.publish([{"s": s, "p": 100.12, "b": 100.11, "a": 100.13, "v": 100} for s in names])
+
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        publish(200)
+        full = tracemalloc.get_traced_memory()[0]
+        publish(400)
+        later = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    tick_bytes = len(bus.snapshot(["S00"])[0])
+    assert full - start < 20 * 200 * (tick_bytes + 120)
+    assert later - full < 0.05 * (full - start)
