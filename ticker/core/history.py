@@ -6,8 +6,8 @@ with the last ``q`` it saw of a symbol gets every tick after it from here, or no
 at all if any of them has already left the ring: never a partial recovery.
 
 Memory is bounded by ``depth`` ticks per symbol: about ``symbols x depth x (tick bytes +
-120)`` bytes (a tuple, an int and a bytes header per tick), e.g. 100 symbols x 1000 ticks of
-~85 bytes = 20 MB.
+130)`` bytes (a tuple, an int and a bytes header per tick), e.g. 100 symbols x 1000 ticks of
+~85 bytes = 21 MB.
 """
 
 from __future__ import annotations
