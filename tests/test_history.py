@@ -8,34 +8,51 @@ import orjson
 import pytest
 
 from ticker.core.bus import Bus
-from ticker.core.history import format_positions, missed, new_ring, parse_position, parse_since
+from ticker.core.history import Ring, format_positions, missed, parse_position, parse_since
 from ticker.core.session import Limits, Session
 
 
 def qs(encoded: list[bytes] | None) -> list[int] | None:
-    return None if encoded is None else [orjson.loads(b)["q"] for b in encoded]
+    """The q of each tick in these runs of encoded ticks."""
+    return (
+        None
+        if encoded is None
+        else [t["q"] for t in orjson.loads(b"[" + b",".join(encoded) + b"]")]
+    )
 
 
-def test_ring_keeps_the_last_n_and_answers_all_or_nothing() -> None:
-    ring = new_ring(3)
-    for q in range(1, 6):
-        ring.append((q, b"%d" % q))
-    assert [q for q, _ in ring] == [3, 4, 5]
-    assert missed(ring, 5, 5) == []
-    assert missed(ring, 2, 5) == [b"3", b"4", b"5"]  # 3..5 all still there
-    assert missed(ring, 4, 5) == [b"5"]
-    assert missed(ring, 1, 5) is None  # 2 is gone: nothing rather than a part
-    assert missed(ring, 9, 5) is None  # ahead of the stream: another stream
-    assert missed(new_ring(3), 0, 2) is None
+def run(*q: int) -> bytes:
+    return b",".join(orjson.dumps({"s": "A", "q": n}) for n in q)
+
+
+def test_ring_keeps_at_least_the_last_n_in_whole_runs_and_answers_all_or_nothing() -> None:
+    ring = Ring(3)
+    for first, last in [(1, 2), (3, 3), (4, 6), (7, 7)]:
+        ring.add(first, last, last - first + 1, run(*range(first, last + 1)))
+    assert [r[:2] for r in ring.runs()] == [(4, 6), (7, 7)] and len(ring) == 4  # >= 3, whole runs
+    assert missed(ring, 7, 7) == []
+    assert qs(missed(ring, 3, 7)) == [4, 5, 6, 7]  # whole runs, as published
+    assert missed(ring, 3, 7)[0] == run(4, 5, 6)
+    assert qs(missed(ring, 4, 7)) == [5, 6, 7]  # a run cut where the client is
+    assert missed(ring, 2, 7) is None  # 3 is gone: nothing rather than a part
+    assert missed(ring, 9, 7) is None  # ahead of the stream: another stream
+    assert missed(Ring(3), 0, 2) is None
+    late = Ring(3)
+    late.add(500, 500, 1, run(500))  # a relay that joined late: 1..499 were never here
+    assert missed(late, 10, 500) is None and qs(missed(late, 499, 500)) == [500]
 
 
 def test_bus_history_is_bounded_and_keeps_the_published_bytes() -> None:
     bus = Bus(clock=lambda: 7, epoch="e", history=4)
     bus.add_symbols(["AAPL"])
-    bus.publish([{"s": "AAPL", "p": float(i)} for i in range(10)])
+    for i in range(10):
+        bus.publish([{"s": "AAPL", "p": float(i)}])
     assert qs(bus.missed("AAPL", 6)) == [7, 8, 9, 10]
     assert bus.missed("AAPL", 5) is None
     assert bus.snapshot(["AAPL"]) == bus.missed("AAPL", 9)
+    bus.publish([{"s": "AAPL", "p": 1.0} for _ in range(6)] + [{"s": "MSFT", "p": 1.0}])
+    assert qs(bus.missed("AAPL", 10)) == list(range(11, 17))  # one batch: kept whole
+    assert qs(bus.missed("MSFT", 0)) == [1]
     assert Bus(epoch="e").missed("AAPL", 0) is None  # no history kept
     with pytest.raises(ValueError):
         Bus(history=-1)
@@ -69,9 +86,9 @@ def resume(session: Session, since: dict[str, int], epoch: str = "e1") -> list[d
 
 def test_resume_replays_what_was_missed_then_live_ticks_follow() -> None:
     bus, session = make()
-    bus.publish(
-        [{"s": "AAPL", "p": 1.0} for _ in range(4)] + [{"s": "MSFT", "p": 2.0} for _ in range(8)]
-    )
+    bus.publish([{"s": "AAPL", "p": 1.0} for _ in range(4)])
+    for _ in range(8):  # one by one: the ring keeps the last 5
+        bus.publish([{"s": "MSFT", "p": 2.0}])
     subscribed, snapshot, replay = resume(session, {"AAPL": 1, "MSFT": 1})
     assert subscribed["recovered"] == {"AAPL": True, "MSFT": False}  # MSFT 2 left the ring
     assert [(t["s"], t["q"]) for t in snapshot["ticks"]] == [("MSFT", 8)]
@@ -127,7 +144,7 @@ def test_connect_time_resume() -> None:
 
 
 def test_history_memory_is_bounded_as_documented() -> None:
-    """symbols x depth x (tick bytes + 130), and no growth once the rings are full."""
+    """symbols x depth x (tick bytes + 110), and no growth once the rings are full."""
     import tracemalloc
 
     names = [f"S{i:02d}" for i in range(20)]
@@ -147,5 +164,5 @@ def test_history_memory_is_bounded_as_documented() -> None:
     finally:
         tracemalloc.stop()
     tick_bytes = len(bus.snapshot(["S00"])[0])
-    assert full < 20 * 200 * (tick_bytes + 130)
+    assert full < 20 * 200 * (tick_bytes + 110)
     assert later - full < 0.01 * full

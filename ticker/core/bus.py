@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 import orjson
 
-from ticker.core.history import Ring, missed, new_ring
+from ticker.core.history import Ring, missed
 from ticker.core.mailbox import Delivery, Mailbox
 from ticker.core.ticks import MAX_SYMBOL_LENGTH, MicrosClock, TickBatch, now_us
 
@@ -30,10 +30,6 @@ stamping): a relay forwards them without encoding again."""
 
 def _compact(data: bytes) -> bytes:
     return memoryview(data).tobytes()
-
-
-_EXACT = b"".join
-"""``_EXACT((data, b""))`` copies ``data`` to its exact size: a third of ``_compact``'s cost."""
 
 
 class Topic:
@@ -95,7 +91,7 @@ class Bus:
         if topic is None:
             if not symbol or len(symbol) > MAX_SYMBOL_LENGTH or symbol == WILDCARD:
                 raise ValueError(f"invalid symbol {symbol!r}")
-            ring = new_ring(self.history) if self.history else None
+            ring = Ring(self.history) if self.history else None
             topic = self._topics[symbol] = Topic(symbol, ring)
         return topic
 
@@ -117,6 +113,7 @@ class Bus:
         dumps = orjson.dumps
         topics = self._topics
         runs: dict[str, list[bytes]] = {}
+        firsts: dict[str, int] = {}  # the q of each symbol's first tick of the batch
         for tick in batch:
             symbol = tick["s"]
             topic = topics.get(symbol) or self._topic(symbol)
@@ -130,12 +127,10 @@ class Bus:
                 oldest = t
             topic.q = q
             data = dumps(tick)
-            if topic.ring is not None:  # kept beyond this call: compact (see below)
-                data = _EXACT((data, b""))
-                topic.ring.append((q, data))
             run = runs.get(symbol)
             if run is None:
                 runs[symbol] = [data]
+                firsts[symbol] = q
             else:
                 run.append(data)
         self.published += len(batch)
@@ -144,20 +139,24 @@ class Bus:
         # What outlives this call (last values, segments in lagging queues) must be
         # compact: orjson's result sits in a ~4 KiB allocation whatever its length, so
         # each kept tick is copied once to its exact size (a join copies anyway).
-        if self.history:  # the ring's copies are compact already
-            latest = {symbol: run[-1] for symbol, run in runs.items()}
-        else:
-            latest = {symbol: _compact(run[-1]) for symbol, run in runs.items()}
+        latest = {symbol: _compact(run[-1]) for symbol, run in runs.items()}
+        join = b",".join
+        segments = None
+        if self.history:  # the rings keep the segments the mailboxes get
+            segments = {s: join(run) if len(run) > 1 else latest[s] for s, run in runs.items()}
         offered: set[Mailbox] = set(self._wildcard)
         for symbol, last in latest.items():
             topic = topics[symbol]
             topic.last = last
             offered |= topic.subscribers
+            if segments is not None and (ring := topic.ring) is not None:
+                ring.add(firsts[symbol], topic.q, len(runs[symbol]), segments[symbol])
         if not offered:
             return
-        join = b",".join
+        if segments is None:
+            segments = {s: join(run) if len(run) > 1 else latest[s] for s, run in runs.items()}
         delivery = Delivery(
-            {s: join(run) if len(run) > 1 else latest[s] for s, run in runs.items()},
+            segments,
             {symbol: len(run) for symbol, run in runs.items()},
             latest,
             oldest,
