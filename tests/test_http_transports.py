@@ -103,6 +103,8 @@ async def test_poll_holds_answers_resends_a_lost_answer_and_expires(
         assert answer["messages"] == [] and answer["cursor"] != cursor  # held, then empty
         async with http.get(url(f"/poll?cursor={first['cursor'][:-1]}9")) as resp:
             assert resp.status == 400 and "stale cursor" in (await resp.json())["message"]
+        async with http.get(url(f"/poll?cursor={first['cursor']}{'9' * 5000}")) as resp:
+            assert resp.status == 404  # not a cursor of this session (nor a crash)
         waiting = asyncio.create_task(poll(http, url(f"/poll?cursor={answer['cursor']}")))
         await asyncio.sleep(0.05)
         node.bus.publish([{"s": "AAPL", "p": 1.0}, {"s": "AAPL", "p": 2.0}])

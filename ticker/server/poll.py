@@ -149,6 +149,8 @@ class PollConnection(ClientConnection):
 
     def _arm_expiry(self) -> None:
         self._disarm_expiry()
+        if self._sessions.get(self.session.id) is not self:
+            return  # dropped already: nothing to expire
         self._expiry = self._loop.call_later(self.node.settings.poll_session_s, self._expired)
 
     def _disarm_expiry(self) -> None:
@@ -175,7 +177,7 @@ async def poll_handler(request: web.Request) -> web.Response:
     if cursor:
         session_id, _, seq = cursor.partition(":")
         conn = sessions.get(session_id)
-        if not isinstance(conn, PollConnection) or not seq.isdigit():
+        if not isinstance(conn, PollConnection) or not seq.isdigit() or len(seq) > 15:
             return unknown_session()
     else:
         params = admit(node, request, TRANSPORT)
