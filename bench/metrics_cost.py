@@ -67,6 +67,8 @@ class Response:
 async def workload(kind: str) -> None:
     from prometheus_client import generate_latest
 
+    from ticker.core.entitlements import ANONYMOUS
+    from ticker.server.auth import Admitted
     from ticker.server.node import Node
     from ticker.server.settings import Settings
     from ticker.server.websocket import TRANSPORT, Connection
@@ -76,7 +78,8 @@ async def workload(kind: str) -> None:
     node.bus.add_symbols(names)
     node.transport(TRANSPORT)
     for c in range(N_CLIENTS):
-        conn = Connection(node, Response(), Request(), mode="all", max_hz=None)  # type: ignore[arg-type]
+        admitted = Admitted(ANONYMOUS, node.bus, lambda: None)
+        conn = Connection(node, Response(), Request(), mode="all", max_hz=None, admitted=admitted)  # type: ignore[arg-type]
         conn.session.start(
             20.0, [names[(c * PER_CLIENT + k) % N_SYMBOLS] for k in range(PER_CLIENT)]
         )

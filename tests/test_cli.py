@@ -116,3 +116,15 @@ def test_metrics_flags_and_their_variables(monkeypatch: pytest.MonkeyPatch) -> N
     assert not settings.metrics and settings.metrics_port == 9200
     monkeypatch.setenv("TICKER_NO_METRICS", "0")
     assert settings_from(build_parser().parse_args(["serve"])).metrics
+
+
+def test_history_and_polling_flags_and_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    default = settings_from(build_parser().parse_args(["serve"]))
+    assert (default.history, default.poll_hold_s, default.poll_session_s) == (1000, 25.0, 60.0)
+    args = ["serve", "--history", "0", "--poll-hold", "2.5", "--poll-session", "30"]
+    settings = settings_from(build_parser().parse_args(args))
+    assert (settings.history, settings.poll_hold_s, settings.poll_session_s) == (0, 2.5, 30.0)
+    monkeypatch.setenv("TICKER_HISTORY", "50")
+    assert settings_from(build_parser().parse_args(["serve"])).history == 50
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--poll-hold", "0"])

@@ -573,3 +573,38 @@ def test_keeps_30_fps_and_a_flat_heap_under_20000_ticks_per_second(
     # one number per tick would add 8 MB in these 55 s; an object per tick, tens of MB.
     assert max(samples) - samples[0] < 4 * 2**20, report
     assert problems == []
+
+
+def test_a_browser_event_source_streams_and_resumes_by_last_event_id(
+    page: Page, server: ServerProcess
+) -> None:
+    """The browser's own EventSource on /sse: when the stream ends, it reconnects by itself
+    with Last-Event-ID, and the server replays what was missed: no gap, no repeat."""
+    page.goto(f"{server.url}/healthz")
+    result = page.evaluate(
+        """async (symbol) => {
+        const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+        const es = new EventSource(`/sse?symbols=${symbol}&mode=all`);
+        const qs = [], welcomes = [], recovered = [], closes = [];
+        const keep = (e) => { for (const t of JSON.parse(e.data).ticks) qs.push(t.q); };
+        es.addEventListener("snapshot", keep);
+        es.addEventListener("ticks", keep);
+        es.addEventListener("welcome", (e) => welcomes.push(JSON.parse(e.data)));
+        es.addEventListener("subscribed", (e) => recovered.push(JSON.parse(e.data).recovered));
+        es.addEventListener("close", (e) => closes.push(JSON.parse(e.data).code));
+        while (qs.length < 20) await sleep(50);
+        const session = welcomes[0].session;
+        // past the rate limit: the server ends the stream with 4029
+        await Promise.all(Array.from({ length: 60 }, () =>
+            fetch(`/sse/${session}/ping`, { method: "POST", body: "{}" })));
+        while (welcomes.length < 2 || qs.length < 200) await sleep(50);
+        es.close();
+        return { qs, welcomes, recovered, closes };
+    }""",
+        UNIVERSE[0],
+    )
+    qs = result["qs"]
+    assert result["closes"] == [4029]
+    assert [w["epoch"] for w in result["welcomes"]] == [result["welcomes"][0]["epoch"]] * 2
+    assert result["recovered"] == [None, {UNIVERSE[0]: True}]
+    assert qs == list(range(qs[0], qs[0] + len(qs)))  # across the reconnect: no gap, no repeat

@@ -154,3 +154,13 @@ def test_queue_never_exceeds_its_byte_bound(limit: int) -> None:
     for q in range(1, 200):
         put(box, "AAPL", q)
         assert box.nbytes <= limit
+
+
+def test_a_queue_notes_the_last_q_it_hands_over_of_each_symbol() -> None:
+    box = QueueMailbox(10**6)
+    box.follows = None
+    seg = b'{"s":"A","p":1,"q":7,"t":1},{"s":"A","p":2,"t":2,"q":8}'
+    box.offer(Delivery({"A": seg, "B": b'{"s":"B","q":3}'}, {"A": 2, "B": 1}, {}))
+    positions: dict[str, int] = {}
+    _segments, ticks = box.drain(positions=positions)
+    assert ticks == 3 and positions == {"A": 8, "B": 3}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from feeds.base import FeedAdapter
 from ticker.cluster.wire import DEFAULT_SHARDS
-from ticker.commands import convert, record, replay, security, token
+from ticker.commands import convert, record, replay, security, tail, token
 from ticker.core.session import Limits
 from ticker.recording.problems import RecordingError
 from ticker.server import redact
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ticker.cluster.redis import RedisBroker
 
 DEFAULT_LIMITS = Limits()
+DEFAULT_SETTINGS = Settings()
 DEFAULT_SIM_SYMBOLS = 100
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -159,6 +160,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="operations per second a client may send before it gets rate_limited",
     )
     serve.add_option(
+        "--history",
+        type=_non_negative_int,
+        default=DEFAULT_SETTINGS.history,
+        help="ticks kept per symbol for gap-free resume (since, Last-Event-ID); 0 = none",
+    )
+    serve.add_option(
+        "--poll-hold",
+        type=_positive(float),
+        default=DEFAULT_SETTINGS.poll_hold_s,
+        help="seconds a long poll waits for data before it answers empty",
+    )
+    serve.add_option(
+        "--poll-session",
+        type=_positive(float),
+        default=DEFAULT_SETTINGS.poll_session_s,
+        help="seconds a long-polling session lives without a poll",
+    )
+    serve.add_option(
+        "--max-http-sessions",
+        type=_positive(int),
+        default=DEFAULT_SETTINGS.max_http_sessions,
+        help="SSE streams and long-polling sessions open at once; more get 503",
+    )
+    serve.add_option(
         "--metrics-port",
         type=_port,
         default=None,
@@ -189,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_parser(commands)
     record.add_parser(commands)
     token.add_parser(commands)
+    tail.add_parser(commands)
     return parser
 
 
@@ -266,6 +292,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         **security.security_settings(args),
+        history=args.history,
+        poll_hold_s=args.poll_hold,
+        poll_session_s=args.poll_session,
+        max_http_sessions=args.max_http_sessions,
     )
 
 
@@ -320,7 +350,7 @@ def serve(args: argparse.Namespace) -> int:
         ssl_context=tls,
         access_log=None,  # none: a query string may hold a token (docs/security.md)
         print=lambda _: log.info(
-            "listening on %s://%s:%d/ws (Ctrl-C to stop)",
+            "listening on %s://%s:%d/ws, /sse and /poll (Ctrl-C to stop)",
             "ws" if tls is None else "wss",
             settings.host,
             settings.port,
@@ -395,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return feed(args)
     if args.command == "token":
         return token.run(args)
+    if args.command == "tail":
+        return tail.run(args)
     return 2
 
 

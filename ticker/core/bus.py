@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 
 import orjson
 
+from ticker.core.history import Ring, missed
 from ticker.core.mailbox import Delivery, Mailbox
 from ticker.core.ticks import MAX_SYMBOL_LENGTH, MicrosClock, TickBatch, now_us
 
@@ -32,14 +33,16 @@ def _compact(data: bytes) -> bytes:
 
 
 class Topic:
-    """One symbol: its sequence counter, last encoded tick and subscribers."""
+    """One symbol: its sequence counter, last encoded tick, history and subscribers."""
 
-    __slots__ = ("last", "q", "subscribers", "symbol")
+    __slots__ = ("last", "q", "ring", "subscribers", "symbol")
 
-    def __init__(self, symbol: str) -> None:
+    def __init__(self, symbol: str, ring: Ring | None = None) -> None:
         self.symbol = symbol
         self.q = 0
         self.last: bytes | None = None
+        self.ring = ring
+        """The last ticks of the symbol (``--history``); None: no history kept."""
         self.subscribers: set[Mailbox] = set()
 
 
@@ -52,12 +55,17 @@ class Bus:
     """In-process pub/sub of ticks with a last-value cache.
 
     ``epoch`` names the stream: ``q`` counts up per symbol within an epoch and restarts only
-    with a new one.
+    with a new one. ``history`` ticks of each symbol are kept for resume (0: none).
     """
 
-    def __init__(self, *, clock: MicrosClock = now_us, epoch: str | None = None) -> None:
+    def __init__(
+        self, *, clock: MicrosClock = now_us, epoch: str | None = None, history: int = 0
+    ) -> None:
+        if history < 0:
+            raise ValueError("history must not be negative")
         self._clock = clock
         self.epoch = epoch or new_epoch(clock)
+        self.history = history
         self._topics: dict[str, Topic] = {}
         self._wildcard: set[Mailbox] = set()
         self.published = 0
@@ -83,7 +91,8 @@ class Bus:
         if topic is None:
             if not symbol or len(symbol) > MAX_SYMBOL_LENGTH or symbol == WILDCARD:
                 raise ValueError(f"invalid symbol {symbol!r}")
-            topic = self._topics[symbol] = Topic(symbol)
+            ring = Ring(self.history) if self.history else None
+            topic = self._topics[symbol] = Topic(symbol, ring)
         return topic
 
     # -- publish ----------------------------------------------------------------------
@@ -104,6 +113,7 @@ class Bus:
         dumps = orjson.dumps
         topics = self._topics
         runs: dict[str, list[bytes]] = {}
+        firsts: dict[str, int] = {}  # the q of each symbol's first tick of the batch
         for tick in batch:
             symbol = tick["s"]
             topic = topics.get(symbol) or self._topic(symbol)
@@ -122,6 +132,7 @@ class Bus:
             run = runs.get(symbol)
             if run is None:
                 runs[symbol] = [data]
+                firsts[symbol] = q
             else:
                 run.append(data)
         self.published += len(batch)
@@ -131,16 +142,23 @@ class Bus:
         # compact: orjson's result sits in a ~4 KiB allocation whatever its length, so
         # each kept tick is copied once to its exact size (a join copies anyway).
         latest = {symbol: _compact(run[-1]) for symbol, run in runs.items()}
+        join = b",".join
+        segments = None
+        if self.history:  # the rings keep the segments the mailboxes get
+            segments = {s: join(run) if len(run) > 1 else latest[s] for s, run in runs.items()}
         offered: set[Mailbox] = set(self._wildcard)
         for symbol, last in latest.items():
             topic = topics[symbol]
             topic.last = last
             offered |= topic.subscribers
+            if segments is not None and (ring := topic.ring) is not None:
+                ring.add(firsts[symbol], topic.q, len(runs[symbol]), segments[symbol])
         if not offered:
             return
-        join = b",".join
+        if segments is None:
+            segments = {s: join(run) if len(run) > 1 else latest[s] for s, run in runs.items()}
         delivery = Delivery(
-            {s: join(run) if len(run) > 1 else latest[s] for s, run in runs.items()},
+            segments,
             {symbol: len(run) for symbol, run in runs.items()},
             latest,
             oldest,
@@ -193,6 +211,15 @@ class Bus:
         """The last encoded tick of each of these symbols that has one."""
         topics = self._topics
         return [t.last for s in symbols if (t := topics.get(s)) is not None and t.last is not None]
+
+    def missed(self, symbol: str, last_q: int) -> list[bytes] | None:
+        """The ticks of ``symbol`` after ``last_q`` if the history still has every one of
+        them, else None (see ``history.missed``). Call it where a snapshot would be taken:
+        the next tick published is then the one after these."""
+        topic = self._topics.get(symbol)
+        if topic is None or topic.ring is None:
+            return None
+        return missed(topic.ring, last_q, topic.q)
 
     def forget(self, symbols: Iterable[str]) -> None:
         """Drop the last values of these symbols: a relay that stops following them can

@@ -41,3 +41,4 @@ class ErrorCode(StrEnum):
     BAD_SOURCE = "bad_source"
     NO_REPLAY = "no_replay"
     BAD_TOKEN = "bad_token"
+    UNKNOWN_SESSION = "unknown_session"

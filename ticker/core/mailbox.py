@@ -13,6 +13,7 @@ number of symbols (``ConflatingMailbox``) or by an explicit byte limit (``QueueM
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
@@ -252,8 +253,11 @@ class QueueMailbox:
             self.oldest_t = share.t
             self._wake()
 
-    def drain(self, max_bytes: int = MAX_FRAME_BYTES) -> tuple[list[bytes], int]:
-        """Whole segments up to ``max_bytes`` (at least one) and how many ticks they hold.
+    def drain(
+        self, max_bytes: int = MAX_FRAME_BYTES, positions: dict[str, int] | None = None
+    ) -> tuple[list[bytes], int]:
+        """Whole segments up to ``max_bytes`` (at least one) and how many ticks they hold;
+        ``positions`` (if given) gets the ``q`` of the last tick taken of each symbol.
 
         A segment is never split: it is one symbol's share of one batch, bounded by the
         batch, so a frame may exceed ``max_bytes`` by at most one segment.
@@ -265,6 +269,8 @@ class QueueMailbox:
             share = shares[0]
             if taken + share.nbytes <= max_bytes:
                 shares.popleft()  # the common case: the whole batch fits
+                if positions is not None:
+                    _note(positions, share.symbols, share.segments)
                 out += share.segments
                 taken += share.nbytes
                 ticks += share.ticks
@@ -275,6 +281,8 @@ class QueueMailbox:
                 out.append(segments[n])
                 taken += len(segments[n]) + 1
                 n += 1
+            if positions is not None:
+                _note(positions, share.symbols[:n], segments[:n])
             if n == len(segments):  # one segment bigger than a frame: it goes whole
                 shares.popleft()
                 ticks += share.ticks
@@ -305,6 +313,18 @@ class QueueMailbox:
     def __len__(self) -> int:
         """Pending ticks."""
         return self.ntick
+
+
+_LAST_Q = re.compile(rb'"q":(\d+)')
+
+
+def _note(positions: dict[str, int], symbols: list[str], segments: list[bytes]) -> None:
+    """The ``q`` of each segment's last tick, read from its bytes (a search from the end:
+    ``"q":`` can only be the key, a quote inside a JSON string being escaped)."""
+    for symbol, segment in zip(symbols, segments, strict=True):
+        found = _LAST_Q.match(segment, segment.rfind(b'"q":'))
+        if found is not None:
+            positions[symbol] = int(found[1])
 
 
 Mailbox = ConflatingMailbox | QueueMailbox

@@ -117,6 +117,9 @@ def parse(data: bytes | str) -> Op:
             f"unknown op {op[:MAX_ID_LENGTH]!r}; known: {', '.join(OPS)}",
             id=rid,
         )
+    if op == "subscribe" and ("since" in obj or "epoch" in obj):
+        symbols = _symbols(obj, rid)
+        return Op(op, rid, symbols, _resume_args(obj, symbols, rid))
     if op in ("subscribe", "unsubscribe"):
         return Op(op, rid, _symbols(obj, rid))
     if op == "replay":
@@ -183,6 +186,21 @@ def _replay_args(obj: dict[str, Any], rid: RequestId) -> dict[str, Any]:
     }
 
 
+def _resume_args(obj: dict[str, Any], symbols: list[str], rid: RequestId) -> dict[str, Any]:
+    """``since`` (symbol -> last q seen) and the ``epoch`` those q belong to."""
+    since, epoch = obj.get("since"), obj.get("epoch")
+    if not isinstance(since, dict):
+        raise _bad("since must be an object of symbol: last q seen", rid)
+    if not isinstance(epoch, str) or not 0 < len(epoch) <= MAX_ID_LENGTH:
+        raise _bad(f"since needs the epoch it counts in (a string of 1 to {MAX_ID_LENGTH})", rid)
+    if "*" not in symbols and (stray := [s for s in since if s not in symbols]):
+        raise _bad(f"since names symbols the request does not subscribe: {stray[:5]}", rid)
+    for q in since.values():
+        if isinstance(q, bool) or not isinstance(q, int) or not 0 <= q <= 2**53:
+            raise _bad("each since value must be a q: a whole number from 0 to 2^53", rid)
+    return {"since": since, "epoch": epoch}
+
+
 def _control_args(obj: dict[str, Any], rid: RequestId) -> dict[str, Any]:
     action = obj.get("action")
     if action not in REPLAY_ACTIONS:
@@ -238,9 +256,18 @@ def authenticated(auth: dict[str, Any], rid: RequestId = None) -> bytes:
     return _dumps(_with_id({"type": "authenticated", **auth}, rid))
 
 
-def subscription(kind: str, symbols: list[str], rid: RequestId = None) -> bytes:
-    """``subscribed`` or ``unsubscribed``, always with the full current set."""
-    return _dumps(_with_id({"type": kind, "symbols": symbols}, rid))
+def subscription(
+    kind: str,
+    symbols: list[str],
+    rid: RequestId = None,
+    recovered: dict[str, bool] | None = None,
+) -> bytes:
+    """``subscribed`` or ``unsubscribed``, always with the full current set; a resume
+    (``since``) says per symbol whether its missed ticks follow (``recovered``)."""
+    frame = _with_id({"type": kind, "symbols": symbols}, rid)
+    if recovered is not None:
+        frame["recovered"] = recovered
+    return _dumps(frame)
 
 
 def symbols_list(symbols: list[str], rid: RequestId = None) -> bytes:
@@ -253,6 +280,12 @@ def pong(server_time: int, rid: RequestId = None) -> bytes:
 
 def heartbeat(server_time: int) -> bytes:
     return _dumps({"type": "heartbeat", "server_time": server_time})
+
+
+def close(code: int, reason: str) -> bytes:
+    """The last message of an SSE stream or a long-polling session: what a WebSocket
+    says in its close frame."""
+    return _dumps({"type": "close", "code": code, "reason": reason})
 
 
 def error(

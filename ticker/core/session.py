@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ticker.core import protocol
 from ticker.core.bus import WILDCARD, Bus
@@ -154,8 +154,14 @@ class Session:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def start(self, heartbeat_s: float, symbols: list[str] | None = None) -> None:
-        """Queue the welcome, and subscribe to the symbols asked for at connect time."""
+    def start(
+        self,
+        heartbeat_s: float,
+        symbols: list[str] | None = None,
+        resume: tuple[str, dict[str, int]] | None = None,
+    ) -> None:
+        """Queue the welcome, and subscribe to the symbols asked for at connect time
+        (``resume``: the epoch and ``since`` of a reconnecting client)."""
         self._send(
             protocol.welcome(
                 session=self.id,
@@ -168,7 +174,8 @@ class Session:
             )
         )
         if symbols:
-            self._run(Op("subscribe", None, list(dict.fromkeys(symbols))))
+            args = {"epoch": resume[0], "since": resume[1]} if resume else {}
+            self._run(Op("subscribe", None, list(dict.fromkeys(symbols)), args))
 
     def end(self) -> None:
         """Leave every topic and drop what is pending; the session is then inert."""
@@ -352,11 +359,41 @@ class Session:
         else:
             bus.subscribe(self.mailbox, wanted)
             fresh = wanted
-        snapshot = bus.snapshot(fresh)
+        recovered, missed = self._recover(fresh, op.args) if op.args else (None, [])
+        snapshot = bus.snapshot(
+            fresh if recovered is None else [s for s in fresh if not recovered.get(s)]
+        )
         self.subscriptions.update(wanted)
-        self._send(protocol.subscription("subscribed", sorted(self.subscriptions), op.id))
+        self._send(
+            protocol.subscription("subscribed", sorted(self.subscriptions), op.id, recovered)
+        )
         for run in _chunks(snapshot):
             self._send(protocol.snapshot(run))
+        for run in _chunks(missed):  # control frames: before any live tick
+            self._send(protocol.ticks(run))
+
+    def _recover(
+        self, fresh: list[str], args: dict[str, Any]
+    ) -> tuple[dict[str, bool], list[bytes]]:
+        """Resume (``since``): each fresh symbol named in it gets every tick it missed from
+        the history, or none and a snapshot. All of them must fit in half the client's
+        ``queue_bytes`` (so a resume never makes it a slow consumer); what does not fit is
+        not recovered."""
+        since: dict[str, int] = args["since"]
+        same_stream = args["epoch"] == self.bus.epoch
+        budget = self.limits.queue_bytes // 2
+        recovered: dict[str, bool] = {}
+        missed: list[bytes] = []
+        for symbol in fresh:
+            if symbol not in since:
+                continue
+            ticks = self.bus.missed(symbol, since[symbol]) if same_stream else None
+            size = sum(map(len, ticks)) + len(ticks) if ticks else 0
+            recovered[symbol] = ticks is not None and size <= budget
+            if ticks and recovered[symbol]:
+                budget -= size
+                missed += ticks
+        return recovered, missed
 
     def _unsubscribe(self, op: Op) -> None:
         bus = self.bus
@@ -418,9 +455,14 @@ class Session:
     def has_ticks(self) -> bool:
         return len(self.mailbox) > 0
 
-    def take_ticks(self) -> tuple[bytes, int]:
-        """One ``ticks`` frame and the number of ticks in it."""
-        segments, count = self.mailbox.drain()
+    def take_ticks(self, positions: dict[str, int] | None = None) -> tuple[bytes, int]:
+        """One ``ticks`` frame and the number of ticks in it; in mode ``all``,
+        ``positions`` (if given) gets the ``q`` of the last tick taken of each symbol."""
+        mailbox = self.mailbox
+        if positions is not None and isinstance(mailbox, QueueMailbox):
+            segments, count = mailbox.drain(positions=positions)
+        else:
+            segments, count = mailbox.drain()
         return protocol.ticks(segments), count
 
     def _on_queue_ready(self) -> None:

@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ticker.server import poll, sse
 from ticker.server.node import NODE_KEY, Node
 from ticker.server.web import add_routes as add_dashboard_routes
 from ticker.server.websocket import TRANSPORT, websocket_handler
@@ -67,6 +68,9 @@ def create_app(node: Node) -> web.Application:
     app[NODE_KEY] = node
     app.router.add_get("/ws", websocket_handler)
     node.transport(TRANSPORT)  # its metric series exist from the start
+    for transport in (sse, poll):  # the same sessions over plain HTTP
+        transport.add_routes(app)
+        node.transport(transport.TRANSPORT)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     settings = node.settings

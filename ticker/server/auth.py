@@ -115,7 +115,7 @@ def refused(node: Node, transport: str, refusal: Refusal) -> web.HTTPException:
     )
 
 
-def admit(request: web.Request, principal: Principal, transport: str) -> Callable[[], None]:
+def take_slot(request: web.Request, principal: Principal, transport: str) -> Callable[[], None]:
     """Take a connection slot (or raise 503/429); returns what frees it."""
     node: Node = request.app[NODE_KEY]
     ip = request.remote or ""
@@ -145,7 +145,7 @@ def handshake(request: web.Request, transport: str) -> Iterator[Admitted]:
     try:
         principal = authorize(request, transport)
         bus = session_bus_for(request, principal, transport)
-        leave = admit(request, principal, transport)
+        leave = take_slot(request, principal, transport)
         try:
             yield Admitted(principal, bus, leave)
         except BaseException:

@@ -71,6 +71,8 @@ class Rejection(StrEnum):
     """``--max-handshakes`` in progress: HTTP 503."""
     TOO_MANY_DELAYS = "too_many_delays"
     """A token's delay would open one delay line too many: HTTP 503."""
+    TOO_MANY_SESSIONS = "too_many_sessions"
+    """SSE and long polling: ``max_http_sessions`` are open already: HTTP 503."""
 
 
 def close_label(code: int) -> str:

@@ -29,7 +29,7 @@ from ticker.server.stats import Stats, Traffic
 
 if TYPE_CHECKING:
     from ticker.core.replays import ReplayHost
-    from ticker.server.websocket import Connection
+    from ticker.server.connection import ClientConnection
 
 log = logging.getLogger("ticker.server")
 
@@ -43,13 +43,13 @@ class Node:
         broker: Broker | None = None,
     ) -> None:
         self.settings = settings
-        self.bus = bus or Bus()
+        self.bus = bus or Bus(history=settings.history)
         self.broker: Broker = broker or LocalBroker()
         """Carries ticks between this node's bus and the rest of the cluster, if any."""
         self.metrics = Metrics()
         self.stats = Stats(metrics=settings.metrics)
         self.flusher = Flusher(after_pass=self.stats.settle if settings.metrics else None)
-        self.connections: set[Connection] = set()
+        self.connections: set[ClientConnection] = set()
         self.supervisors = [
             FeedSupervisor(
                 feed,

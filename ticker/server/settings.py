@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from ticker.core.admission import ConnectionLimits
 from ticker.core.delay import DEFAULT_MAX_BYTES
+from ticker.core.history import DEFAULT_DEPTH
 from ticker.core.session import Limits
 
 if TYPE_CHECKING:
@@ -42,3 +43,12 @@ class Settings:
     connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     delay_max_bytes: int = DEFAULT_MAX_BYTES
     """Bytes each delay line may hold (``ticker/core/delay.py``)."""
+    history: int = DEFAULT_DEPTH
+    """Ticks of each symbol kept for resume (``since``, SSE ``Last-Event-ID``); 0: none."""
+    poll_hold_s: float = 25.0
+    """How long a long poll waits for something to answer before it answers empty."""
+    poll_session_s: float = 60.0
+    """How long a long-polling session lives without a poll (its mailbox fills meanwhile)."""
+    max_http_sessions: int = 10_000
+    """SSE streams and long-polling sessions open at once (a poll session has no socket
+    of its own to bound it)."""

@@ -1,0 +1,30 @@
+"""A Python client for ticker: live ticks in three lines, resilient to disconnects.
+
+```python
+import ticker.client
+
+async with ticker.client.connect("ws://127.0.0.1:8080/ws", symbols=["AAPL"]) as feed:
+    async for tick in feed:
+        print(tick.symbol, tick.price)
+```
+
+See docs/python-client.md.
+"""
+
+from __future__ import annotations
+
+from ticker.client.feed import Feed, FeedClosed, connect
+from ticker.client.links import LinkError
+from ticker.client.state import Connected, Disconnected, Event, Gap, Tick
+
+__all__ = [
+    "Connected",
+    "Disconnected",
+    "Event",
+    "Feed",
+    "FeedClosed",
+    "Gap",
+    "LinkError",
+    "Tick",
+    "connect",
+]

@@ -1,0 +1,241 @@
+"""The feed: a live stream of ticks that survives disconnects, restarts and slow starts.
+
+One task per feed runs the connection: connect, subscribe (with ``since`` after a
+reconnect, so the server replays what was missed), read, and on a loss wait a jittered
+exponential backoff and start again. What it reads goes through a bounded queue to the
+iterator: a consumer that falls behind stops the reading, and the server's backpressure
+(conflation, or 4008 and a resume in mode ``all``) takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import aiohttp
+
+from ticker.client.links import ABNORMAL, Link, LinkError, SslOption, open_link, transport_of
+from ticker.client.state import (
+    NO_RECONNECT,
+    Backoff,
+    Connected,
+    Continuity,
+    Disconnected,
+    Event,
+    Tick,
+)
+
+log = logging.getLogger("ticker.client")
+
+MODES = ("conflate", "all")
+_REFUSED = {400: 1008, 401: 1008, 403: 1008}
+"""A handshake refused for good (bad parameters, not authorized): do not retry."""
+
+
+_SUBSCRIBE_ID = "ticker.client"
+
+
+class FeedClosed(Exception):
+    """The server ended the feed with a code that says not to reconnect."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"closed by the server with {code}: {reason or '-'}")
+        self.code = code
+        self.reason = reason
+
+
+class _End:
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+class Feed:
+    """Live ticks of ``symbols``: ``async with connect(...) as feed: async for tick in feed``.
+
+    ``url``: ``ws://host:port/ws`` (or ``wss://``), ``http(s)://host:port/sse`` or
+    ``http(s)://host:port/poll``. ``mode``: ``conflate`` (latest values) or ``all`` (every
+    tick; gaps that could not be recovered are reported as ``Gap`` events).
+    ``max_hz``: at most this many frames per second. ``token``: sent as
+    ``Authorization: Bearer``. ``ssl``: an ``ssl.SSLContext`` (or False to skip
+    verification) for ``wss://`` and ``https://``. Reconnects wait ``backoff_initial``
+    seconds, doubling up to ``backoff_max``, each randomised by ±20 %. ``max_pending``:
+    events held for a slow consumer before reading stops.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        symbols: Sequence[str],
+        *,
+        mode: str = "conflate",
+        max_hz: float | None = None,
+        token: str | None = None,
+        ssl: SslOption = None,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        max_pending: int = 10_000,
+    ) -> None:
+        transport_of(url)  # a ValueError now rather than at the first connect
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        if not symbols:
+            raise ValueError("symbols: name at least one symbol (or '*')")
+        if max_hz is not None and not 0 < max_hz <= 1000:
+            raise ValueError("max_hz must be above 0 and at most 1000")
+        self.url = url
+        self.symbols = list(symbols)
+        self.mode = mode
+        self.max_hz = max_hz
+        self._headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._ssl = ssl
+        self._backoff = Backoff(backoff_initial, backoff_max)
+        self.continuity = Continuity(mode)
+        self._queue: asyncio.Queue[Event | _End] = asyncio.Queue(max_pending)
+        self._http: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ended = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Feed:
+        self._http = aiohttp.ClientSession()
+        self._task = asyncio.create_task(self._run(), name=f"ticker-feed:{self.url}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop the connection; iteration ends once what was received is consumed."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+            self._put_nowait(_End(None))
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    # -- what the user reads ------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Tick]:
+        return self._ticks()
+
+    async def _ticks(self) -> AsyncIterator[Tick]:
+        async for event in self.events():
+            if isinstance(event, Tick):
+                yield event
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event: ticks, gaps (mode ``all``), connects and disconnects.
+
+        Ends when the feed is closed; raises ``FeedClosed`` when the server ended it for
+        good (1000, 1008, 1009, or a handshake refused with 400, 401 or 403).
+        """
+        while not self._ended:
+            event = await self._queue.get()
+            if isinstance(event, _End):
+                self._ended = True
+                if event.error is not None:
+                    raise event.error
+                return
+            yield event
+
+    def _put_nowait(self, item: Event | _End) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:  # closing while the consumer lags: make room for the end
+            self._queue.get_nowait()
+            self._queue.put_nowait(item)
+
+    # -- the connection -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._connect_until_closed()
+        except Exception as exc:  # a bug, or a server that breaks the protocol: say so
+            log.exception("the feed failed")
+            self._put_nowait(_End(exc))
+
+    async def _connect_until_closed(self) -> None:
+        assert self._http is not None
+        while True:
+            link: Link | None = None
+            try:
+                link = await open_link(
+                    self._http, self.url, self._query(), ssl=self._ssl, headers=self._headers
+                )
+                await self._read(link)
+                code, reason = link.close_code or ABNORMAL, link.close_reason
+            except LinkError as exc:
+                code, reason = _REFUSED.get(exc.status, ABNORMAL), str(exc)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                code, reason = ABNORMAL, str(exc) or type(exc).__name__
+            finally:
+                if link is not None:
+                    await link.close()
+            if code in NO_RECONNECT:
+                await self._queue.put(Disconnected(code, reason, None))
+                await self._queue.put(_End(FeedClosed(code, reason)))
+                return
+            delay = self._backoff.next(code)
+            log.info("disconnected (%s %s); reconnecting in %.1f s", code, reason, delay)
+            await self._queue.put(Disconnected(code, reason, delay))
+            await asyncio.sleep(delay)
+
+    def _query(self) -> dict[str, str]:
+        query = {"mode": self.mode}
+        if self.max_hz is not None:
+            query["max_hz"] = f"{self.max_hz:g}"
+        return query
+
+    async def _read(self, link: Link) -> None:
+        """One session: subscribe after the welcome (resuming if the stream is the same),
+        then hand on what arrives. Silence past twice the heartbeat ends it."""
+        silence: float | None = None
+        connected = Connected("", "", False)
+        put = self._queue.put
+        continuity = self.continuity
+        while True:
+            async with asyncio.timeout(silence):
+                message = await link.recv()
+            if message is None:
+                return
+            kind = message.get("type")
+            if kind in ("ticks", "snapshot"):
+                snapshot = kind == "snapshot"
+                for raw in message["ticks"]:
+                    tick, gap = continuity.accept(raw, snapshot)
+                    if gap is not None:
+                        log.warning(
+                            "%s: %d tick(s) missed, not recoverable", gap.symbol, gap.missed
+                        )
+                        await put(gap)
+                    if tick is not None:
+                        await put(tick)
+            elif kind == "welcome":
+                self._backoff.reset()
+                if transport_of(self.url) != "poll":  # a held poll is silent by design
+                    silence = 2 * float(message["heartbeat_s"]) + 1
+                await link.send(self._subscribe(message["epoch"]))
+                connected = Connected(
+                    message["session"], message["epoch"], continuity.welcome(message["epoch"])
+                )
+            elif kind == "subscribed" and message.get("id") == _SUBSCRIBE_ID:
+                await put(connected)  # streaming now: what was published since is coming
+            elif kind == "error":
+                log.warning("server error %s: %s", message.get("code"), message.get("message"))
+
+    def _subscribe(self, epoch: str) -> dict[str, Any]:
+        op: dict[str, Any] = {"op": "subscribe", "symbols": self.symbols, "id": _SUBSCRIBE_ID}
+        continuity = self.continuity
+        if epoch == continuity.epoch and continuity.last_q:
+            op["since"] = dict(continuity.last_q)
+            op["epoch"] = epoch
+        return op
+
+
+connect = Feed
+"""``async with connect(url, symbols) as feed: async for tick in feed``: see ``Feed``."""

@@ -1,0 +1,250 @@
+"""One connection to a ticker server, whatever the transport: protocol messages in and out.
+
+``open_link`` picks the transport from the URL: ``ws://`` or ``wss://`` a WebSocket,
+``http(s)://.../sse`` Server-Sent Events, ``http(s)://.../poll`` long polling. Each link
+yields the server's messages as dicts and ends with the close code the server gave
+(1006 when the connection ended without one), so what sits above never knows which
+transport it has.
+"""
+
+from __future__ import annotations
+
+import ssl as ssl_module
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from aiohttp.http_exceptions import HttpProcessingError
+from yarl import URL
+
+ABNORMAL = 1006
+"""No close code from the server: the connection was lost."""
+
+Message = dict[str, Any]
+SslOption = ssl_module.SSLContext | bool | None
+
+
+class LinkError(Exception):
+    """The server refused the connection (an HTTP status and its JSON ``message``)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class Link(Protocol):
+    close_code: int | None
+    close_reason: str
+
+    async def recv(self) -> Message | None:
+        """The next message; None once the link is closed (``close_code`` says how)."""
+        ...
+
+    async def send(self, op: Message) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def transport_of(url: str) -> str:
+    parsed = URL(url)
+    if parsed.scheme in ("ws", "wss"):
+        return "ws"
+    if parsed.scheme in ("http", "https") and parsed.path.rstrip("/").endswith(("/sse", "/poll")):
+        return parsed.path.rstrip("/").rsplit("/", 1)[1]
+    raise ValueError(f"{url}: use ws(s)://HOST/ws, http(s)://HOST/sse or http(s)://HOST/poll")
+
+
+async def open_link(
+    http: aiohttp.ClientSession,
+    url: str,
+    query: Mapping[str, str],
+    *,
+    ssl: SslOption = None,
+    headers: Mapping[str, str] | None = None,
+) -> Link:
+    """Connect; raises ``LinkError`` on a refused handshake, ``aiohttp.ClientError`` or
+    ``OSError`` when the server cannot be reached."""
+    target = URL(url).update_query(dict(query))
+    kind = transport_of(url)
+    ssl_arg: Any = True if ssl is None else ssl
+    try:
+        if kind == "ws":
+            ws = await http.ws_connect(target, ssl=ssl_arg, headers=headers, autoping=True)
+            return WebSocketLink(ws)
+        if kind == "sse":
+            response = await http.get(
+                target,
+                ssl=ssl_arg,
+                headers={"Accept": "text/event-stream", **(headers or {})},
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+            )
+            await _check(response)
+            return SseLink(response, http, target, ssl_arg, headers)
+        link = PollLink(http, target, ssl_arg, headers)
+        await link.first_poll()
+        return link
+    except aiohttp.WSServerHandshakeError as exc:
+        raise LinkError(exc.status, exc.message) from None
+
+
+async def _check(response: aiohttp.ClientResponse) -> None:
+    if response.status >= 400:
+        try:
+            message = (await response.json(content_type=None))["message"]
+        except (ValueError, KeyError, TypeError, aiohttp.ClientError):
+            message = response.reason or ""
+        response.release()
+        raise LinkError(response.status, message)
+
+
+def _op_url(base: URL, session: str, op: Message) -> URL:
+    return base.with_query({}).joinpath(session, str(op.get("op", "")))
+
+
+class WebSocketLink:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    async def recv(self) -> Message | None:
+        msg = await self.ws.receive()
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            return orjson.loads(msg.data)
+        if msg.type is aiohttp.WSMsgType.CLOSE:
+            self.close_code, self.close_reason = int(msg.data), str(msg.extra or "")
+        else:  # lost, or a protocol error of the WebSocket layer
+            self.close_code = self.ws.close_code or ABNORMAL
+        return None
+
+    async def send(self, op: Message) -> None:
+        await self.ws.send_str(orjson.dumps(op).decode())
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class SseLink:
+    """An SSE stream: ``event:``/``data:`` lines; a ``close`` event carries the code."""
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        http: aiohttp.ClientSession,
+        url: URL,
+        ssl: Any,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        self.response = response
+        self._http, self._url, self._ssl, self._headers = http, url, ssl, headers
+        self.session: str | None = None
+        self.last_event_id: str | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    async def recv(self) -> Message | None:
+        if self.close_code is not None:
+            return None
+        data: list[bytes] = []
+        try:  # a line longer than aiohttp's buffer (512 KiB; a frame is at most ~256) ends it
+            async for line in self.response.content:
+                line = line.rstrip(b"\r\n")
+                if not line:
+                    if data:
+                        return self._message(orjson.loads(b"\n".join(data)))
+                    continue
+                field, _, value = line.partition(b":")
+                value = value[1:] if value.startswith(b" ") else value
+                if field == b"data":
+                    data.append(value)
+                elif field == b"id":
+                    self.last_event_id = value.decode()
+        except (TimeoutError, aiohttp.ClientError, HttpProcessingError):
+            pass
+        self.close_code = ABNORMAL
+        return None
+
+    def _message(self, message: Message) -> Message:
+        kind = message.get("type")
+        if kind == "welcome":
+            self.session = message["session"]
+        elif kind == "close":
+            self.close_code, self.close_reason = message["code"], message.get("reason", "")
+            self.response.close()
+        return message
+
+    async def send(self, op: Message) -> None:
+        await _post(self._http, self._url, self.session, op, self._ssl, self._headers)
+
+    async def close(self) -> None:
+        self.response.close()
+
+
+async def _post(
+    http: aiohttp.ClientSession,
+    url: URL,
+    session: str | None,
+    op: Message,
+    ssl: Any,
+    headers: Mapping[str, str] | None,
+) -> None:
+    """An op of an SSE or long-polling session: ``POST /{transport}/{session}/{op}``."""
+    if session is None:
+        raise LinkError(409, "no session yet: wait for the welcome")
+    body = {k: v for k, v in op.items() if k != "op"}
+    async with http.post(
+        _op_url(url, session, op), data=orjson.dumps(body), ssl=ssl, headers=headers
+    ) as response:
+        await _check(response)
+
+
+class PollLink:
+    """Long polling: each ``recv`` past the buffered messages polls with the cursor."""
+
+    def __init__(
+        self, http: aiohttp.ClientSession, url: URL, ssl: Any, headers: Mapping[str, str] | None
+    ) -> None:
+        self._http, self._url, self._ssl, self._headers = http, url, ssl, headers
+        self._pending: deque[Message] = deque()
+        self.cursor: str | None = None
+        self.session: str | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    async def first_poll(self) -> None:
+        await self._poll(self._url)
+
+    async def _poll(self, url: URL) -> None:
+        async with self._http.get(url, ssl=self._ssl, headers=self._headers) as response:
+            if response.status == 404:  # the session ended (expired, server restarted)
+                self.close_code, self.close_reason = 1001, "session ended"
+                return
+            await _check(response)
+            answer = await response.json(loads=orjson.loads, content_type=None)
+        self.cursor = answer["cursor"]
+        for message in answer["messages"]:
+            if message.get("type") == "welcome":
+                self.session = message["session"]
+            elif message.get("type") == "close":
+                self.close_code, self.close_reason = message["code"], message.get("reason", "")
+            self._pending.append(message)
+
+    async def recv(self) -> Message | None:
+        while not self._pending:
+            if self.close_code is not None or self.cursor is None:
+                return None
+            try:
+                await self._poll(self._url.with_query({"cursor": self.cursor}))
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+                self.close_code = ABNORMAL
+        message = self._pending.popleft()
+        return None if message.get("type") == "close" else message
+
+    async def send(self, op: Message) -> None:
+        await _post(self._http, self._url, self.session, op, self._ssl, self._headers)
+
+    async def close(self) -> None:
+        self.close_code = self.close_code or 1000

@@ -1,0 +1,138 @@
+"""What the client remembers across reconnects, without I/O: positions, gaps, backoff.
+
+``Continuity`` follows the stream the way docs/protocol.md says a client should: the
+epoch, the last ``q`` of each symbol (what ``since`` sends back on a reconnect), ticks
+already seen dropped, and in mode ``all`` every jump of ``q`` reported as a ``Gap``.
+``Backoff`` is the reconnect delay: exponential, capped, jittered.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+NO_RECONNECT = frozenset({1000, 1008, 1009})
+"""Close codes after which reconnecting would not help (docs/protocol.md, Close codes)."""
+RATE_LIMITED = 4029
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One price update. ``snapshot``: it came in a snapshot (the latest value when the
+    subscription started), not live."""
+
+    symbol: str
+    price: float
+    q: int
+    time_us: int
+    bid: float | None = None
+    ask: float | None = None
+    size: float | None = None
+    snapshot: bool = False
+
+    @classmethod
+    def from_wire(cls, tick: dict[str, Any], snapshot: bool = False) -> Tick:
+        return cls(
+            tick["s"],
+            tick["p"],
+            tick["q"],
+            tick["t"],
+            tick.get("b"),
+            tick.get("a"),
+            tick.get("v"),
+            snapshot,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Ticks of ``symbol`` the client never got and could not recover: ``first`` to
+    ``last`` (``q`` values, inclusive). Only reported in mode ``all``."""
+
+    symbol: str
+    first: int
+    last: int
+
+    @property
+    def missed(self) -> int:
+        return self.last - self.first + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """Subscribed on a new session (the first one, or after a reconnect): from here on,
+    what the server publishes reaches the feed."""
+
+    session: str
+    epoch: str
+    new_stream: bool
+    """The epoch changed (or it is the first connection): ``q`` values restarted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    code: int
+    reason: str
+    retry_in: float | None
+    """Seconds until the next attempt; None: the client stops (a code that says not to)."""
+
+
+Event = Tick | Gap | Connected | Disconnected
+
+
+class Continuity:
+    """The position in the stream and what to make of each tick that arrives."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.epoch: str | None = None
+        self.last_q: dict[str, int] = {}
+
+    def welcome(self, epoch: str) -> bool:
+        """A new session; True if it is a new stream (positions forgotten)."""
+        if epoch == self.epoch:
+            return False
+        self.epoch = epoch
+        self.last_q.clear()
+        return True
+
+    def since(self) -> dict[str, str]:
+        """Query parameters that resume where the client is (empty before any tick)."""
+        if self.epoch is None or not self.last_q:
+            return {}
+        since = ",".join(f"{s}:{q}" for s, q in self.last_q.items())
+        return {"since": since, "epoch": self.epoch}
+
+    def accept(self, tick: dict[str, Any], snapshot: bool) -> tuple[Tick | None, Gap | None]:
+        """The tick to hand on (None: already seen) and the gap before it, if any."""
+        symbol, q = tick["s"], tick["q"]
+        last = self.last_q.get(symbol)
+        if last is not None and q <= last:
+            return None, None
+        self.last_q[symbol] = q
+        gap = None
+        if last is not None and q > last + 1 and self.mode == "all":
+            gap = Gap(symbol, last + 1, q - 1)
+        return Tick.from_wire(tick, snapshot), gap
+
+
+class Backoff:
+    """Reconnect delays: ``initial`` doubling up to ``maximum``, each times 0.8 to 1.2."""
+
+    def __init__(
+        self, initial: float = 0.5, maximum: float = 30.0, rng: random.Random | None = None
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next(self, code: int | None = None) -> float:
+        base = max(self.initial, 5.0) if code == RATE_LIMITED else self.initial
+        delay = min(self.maximum, base * 2 ** min(self.attempt, 32))
+        self.attempt += 1
+        return delay * self._rng.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self.attempt = 0

@@ -1,0 +1,262 @@
+"""``ticker tail [URL] SYMBOL...``: live ticks on the terminal, through ``ticker.client``.
+
+On a terminal, a table updated in place (last price, change since the first tick seen,
+bid/ask, age of the last tick), redrawn at most ``REDRAW_S`` apart; piped, one line per
+tick; ``--json``, one JSON object per tick (the protocol's fields). Connection news
+(reconnects, gaps) goes to stderr. Ctrl-C or SIGTERM ends it cleanly (exit 0); a server
+that ends the feed for good exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import signal
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TextIO
+
+import orjson
+
+from ticker.client import Connected, Disconnected, FeedClosed, Gap, Tick, connect
+from ticker.core.ticks import MicrosClock, now_us
+
+DEFAULT_URL = "ws://127.0.0.1:8080/ws"
+REDRAW_S = 0.2
+EXIT_CLOSED = 1
+EXIT_BAD_INPUT = 2
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "tail",
+        help="print live ticks of some symbols",
+        description="Print live ticks: a table updating in place on a terminal, one line per "
+        "tick when piped. URL: ws(s)://HOST/ws, http(s)://HOST/sse or http(s)://HOST/poll "
+        f"(default {DEFAULT_URL}).",
+    )
+    parser.add_argument("targets", nargs="+", metavar="[URL] SYMBOL", help="symbols, * = all")
+    add = parser.add_option  # type: ignore[attr-defined]
+    parser.add_argument("--json", action="store_true", help="one JSON object per tick")
+    add("--mode", default="conflate", choices=("conflate", "all"), help="delivery mode")
+    add("--max-hz", type=float, default=None, help="at most this many updates per second")
+    add("--token", default=None, help="sent as Authorization: Bearer")
+
+
+def split_targets(targets: list[str]) -> tuple[str, list[str]]:
+    """``[URL] SYMBOL...``: the URL is the first argument if it has a scheme."""
+    if "://" in targets[0]:
+        url, symbols = targets[0], targets[1:]
+    else:
+        url, symbols = DEFAULT_URL, targets
+    if not symbols:
+        raise ValueError("name at least one symbol (or '*')")
+    return url, symbols
+
+
+def _clock_text(t_us: int) -> str:
+    return datetime.fromtimestamp(t_us / 1e6, UTC).strftime("%H:%M:%S.%f")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def tick_line(tick: Tick) -> str:
+    """One tick as a line of text (piped output)."""
+    return (
+        f"{_clock_text(tick.time_us)} {tick.symbol} {tick.price:g} "
+        f"bid={_num(tick.bid)} ask={_num(tick.ask)} size={_num(tick.size)} q={tick.q}"
+    )
+
+
+def tick_json(tick: Tick) -> bytes:
+    wire = {"s": tick.symbol, "p": tick.price, "b": tick.bid, "a": tick.ask, "v": tick.size}
+    wire = {k: v for k, v in wire.items() if v is not None}
+    return orjson.dumps({**wire, "t": tick.time_us, "q": tick.q})
+
+
+@dataclass(slots=True)
+class Row:
+    first: float
+    last: Tick
+
+
+class TickTable:
+    """The latest tick of each symbol, in first-seen order, rendered as aligned lines."""
+
+    HEADER = ("SYMBOL", "LAST", "CHANGE", "CHANGE%", "BID", "ASK", "AGE")
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Row] = {}
+        self.status = "connecting..."
+        """The last connection news, shown under the table."""
+
+    def update(self, tick: Tick) -> None:
+        row = self.rows.get(tick.symbol)
+        if row is None:
+            self.rows[tick.symbol] = Row(tick.price, tick)
+        else:
+            row.last = tick
+
+    def render(self, now_us: int, max_rows: int = 1000) -> list[str]:
+        """The table (at most ``max_rows`` symbols: it must fit the terminal to be redrawn
+        in place) and the status line."""
+        table = [self.HEADER]
+        for symbol, row in itertools.islice(self.rows.items(), max_rows):
+            tick, change = row.last, row.last.price - row.first
+            pct = change / row.first * 100 if row.first else 0.0
+            age = max(now_us - tick.time_us, 0) / 1e6
+            table.append(
+                (
+                    symbol,
+                    f"{tick.price:g}",
+                    f"{change:+.4g}",
+                    f"{pct:+.2f}%",
+                    _num(tick.bid),
+                    _num(tick.ask),
+                    f"{age:.1f}s",
+                )
+            )
+        widths = [max(len(r[i]) for r in table) for i in range(len(self.HEADER))]
+        more = len(self.rows) - max_rows
+        status = f"{self.status} ({more} more symbols: a taller terminal shows them)"
+        return [*self._lines(table, widths), status if more > 0 else self.status]
+
+    @staticmethod
+    def _lines(table: list[tuple[str, ...]], widths: list[int]) -> list[str]:
+        return [
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(r, widths, strict=True))
+            )
+            for r in table
+        ]
+
+
+class Screen:
+    """Redraws a block of lines in place on a terminal (ANSI: up, clear line)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.drawn = 0
+
+    def draw(self, lines: list[str]) -> None:
+        parts = [f"\x1b[{self.drawn}F"] if self.drawn else ["\x1b[?25l"]  # up; hide cursor
+        parts += [f"\x1b[2K{line}\n" for line in lines]
+        self.out.write("".join(parts))
+        self.out.flush()
+        self.drawn = len(lines)
+
+    def close(self) -> None:
+        if self.drawn:
+            self.out.write("\x1b[?25h")  # show the cursor again
+            self.out.flush()
+
+
+def news(event: Gap | Connected | Disconnected) -> str:
+    if isinstance(event, Gap):
+        return f"{event.symbol}: {event.missed} tick(s) missed (q {event.first}-{event.last})"
+    if isinstance(event, Connected):
+        return f"connected (session {event.session}, epoch {event.epoch})"
+    if event.retry_in is None:
+        return f"closed by the server: {event.code} {event.reason}"
+    return f"disconnected ({event.code} {event.reason}); reconnecting in {event.retry_in:.1f} s"
+
+
+async def tail(
+    url: str,
+    symbols: list[str],
+    *,
+    out: TextIO,
+    err: TextIO,
+    as_json: bool = False,
+    mode: str = "conflate",
+    max_hz: float | None = None,
+    token: str | None = None,
+    clock: MicrosClock = now_us,
+) -> int:
+    """Print the feed until it ends (exit 1) or the task is cancelled."""
+    table = TickTable() if out.isatty() and not as_json else None
+    screen = Screen(out)
+    redraw: asyncio.Task[None] | None = None
+
+    def draw() -> None:
+        assert table is not None
+        screen.draw(table.render(clock(), max(shutil.get_terminal_size().lines - 3, 1)))
+
+    async def redraw_now_and_then() -> None:
+        while True:
+            await asyncio.sleep(REDRAW_S)
+            draw()
+
+    try:
+        async with connect(url, symbols, mode=mode, max_hz=max_hz, token=token) as feed:
+            if table is not None:
+                redraw = asyncio.create_task(redraw_now_and_then())
+            async for event in feed.events():
+                if not isinstance(event, Tick):
+                    if table is None:
+                        print(news(event), file=err, flush=True)
+                    else:  # under the table: stderr would scroll it away
+                        table.status = news(event)
+                elif table is not None:
+                    table.update(event)
+                elif as_json:
+                    out.write(tick_json(event).decode() + "\n")
+                    out.flush()
+                else:
+                    out.write(tick_line(event) + "\n")
+                    out.flush()
+    except FeedClosed as exc:
+        print(f"ticker tail: {exc}", file=err)
+        return EXIT_CLOSED
+    finally:
+        if redraw is not None:
+            redraw.cancel()
+            draw()
+        screen.close()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        url, symbols = split_targets(args.targets)
+        connect(url, symbols, mode=args.mode, max_hz=args.max_hz)  # checks, connects nothing
+    except ValueError as exc:
+        print(f"ticker tail: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    logging.getLogger("ticker.client").setLevel(logging.ERROR)  # tail says it itself
+    return asyncio.run(_main(url, symbols, args))
+
+
+async def _main(url: str, symbols: list[str], args: argparse.Namespace) -> int:
+    task = asyncio.create_task(
+        tail(
+            url,
+            symbols,
+            out=sys.stdout,
+            err=sys.stderr,
+            as_json=args.json,
+            mode=args.mode,
+            max_hz=args.max_hz,
+            token=args.token,
+        )
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return 0
+    except BrokenPipeError:  # piped into head and the like: the reader is gone
+        with contextlib.suppress(OSError):  # and Python's own flush at exit must not fail
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
