@@ -14,6 +14,7 @@ import trustme
 from aiohttp import web
 
 from tests.conftest import SYMBOLS, StartServer, frame, next_of
+from tests.test_http_transports import sse_events
 from tests.test_replay_on_demand import write
 from ticker.core.admission import ConnectionLimits
 from ticker.core.codes import CloseCode
@@ -275,3 +276,45 @@ async def test_no_compression_is_negotiated_even_when_the_client_offers_it(
     async with aiohttp.ClientSession() as http, http.ws_connect(url, compress=15) as ws:
         assert (await frame(ws))["type"] == "welcome"
         assert ws.compress == 0  # no permessage-deflate: no decompression bomb to defuse
+
+
+async def test_sse_and_poll_pass_the_same_gate_and_keep_sessions_to_their_subject(
+    start_server: StartServer,
+) -> None:
+    """The rules hold on every transport: no token, no stream; entitlements in the session;
+    and a request on an open session (an op, the next poll) needs its subject's token."""
+    node, server = await start_auth(start_server, poll_hold_s=0.1)
+    alice = {"Authorization": f"Bearer {token('alice')}"}
+    mallory = {"Authorization": f"Bearer {token('mallory', ('*',))}"}
+    async with aiohttp.ClientSession() as http:
+        for path in ("/sse?symbols=AAPL", "/poll?symbols=AAPL"):
+            async with http.get(server.make_url(path)) as resp:
+                assert resp.status == 401 and (await resp.json())["code"] == "unauthorized"
+        async with http.get(
+            server.make_url("/sse"), headers={**alice, "Origin": "http://evil.example"}
+        ) as resp:
+            assert resp.status == 403
+        async with http.get(server.make_url("/sse"), headers=alice) as stream:
+            (welcome,) = await sse_events(stream, "welcome")
+            session = welcome["data"]["session"]
+            url = server.make_url(f"/sse/{session}/subscribe")
+            for headers, status in [({}, 401), (mallory, 403)]:
+                async with http.post(url, data=b'{"symbols":["GOOGL"]}', headers=headers) as r:
+                    assert r.status == status
+            async with http.post(url, data=b'{"symbols":["AAPL","GOOGL"]}', headers=alice) as r:
+                assert r.status == 202
+            events = await sse_events(stream, "subscribed")
+            refused = [e["data"] for e in events if e["event"] == "error"]
+            assert refused[0]["code"] == "not_entitled" and refused[0]["symbols"] == ["GOOGL"]
+            assert events[-1]["data"]["symbols"] == ["AAPL"]
+        async with http.get(server.make_url("/poll?symbols=AAPL"), headers=alice) as resp:
+            cursor = (await resp.json())["cursor"]
+        next_poll = server.make_url("/poll").with_query(cursor=cursor)
+        async with http.get(next_poll, headers=mallory) as resp:
+            assert resp.status == 403
+        async with http.get(next_poll, headers=alice) as resp:
+            assert resp.status == 200
+    sse_refusals = node.metrics.registry.get_sample_value(
+        "ticker_handshake_rejections_total", {"transport": "sse", "reason": "unauthorized"}
+    )
+    assert sse_refusals == 3  # the stream without a token and the two foreign ops
