@@ -55,6 +55,10 @@ def test_environment_variables_are_defaults_and_flags_win(monkeypatch: pytest.Mo
         (["serve"], {"TICKER_LOG_LEVEL": "loud"}, "TICKER_LOG_LEVEL='loud'"),
         (["serve"], {"TICKER_SYMBOLS": "0"}, "TICKER_SYMBOLS='0'"),
         (["serve", "--metrics-port", "70000"], {}, "--metrics-port"),
+        (["serve", "--port", "70000"], {}, "--port"),
+        (["serve", "--speed", "nan"], {}, "--speed"),
+        (["serve", "--record-max-bytes", "0"], {}, "--record-max-bytes"),
+        (["serve", "--max-connections", "-1"], {}, "--max-connections"),
         (["serve"], {"TICKER_NO_METRICS": "maybe"}, "TICKER_NO_METRICS='maybe'"),
     ],
 )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from feeds.base import FeedAdapter
 from ticker.cluster.wire import DEFAULT_SHARDS
 from ticker.commands import convert, record, replay, security, tail, token
+from ticker.commands.argtypes import non_negative, port, positive
 from ticker.core.session import Limits
 from ticker.recording.problems import RecordingError
 from ticker.server import redact
@@ -32,31 +33,6 @@ DEFAULT_SIM_SYMBOLS = 100
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise ValueError("must be positive")
-        return value
-
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 < value < 65536:
-        raise ValueError("must be a TCP port, 1 to 65535")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
 def _switch(text: str) -> bool:
     word = text.strip().lower()
     if word in ("1", "true", "yes", "on"):
@@ -64,13 +40,6 @@ def _switch(text: str) -> bool:
     if word in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("use 1 or 0 (true/false, yes/no, on/off)")
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
 
 
 def _redis_url(text: str) -> str:
@@ -132,60 +101,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     assert isinstance(serve, _EnvParser)
     serve.add_option("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_option("--port", type=int, default=8080, help="TCP port to listen on")
+    serve.add_option("--port", type=port, default=8080, help="TCP port to listen on")
     _add_feed_options(serve)
     _add_redis_options(serve, "join a cluster through this Redis (e.g. redis://host:6379/0)")
     serve.add_option(
         "--heartbeat",
-        type=_positive(float),
+        type=positive(float),
         default=20.0,
         help="seconds of silence before the server sends a heartbeat frame",
     )
     serve.add_option(
         "--max-symbols",
-        type=_positive(int),
+        type=positive(int),
         default=DEFAULT_LIMITS.max_symbols,
         help="most symbols one connection may subscribe to",
     )
     serve.add_option(
         "--queue-bytes",
-        type=_positive(int),
+        type=positive(int),
         default=DEFAULT_LIMITS.queue_bytes,
         help="mode 'all': bytes a client may fall behind before it is closed with 4008",
     )
     serve.add_option(
         "--ops-per-s",
-        type=_positive(int),
+        type=positive(int),
         default=DEFAULT_LIMITS.ops_per_s,
         help="operations per second a client may send before it gets rate_limited",
     )
     serve.add_option(
         "--history",
-        type=_non_negative_int,
+        type=non_negative(int),
         default=DEFAULT_SETTINGS.history,
         help="ticks kept per symbol for gap-free resume (since, Last-Event-ID); 0 = none",
     )
     serve.add_option(
         "--poll-hold",
-        type=_positive(float),
+        type=positive(float),
         default=DEFAULT_SETTINGS.poll_hold_s,
         help="seconds a long poll waits for data before it answers empty",
     )
     serve.add_option(
         "--poll-session",
-        type=_positive(float),
+        type=positive(float),
         default=DEFAULT_SETTINGS.poll_session_s,
         help="seconds a long-polling session lives without a poll",
     )
     serve.add_option(
         "--max-http-sessions",
-        type=_positive(int),
+        type=positive(int),
         default=DEFAULT_SETTINGS.max_http_sessions,
         help="SSE streams and long-polling sessions open at once; more get 503",
     )
     serve.add_option(
         "--metrics-port",
-        type=_port,
+        type=port,
         default=None,
         help="serve /metrics on this port instead of the main one (so it need not be public)",
     )
@@ -236,13 +205,13 @@ def _add_feed_options(parser: _EnvParser) -> None:
     )
     parser.add_option(
         "--rate",
-        type=_positive(float),
+        type=positive(float),
         default=1000.0,
         help="simulated ticks per second, over all symbols",
     )
     parser.add_option(
         "--skew",
-        type=_non_negative_float,
+        type=non_negative(float),
         default=0.0,
         help="Zipf exponent of symbol activity: 0 = even, 1.2 = a few symbols dominate",
     )
@@ -256,7 +225,7 @@ def _add_redis_options(parser: _EnvParser, help_text: str) -> None:
     parser.add_option("--redis", type=_redis_url, default=None, help=help_text)
     parser.add_option(
         "--redis-shards",
-        type=_non_negative_int,
+        type=non_negative(int),
         default=DEFAULT_SHARDS,
         help="channels symbols are spread over; 0 = one channel per symbol (docs/scaling.md)",
     )

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from feeds.replay.adapter import ReplayFeed
+from ticker.commands.argtypes import non_negative, positive
 from ticker.commands.convert import add_input_options, mapping_from
 from ticker.core.ticks import MAX_SYMBOL_LENGTH
 from ticker.progress import Progress
@@ -49,29 +50,14 @@ def symbols_arg(text: str) -> int | list[str]:
 symbols_arg.__name__ = "symbols"
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-_non_negative.__name__ = "speed"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be positive")
-    return value
-
-
-_positive_int.__name__ = "size"
-
-
 def add_replay_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_option  # type: ignore[attr-defined]
-    add("--speed", type=_non_negative, default=1.0, help="replay: 1 = as recorded, 0 = flat out")
+    add(
+        "--speed",
+        type=non_negative(float, "speed"),
+        default=1.0,
+        help="replay: 1 = as recorded, 0 = flat out",
+    )
     parser.add_flag("--loop", help="replay: start over at the end (q and time keep rising)")  # type: ignore[attr-defined]
     parser.add_flag("--keep-time", help="replay: keep recorded timestamps (default: re-based)")  # type: ignore[attr-defined]
     add("--from", dest="start", type=parse_time, default=None, help="replay: from (ISO or µs)")
@@ -85,7 +71,10 @@ def add_record_options(parser: argparse.ArgumentParser) -> None:
     add("--record", type=Path, default=None, help="log every published tick into this directory")
     add("--record-format", default="jsonl.gz", choices=RECORD_FORMATS, help="--record's format")
     add(
-        "--record-max-bytes", type=int, default=1 << 30, help="--record: start a new file past this"
+        "--record-max-bytes",
+        type=positive(int, "size"),
+        default=1 << 30,
+        help="--record: start a new file past this",
     )
 
 

@@ -12,6 +12,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from ticker.commands.argtypes import non_negative, positive
 from ticker.core.admission import ConnectionLimits
 from ticker.core.delay import DEFAULT_MAX_BYTES
 from ticker.server.tls import server_context
@@ -30,27 +31,6 @@ def _origins(text: str) -> list[str]:
 
 
 _origins.__name__ = "origin (https://host[:port])"
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must not be negative (0 = no limit)")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be positive")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError("must not be negative (0 = off)")
-    return value
 
 
 def add_security_options(parser: argparse.ArgumentParser) -> None:
@@ -78,44 +58,44 @@ def add_security_options(parser: argparse.ArgumentParser) -> None:
     add("--tls-key", type=Path, default=None, help="the private key of --tls-cert")
     add(
         "--max-message-bytes",
-        type=_positive_int,
+        type=positive(int),
         default=64 * 1024,
         help="largest message a client may send (bigger: close 1009)",
     )
     add(
         "--idle-timeout",
-        type=_seconds,
+        type=non_negative(float, zero="0 = off"),
         default=0.0,
         help="close (1008) a client subscribed to nothing this many seconds after connecting; "
         "0 = never",
     )
     add(
         "--max-connections",
-        type=_count,
+        type=non_negative(int, zero="0 = no limit"),
         default=DEFAULT_CONNECTIONS.max_connections,
         help="connections in all (more: 503); 0 = no limit",
     )
     add(
         "--max-connections-per-ip",
-        type=_count,
+        type=non_negative(int, zero="0 = no limit"),
         default=DEFAULT_CONNECTIONS.max_connections_per_ip,
         help="connections per client address (more: 429); 0 = no limit",
     )
     add(
         "--max-connections-per-subject",
-        type=_count,
+        type=non_negative(int, zero="0 = no limit"),
         default=DEFAULT_CONNECTIONS.max_connections_per_subject,
         help="connections per token subject unless its max_conns says (more: 429); 0 = none",
     )
     add(
         "--max-handshakes",
-        type=_count,
+        type=non_negative(int, zero="0 = no limit"),
         default=DEFAULT_CONNECTIONS.max_handshakes,
         help="handshakes in progress at once (more: 503); 0 = no limit",
     )
     add(
         "--delay-max-bytes",
-        type=_positive_int,
+        type=positive(int),
         default=DEFAULT_MAX_BYTES,
         help="bytes each delay line (delayed-data tokens) may hold",
     )

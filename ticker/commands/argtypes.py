@@ -1,0 +1,43 @@
+"""Value types for the command line's options: one parser per kind of number, named so
+that argparse says what was wanted ("invalid positive int value: '0'")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Parse = Callable[[str], Any]
+
+
+def _named(parse: Parse, name: str) -> Parse:
+    parse.__name__ = name
+    return parse
+
+
+def positive(kind: Callable[[str], Any], name: str | None = None) -> Parse:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not value > 0:  # NaN too
+            raise ValueError("must be positive")
+        return value
+
+    return _named(parse, name or f"positive {kind.__name__}")
+
+
+def non_negative(kind: Callable[[str], Any], name: str | None = None, *, zero: str = "") -> Parse:
+    """``zero`` says what 0 means (``"0 = off"``), for the error message."""
+
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not value >= 0:  # NaN too
+            raise ValueError(f"must not be negative ({zero})" if zero else "must not be negative")
+        return value
+
+    return _named(parse, name or f"non-negative {kind.__name__}")
+
+
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError("must be a TCP port, 1 to 65535")
+    return value
