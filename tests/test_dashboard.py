@@ -486,13 +486,18 @@ def test_js_client_resumes_the_same_epoch_without_repeats_and_counts_missed_tick
         client.on("gap", (gap) => gaps.push(gap));
         client.on("epoch", (e) => epochs.push(e));
         client.on("welcome", () => { if (reconnecting) resumedAt = qs.length; });
+        // counts, not time: a loaded machine delivers fewer ticks in a given time
+        const atLeast = async (n) => {
+          const end = Date.now() + 10000;
+          while (qs.length < n && Date.now() < end) await sleep(20);
+        };
         client.connect();
         await until(client, "status", ({ status }) => status === "live");
-        await sleep(500);
+        await atLeast(15);
         reconnecting = true;
         client.reconnect();
         await until(client, "status", ({ status }) => status === "live");
-        await sleep(500);
+        await atLeast(resumedAt + 15);
         client.close();
         return { qs, gaps, epochs, resumedAt };
         """,
