@@ -42,12 +42,14 @@ def test_interest_hook_fires_on_first_subscriber_and_last_unsubscriber_only() ->
 
 def test_publish_tap_sees_each_symbols_encoded_ticks_after_stamping() -> None:
     bus = Bus(clock=lambda: 1000, epoch="e")
-    seen: list[dict[str, list[bytes]]] = []
-    bus.on_publish = seen.append
+    seen: list[tuple[dict[str, bytes], dict[str, int], dict[str, bytes]]] = []
+    bus.on_publish = lambda *batch: seen.append(batch)
     bus.publish([{"s": "AAPL", "p": 1.0}, {"s": "MSFT", "p": 2.0}, {"s": "AAPL", "p": 3.0}])
-    (runs,) = seen
-    assert [orjson.loads(b)["q"] for b in runs["AAPL"]] == [1, 2]
-    assert orjson.loads(runs["MSFT"][0]) == {"s": "MSFT", "p": 2.0, "q": 1, "t": 1000}
+    ((segments, counts, lasts),) = seen
+    runs = {s: orjson.loads(b"[" + segment + b"]") for s, segment in segments.items()}
+    assert [t["q"] for t in runs["AAPL"]] == [1, 2] and counts == {"AAPL": 2, "MSFT": 1}
+    assert runs["MSFT"][0] == {"s": "MSFT", "p": 2.0, "q": 1, "t": 1000}
+    assert orjson.loads(lasts["AAPL"]) == runs["AAPL"][-1]
 
 
 def test_forget_drops_last_values_so_no_stale_snapshot_is_served() -> None:

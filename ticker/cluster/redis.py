@@ -264,24 +264,25 @@ class RedisBroker:
             channel = self._channels[symbol] = self.keys.channel(symbol)
         return channel
 
-    def _forward(self, runs: dict[str, list[bytes]]) -> None:
-        """A local batch: queue each channel's share and each symbol's latest tick."""
+    def _forward(
+        self, segments: dict[str, bytes], counts: dict[str, int], lasts: dict[str, bytes]
+    ) -> None:
+        """A local batch (as the bus built it for the mailboxes): queue each channel's
+        share and each symbol's latest tick."""
         if self._relaying:
             return
         local, latest, unsaved, outgoing = self._local, self._latest, self._unsaved, self._outgoing
         up = self._connected  # from the handshake on: queued, then sent once it is done
         added = ticks = 0
-        for symbol, run in runs.items():
+        for symbol, segment in segments.items():
             if symbol not in local:
                 local.add(symbol)
                 self._undeclared.add(symbol)
-            last = memoryview(run[-1]).tobytes()  # compact: orjson's buffers are 4 KiB
-            latest[symbol] = last
+            last = latest[symbol] = lasts[symbol]
             if not up:
-                self.stats.ticks_dropped += len(run)
+                self.stats.ticks_dropped += counts[symbol]
                 continue
             unsaved[symbol] = last
-            segment = b",".join(run) if len(run) > 1 else last
             channel = self._channel(symbol)
             pending = outgoing.get(channel)
             if pending is None:
@@ -289,7 +290,7 @@ class RedisBroker:
             else:
                 pending.append(segment)
             added += len(segment)
-            ticks += len(run)
+            ticks += counts[symbol]
         if not up:
             return
         self._outgoing_bytes += added

@@ -23,9 +23,10 @@ InterestHook = Callable[[str, bool], None]
 """Called with (topic, True) when a topic ("*" included) gains its first subscriber and
 (topic, False) when it loses its last: a relay follows upstream only what is wanted."""
 
-PublishTap = Callable[[dict[str, list[bytes]]], None]
-"""Called once per published batch with each symbol's encoded ticks, in order (after
-stamping): a relay forwards them without encoding again."""
+PublishTap = Callable[[dict[str, bytes], dict[str, int], dict[str, bytes]], None]
+"""Called once per published batch with what the mailboxes get (each symbol's segment of
+comma-joined ticks, its tick count, its last tick, all stamped and compact): a relay
+forwards them without encoding again."""
 
 
 def _compact(data: bytes) -> bytes:
@@ -136,34 +137,31 @@ class Bus:
             else:
                 run.append(data)
         self.published += len(batch)
-        if self.on_publish is not None:
-            self.on_publish(runs)
         # What outlives this call (last values, segments in lagging queues) must be
         # compact: orjson's result sits in a ~4 KiB allocation whatever its length, so
         # each kept tick is copied once to its exact size (a join copies anyway).
         latest = {symbol: _compact(run[-1]) for symbol, run in runs.items()}
-        join = b",".join
-        segments = None
-        if self.history:  # the rings keep the segments the mailboxes get
-            segments = {s: join(run) if len(run) > 1 else latest[s] for s, run in runs.items()}
         offered: set[Mailbox] = set(self._wildcard)
         for symbol, last in latest.items():
             topic = topics[symbol]
             topic.last = last
             offered |= topic.subscribers
-            if segments is not None and (ring := topic.ring) is not None:
-                ring.add(firsts[symbol], topic.q, len(runs[symbol]), segments[symbol])
+        tap = self.on_publish
+        if not (offered or self.history or tap is not None):
+            return
+        join = b",".join
+        segments = {s: join(run) if len(run) > 1 else latest[s] for s, run in runs.items()}
+        counts = {symbol: len(run) for symbol, run in runs.items()}
+        if self.history:  # the rings keep the segments the mailboxes get
+            for symbol, segment in segments.items():
+                topic = topics[symbol]
+                if (ring := topic.ring) is not None:
+                    ring.add(firsts[symbol], topic.q, counts[symbol], segment)
+        if tap is not None:
+            tap(segments, counts, latest)
         if not offered:
             return
-        if segments is None:
-            segments = {s: join(run) if len(run) > 1 else latest[s] for s, run in runs.items()}
-        delivery = Delivery(
-            segments,
-            {symbol: len(run) for symbol, run in runs.items()},
-            latest,
-            oldest,
-            newest,
-        )
+        delivery = Delivery(segments, counts, latest, oldest, newest)
         for mailbox in offered:
             mailbox.offer(delivery)
         delivery.release()  # a lagging client must keep only its own share alive
