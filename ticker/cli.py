@@ -89,7 +89,8 @@ class _EnvParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ticker", description="Real-time market-data broadcaster over WebSocket."
+        prog="ticker",
+        description="Real-time market-data broadcaster over WebSocket, SSE and long polling.",
     )
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_EnvParser
