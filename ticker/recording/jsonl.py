@@ -146,10 +146,6 @@ class JsonlWriter:
         data = b"\n".join([dumps(t) for t in ticks]) + b"\n"
         self._write(data, len(ticks))
 
-    def write_lines(self, lines: bytes, count: int) -> None:
-        """Already-encoded ticks, one per line, each ending with a newline."""
-        self._write(lines, count)
-
     def write_table(self, table: TickTable) -> None:
         self.write_ticks(table.ticks())
 

@@ -40,7 +40,6 @@ class Flusher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_end = 0.0
         self._last_duration = 0.0
-        self.passes = 0
 
     def mark(self, conn: Flushable) -> None:
         """Queue ``conn`` for the next pass (callers mark each connection once per pass)."""
@@ -74,4 +73,3 @@ class Flusher:
         end = time()
         self._last_end = end
         self._last_duration = end - start
-        self.passes += 1

@@ -43,8 +43,6 @@ class BusRecorder:
         self.log = RotatingRecorder(directory, suffix=suffix, max_bytes=max_bytes)
         self._ready = asyncio.Event()
         self.mailbox = QueueMailbox(queue_bytes, self._ready.set)
-        self.overflows = 0
-        """Times the mailbox overflowed (each time, what it held was lost)."""
         self._closing = False
         self._task: asyncio.Task[None] | None = None
 
@@ -61,7 +59,6 @@ class BusRecorder:
     async def _drain(self) -> None:
         mailbox = self.mailbox
         if mailbox.overflowed:
-            self.overflows += 1
             log.error("recorder fell more than %d bytes behind: ticks lost", mailbox.limit_bytes)
             mailbox.overflowed = False
         while len(mailbox):
