@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test fmt lint check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,17 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Lint plus the type checker (strict on ticker/core); CI runs this before the tests.
+check: lint
+	$(BIN)/mypy
 
 # `make bench` (about 10-15 min) or `make bench QUICK=1` (2-3 min); more: bench/README.md.
 # BENCH_ARGS passes anything else, e.g. BENCH_ARGS="--scenario fanout --server ticker".
@@ -30,4 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(if $(filter 1 yes true,$(QUICK)),--quick) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist *.egg-info
