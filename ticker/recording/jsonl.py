@@ -13,7 +13,7 @@ import gzip
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import orjson
@@ -66,7 +66,7 @@ class JsonlReader:
 
     def _open(self) -> IO[bytes]:
         if is_gzip(self.path):
-            return gzip.open(self.path, "rb")
+            return cast(IO[bytes], gzip.open(self.path, "rb"))
         if self.path.name.endswith(".gz"):
             raise RecordingError(self.path, "not a gzip file (no gzip header)")
         return self.path.open("rb")
@@ -134,7 +134,9 @@ class JsonlWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         raw = path.open("xb")
-        self._file: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb") if _gz(path) else raw
+        self._file: IO[bytes] = (
+            cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="wb")) if _gz(path) else raw
+        )
         self._raw = raw
         self.ticks = 0
         self.bytes = 0

@@ -74,6 +74,7 @@ def read_generic_csv(path: Path, problems: Problems, mapping: CsvMapping | None)
     values = {key: cols[name] for key, name in mapping.columns.items()}
     t = values.pop("t")
     t = t // 1000 if unit in ("s", "ns") else t * TIME_UNITS[unit]
+    sym: np.ndarray
     if mapping.symbol is not None:
         symbols, sym = [mapping.symbol], np.zeros(len(t), np.int32)
     else:
