@@ -37,6 +37,7 @@ SYMBOLS_FILE = "symbols.txt"
 
 
 def is_columnar_dir(path: Path) -> bool:
+    """A column directory is recognised by its time column, whatever else it holds."""
     return path.is_dir() and (path / "t.npy").exists()
 
 
@@ -147,6 +148,7 @@ class NpzWriter:
 
 
 def read_columnar_dir(path: Path, problems: Problems) -> TickTable:
+    """Memory-maps the columns, so a day-long recording opens without reading it all."""
     symbols_path = path / SYMBOLS_FILE
     if not symbols_path.exists():
         raise RecordingError(path, f"not a column directory: no {SYMBOLS_FILE}")
@@ -191,6 +193,7 @@ def read_columnar_dir(path: Path, problems: Problems) -> TickTable:
 
 
 def read_npz(path: Path, problems: Problems) -> TickTable:
+    """The same columns in one ``np.savez`` file; pickles refused, so a file cannot run code."""
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [c for c in (*COLUMNS, "symbols") if f"{c}.npy" not in z.zip.namelist()]

@@ -29,6 +29,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 
 def is_gzip(path: Path) -> bool:
+    """By the magic bytes, not the name: a renamed file still opens (and a fake .gz is caught)."""
     with path.open("rb") as f:
         return f.read(2) == GZIP_MAGIC
 

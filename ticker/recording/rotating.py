@@ -20,6 +20,7 @@ DAY_US = 86_400_000_000
 
 
 def day_of(t_us: int) -> str:
+    """The UTC date of a tick time: recordings are cut at UTC midnight, whatever the local zone."""
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t_us)).date().isoformat()
 
 

@@ -18,6 +18,8 @@ MIN_STEP_S = 0.005
 
 
 class DelayPump:
+    """Owns every delay line of a node, so one task (not one per line) releases them."""
+
     def __init__(self, live: Bus, max_bytes: int) -> None:
         self.live = live
         self.max_bytes = max_bytes

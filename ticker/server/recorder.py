@@ -30,6 +30,8 @@ DRAIN_BYTES = 4 * 1024 * 1024
 
 
 class BusRecorder:
+    """The bus subscriber behind ``--record``: writes off the event loop, never slows a publish."""
+
     def __init__(
         self,
         bus: Bus,

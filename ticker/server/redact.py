@@ -19,6 +19,7 @@ _PATTERNS = (
 
 
 def redact(text: str) -> str:
+    """Masks every token shape we know of (query, bearer header, bare JWT) in any text."""
     for pattern in _PATTERNS:
         text = pattern.sub(rf"\g<1>{REDACTED}", text)
     return text

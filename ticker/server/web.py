@@ -24,6 +24,7 @@ PAGE_HEADERS = {
 
 
 async def index(request: web.Request) -> web.FileResponse:
+    """The dashboard page, served with ``PAGE_HEADERS`` (its content security policy)."""
     return web.FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
 
@@ -39,6 +40,7 @@ async def allow_any_origin(request: web.Request, response: web.StreamResponse) -
 
 
 def add_routes(app: web.Application) -> None:
+    """The dashboard's routes: page, favicon, and static files other origins may import."""
     app.router.add_get("/", index)
     app.router.add_get("/favicon.ico", favicon)
     app.router.add_static("/static/", STATIC_DIR)

@@ -28,10 +28,12 @@ RECEIVED = re.compile(r"(\d+(?:\.\d*)?): (\{.*)")
 
 
 def matches_first_line(line: str) -> bool:
+    """Sniffs the format from its first line, for files named without a hint."""
     return line.startswith("wss://") or RECEIVED.fullmatch(line.strip()) is not None
 
 
 def read_coinbase(path: Path, problems: Problems) -> TickTable:
+    """Trades become ticks; ``ticker`` messages only update the bid/ask the next trade carries."""
     ticks: TickBatch = []
     lines: list[int] = []
     quotes: dict[str, tuple[float, float]] = {}

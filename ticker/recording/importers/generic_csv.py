@@ -23,6 +23,8 @@ FIELDS = ("t", "s", "p", "b", "a", "v", "q")
 
 @dataclass(frozen=True, slots=True)
 class CsvMapping:
+    """How a CSV with its own header names maps onto tick fields (``--columns``)."""
+
     columns: dict[str, str] = field(default_factory=dict)
     """Tick field -> header name."""
     symbol: str | None = None
@@ -52,6 +54,7 @@ class CsvMapping:
 
 
 def read_generic_csv(path: Path, problems: Problems, mapping: CsvMapping | None) -> TickTable:
+    """Any CSV with a header, given the mapping: there is no guessing which column is the price."""
     if mapping is None:
         raise RecordingError(
             path, "a plain CSV needs a column mapping: --columns t=COL,s=COL,p=COL[,v=COL...]"

@@ -15,10 +15,12 @@ HEADER = ("exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "p
 
 
 def matches_header(first_line: str) -> bool:
+    """Sniffs the format from its header, for files named without a hint."""
     return tuple(first_line.strip().split(",")[:4]) == HEADER[:4]
 
 
 def read_tardis(path: Path, problems: Problems) -> TickTable:
+    """Columns found by header name, so tardis adding a column does not break the import."""
     lines = read_text_lines(path)
     header = lines[0].strip().split(",")
     missing = [name for name in ("symbol", "timestamp", "price", "amount") if name not in header]
