@@ -1,0 +1,244 @@
+"""Publish requests: decode the body, check every tick, hand the bus all of it or none.
+
+Pure and synchronous: the HTTP and WebSocket publish handlers give it the bytes they
+read and their limits, and get back a batch ready for ``Bus.publish`` or a
+``PublishRefused`` carrying every problem found (at most ``MAX_PROBLEMS`` listed). No
+tick of a refused request is published, so a publisher can fix and resend the whole
+request without working out which part went through.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, TypeGuard
+
+import orjson
+
+from ticker.core.symbols import symbol_problem
+from ticker.core.ticks import TickBatch
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+MAX_PROBLEMS = 100
+MAX_EXACT_INT = 2**53
+"""Beyond this an integer is not exact in a double (JavaScript clients read doubles)."""
+
+TICK_FIELDS = "s, p and optionally b, a, v, et"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishLimits:
+    """What one request may carry (``--max-publish-ticks``, ``--max-publish-bytes``)."""
+
+    max_ticks: int = 10_000
+    max_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a request; ``index`` is the tick's, None for the body itself."""
+
+    index: int | None
+    field: str | None
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The problem as the refusal lists it: only the keys that apply."""
+        out: dict[str, Any] = {}
+        if self.index is not None:
+            out["index"] = self.index
+        if self.field is not None:
+            out["field"] = self.field
+        out["message"] = self.message
+        return out
+
+
+@dataclass(slots=True)
+class PublishRefused(Exception):
+    """A request refused as a whole, with the HTTP status and code the handlers answer."""
+
+    status: int
+    code: str
+    message: str
+    problems: list[Problem] = field(default_factory=list)
+    found: int = 0
+    """How many problems there were in all (``problems`` keeps the first ``MAX_PROBLEMS``)."""
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_json(self) -> dict[str, Any]:
+        """The refusal body: ``error`` and ``message``, and the problems when there are any."""
+        out: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.problems:
+            out["problems"] = [p.to_json() for p in self.problems]
+            if self.found > len(self.problems):
+                out["more_problems"] = self.found - len(self.problems)
+        return out
+
+
+class _Problems:
+    """Collects problems, keeping the first ``MAX_PROBLEMS`` and counting the rest."""
+
+    __slots__ = ("found", "kept")
+
+    def __init__(self) -> None:
+        self.kept: list[Problem] = []
+        self.found = 0
+
+    def add(self, index: int | None, name: str | None, message: str) -> None:
+        self.found += 1
+        if len(self.kept) < MAX_PROBLEMS:
+            self.kept.append(Problem(index, name, message))
+
+
+def media_type(content_type: str | None) -> str:
+    """``application/json; charset=utf-8`` -> ``application/json``."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def decode_body(content_type: str | None, body: bytes, limits: PublishLimits) -> list[Any]:
+    """The request's tick objects, still unchecked; refuses the envelope, size and type."""
+    if len(body) > limits.max_bytes:
+        raise PublishRefused(
+            413,
+            "too_large",
+            f"the body is {len(body)} bytes, over the limit of {limits.max_bytes}"
+            " (--max-publish-bytes)",
+        )
+    kind = media_type(content_type)
+    if kind == JSON:
+        items = _json_ticks(body)
+    elif kind == NDJSON:
+        items = _ndjson_ticks(body)
+    else:
+        raise PublishRefused(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {kind or '(none)'!r} is not accepted: send {JSON} or {NDJSON}",
+        )
+    if len(items) > limits.max_ticks:
+        raise PublishRefused(
+            413,
+            "too_large",
+            f"{len(items)} ticks in one request, over the limit of {limits.max_ticks}"
+            " (--max-publish-ticks): split it",
+        )
+    return items
+
+
+def _json_ticks(body: bytes) -> list[Any]:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PublishRefused(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+    if type(obj) is not dict or type(obj.get("ticks")) is not list:
+        raise PublishRefused(400, "bad_request", 'the body must be {"ticks": [tick, ...]}')
+    extra = sorted(k for k in obj if k != "ticks")
+    if extra:
+        raise PublishRefused(
+            400, "bad_request", f"unknown key(s) {', '.join(map(repr, extra))}: only 'ticks'"
+        )
+    ticks: list[Any] = obj["ticks"]
+    return ticks
+
+
+def _ndjson_ticks(body: bytes) -> list[Any]:
+    items: list[Any] = []
+    problems = _Problems()
+    for number, line in enumerate(body.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            problems.add(len(items), None, f"line {number} is not valid JSON")
+            items.append(None)  # keeps the indexes of the later lines right
+    if problems.found:
+        raise _bad(problems)
+    return items
+
+
+def _bad(problems: _Problems) -> PublishRefused:
+    return PublishRefused(
+        400,
+        "bad_request",
+        f"{problems.found} problem(s); nothing was published",
+        problems.kept,
+        problems.found,
+    )
+
+
+_NUMBERS = frozenset({"p", "b", "a", "v"})
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return _number_problem("", value) is None
+
+
+def _number_problem(name: str, value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "must be a number"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if isinstance(value, int) and abs(value) > MAX_EXACT_INT:
+        return "must be at most 2^53 in size"
+    if name == "v" and value < 0:
+        return "must not be negative"
+    return None
+
+
+def _check(index: int, item: object, problems: _Problems) -> None:
+    if type(item) is not dict:
+        problems.add(index, None, "a tick must be a JSON object")
+        return
+    if "s" not in item:
+        problems.add(index, "s", "missing: every tick needs a symbol")
+    else:
+        why = symbol_problem(item["s"])
+        if why is not None:
+            problems.add(index, "s", why)
+    if "p" not in item:
+        problems.add(index, "p", "missing: every tick needs a price")
+    for name, value in item.items():
+        if name in _NUMBERS:
+            why = _number_problem(name, value)
+            if why is not None:
+                problems.add(index, name, why)
+        elif name == "et":
+            if type(value) is not int or not 0 <= value <= MAX_EXACT_INT:
+                problems.add(index, name, "must be the source's event time in Unix microseconds")
+        elif name in ("q", "t"):
+            problems.add(index, name, "is the server's to assign: leave it out")
+        elif name != "s":
+            problems.add(index, str(name), f"unknown field: a tick has {TICK_FIELDS}")
+    b, a = item.get("b"), item.get("a")
+    if _is_number(b) and _is_number(a) and b > a:
+        problems.add(index, "b", f"the bid {b} is above the ask {a}")
+
+
+def check_ticks(items: list[Any]) -> TickBatch:
+    """Every item checked; the batch when all pass, else every problem, nothing kept."""
+    problems = _Problems()
+    for index, item in enumerate(items):
+        _check(index, item, problems)
+    if problems.found:
+        raise _bad(problems)
+    batch: TickBatch = items  # checked above: each item is a tick the bus may stamp
+    return batch
+
+
+def parse_publish(content_type: str | None, body: bytes, limits: PublishLimits) -> TickBatch:
+    """A whole publish request, decoded and checked: ready for ``Bus.publish``."""
+    return check_ticks(decode_body(content_type, body, limits))
+
+
+def last_q(batch: TickBatch) -> dict[str, int]:
+    """Each symbol's last q in a published (stamped) batch: what the answer reports."""
+    return {tick["s"]: tick["q"] for tick in batch}
+
+
+def accepted(batch: TickBatch) -> dict[str, Any]:
+    """The success answer for a published batch."""
+    return {"accepted": len(batch), "q": last_q(batch)}
