@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from ticker.client.lines import LineDecoder, LineError
 from ticker.core.idempotency import IdempotencyCache, KeyReused, digest
 from ticker.core.publish import (
     JSON,
@@ -168,3 +169,42 @@ def test_the_cache_is_bounded_by_keys_and_bytes_oldest_first() -> None:
     cache.remember("s", "big", b"d", 200, b"x" * 9)
     assert len(cache) == 1 and cache.bytes == 9
     assert cache.evicted == 5
+
+
+def decode_all(*lines: str) -> list[object]:
+    decoder = LineDecoder()
+    return [tick for line in lines if (tick := decoder.decode(line)) is not None]
+
+
+def test_csv_lines_become_ticks_by_their_header() -> None:
+    ticks = decode_all("s,p,v,et\n", "AAPL,189.5,100,17\n", "\n", "MSFT,420,,18\n")
+    assert ticks == [
+        {"s": "AAPL", "p": 189.5, "v": 100.0, "et": 17},
+        {"s": "MSFT", "p": 420.0, "et": 18},
+    ]
+
+
+def test_ndjson_lines_are_decided_by_the_first_line() -> None:
+    assert decode_all("", '{"s": "A", "p": 1}', b'{"s": "B", "p": 2}') == [
+        {"s": "A", "p": 1},
+        {"s": "B", "p": 2},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (["s,price"], "line 1: a CSV header names tick fields"),
+        (["s,p,s"], "line 1: a CSV header names tick fields"),
+        (["v,et"], "line 1: a CSV header names tick fields"),
+        (["s,p", "A"], "line 2: 1 field(s), the header has 2"),
+        (["s,p", "", "A,x"], "line 3: p='x' is not a number"),
+        (['{"s": "A", "p": 1}', "{nope"], "line 2: not valid JSON"),
+    ],
+)
+def test_a_bad_line_is_named(lines: list[str], message: str) -> None:
+    decoder = LineDecoder()
+    with pytest.raises(LineError) as caught:
+        for line in lines:
+            decoder.decode(line)
+    assert str(caught.value).startswith(message)
