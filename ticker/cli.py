@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from feeds.base import FeedAdapter
 from ticker.cluster.wire import DEFAULT_SHARDS
-from ticker.commands import convert, record, replay, security, tail, token
+from ticker.commands import convert, publishing, record, replay, security, tail, token
 from ticker.commands.argtypes import non_negative, port, positive
 from ticker.core.session import Limits
 from ticker.recording.problems import RecordingError
@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
     replay.add_record_options(serve)
     security.add_security_options(serve)
+    publishing.add_publish_options(serve)
     feed = commands.add_parser(
         "feed",
         help="run a feed into Redis, with no server (a cluster's publisher)",
@@ -266,6 +267,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         poll_hold_s=args.poll_hold,
         poll_session_s=args.poll_session,
         max_http_sessions=args.max_http_sessions,
+        publish=publishing.publish_limits(args),
     )
 
 

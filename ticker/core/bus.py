@@ -87,6 +87,10 @@ class Bus:
     def known(self, symbol: str) -> bool:
         return symbol in self._topics
 
+    def symbol_count(self) -> int:
+        """How many symbols the universe holds (what ``--max-universe`` bounds)."""
+        return len(self._topics)
+
     def _topic(self, symbol: str) -> Topic:
         topic = self._topics.get(symbol)
         if topic is None:

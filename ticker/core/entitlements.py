@@ -83,6 +83,8 @@ class Principal:
     """Seconds every tick is held back for this client (0: live)."""
     max_conns: int | None = None
     """Connections this subject may hold at once (None: the server's per-subject limit)."""
+    publish: Entitlements | None = None
+    """The symbols this holder may publish (the token's ``pub`` claim); None: it may not."""
 
     def describe(self) -> dict[str, object]:
         """What the welcome frame says of the token (never the token itself)."""

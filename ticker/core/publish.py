@@ -29,10 +29,18 @@ TICK_FIELDS = "s, p and optionally b, a, v, et"
 
 @dataclass(frozen=True, slots=True)
 class PublishLimits:
-    """What one request may carry (``--max-publish-ticks``, ``--max-publish-bytes``)."""
+    """Every bound a publisher meets; each is a ``ticker serve`` flag of the same name."""
 
     max_ticks: int = 10_000
+    """Ticks in one request (``--max-publish-ticks``): more is 413."""
     max_bytes: int = 1 << 20
+    """Bytes of one request body (``--max-publish-bytes``): more is 413."""
+    ticks_per_s: float = 200_000.0
+    """Ticks each publisher may publish per second, over a burst of one full request."""
+    max_universe: int = 100_000
+    """Symbols the node may know in all; a publish that would add more is refused."""
+    idempotency_ttl_s: float = 600.0
+    """How long an ``Idempotency-Key`` (or a batch id) is remembered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,10 @@ class PublishRefused(Exception):
     problems: list[Problem] = field(default_factory=list)
     found: int = 0
     """How many problems there were in all (``problems`` keeps the first ``MAX_PROBLEMS``)."""
+    symbols: list[str] = field(default_factory=list)
+    """The symbols a ``not_entitled`` refusal is about."""
+    retry_after_s: float | None = None
+    """For ``rate_limited``: when the same request would be accepted."""
 
     def __str__(self) -> str:
         return self.message
@@ -71,6 +83,8 @@ class PublishRefused(Exception):
     def to_json(self) -> dict[str, Any]:
         """The refusal body: ``error`` and ``message``, and the problems when there are any."""
         out: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.symbols:
+            out["symbols"] = self.symbols
         if self.problems:
             out["problems"] = [p.to_json() for p in self.problems]
             if self.found > len(self.problems):

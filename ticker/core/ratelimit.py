@@ -20,12 +20,16 @@ class TokenBucket:
         self._tokens = burst
         self._last = clock()
 
-    def take(self) -> bool:
-        """Spend one token if there is one; False means the caller is over the rate."""
+    def take(self, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens if there are that many; False: the caller is over the rate."""
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= cost:
+            self._tokens -= cost
             return True
         return False
+
+    def wait_s(self, cost: float = 1.0) -> float:
+        """Seconds until ``cost`` tokens will be there (what ``Retry-After`` says)."""
+        return max(0.0, (cost - self._tokens) / self.rate)

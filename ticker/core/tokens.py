@@ -96,13 +96,8 @@ class TokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not 0 < len(sub) <= MAX_SUBJECT_LENGTH:
             raise TokenError(f"sub must be a string of 1 to {MAX_SUBJECT_LENGTH} characters")
-        patterns = claims.get("symbols", [])
-        if not isinstance(patterns, list):
-            raise TokenError("symbols must be a list of patterns")
-        try:
-            entitlements = Entitlements(patterns)
-        except ValueError as exc:
-            raise TokenError(f"symbols: {exc}") from None
+        entitlements = _patterns(claims, "symbols") or Entitlements([])
+        publish = _patterns(claims, "pub")
         delay = _number(claims, "delay") or 0.0
         if not 0 <= delay <= MAX_DELAY_S:
             raise TokenError(f"delay must be 0 to {MAX_DELAY_S:g} seconds")
@@ -111,7 +106,19 @@ class TokenVerifier:
             isinstance(max_conns, bool) or not isinstance(max_conns, int) or max_conns < 1
         ):
             raise TokenError("max_conns must be a positive integer")
-        return Principal(sub, exp, entitlements, float(delay), max_conns)
+        return Principal(sub, exp, entitlements, float(delay), max_conns, publish)
+
+
+def _patterns(claims: dict[str, Any], name: str) -> Entitlements | None:
+    patterns = claims.get(name)
+    if patterns is None:
+        return None
+    if not isinstance(patterns, list):
+        raise TokenError(f"{name} must be a list of patterns")
+    try:
+        return Entitlements(patterns)
+    except ValueError as exc:
+        raise TokenError(f"{name}: {exc}") from None
 
 
 def _number(claims: dict[str, Any], name: str) -> float | None:
@@ -132,6 +139,7 @@ def mint(
     ttl_s: float,
     delay_s: float = 0.0,
     max_conns: int | None = None,
+    publish: Sequence[str] | None = None,
     now: float | None = None,
 ) -> str:
     """A signed token with the claims the server reads (for tests and operators)."""
@@ -146,4 +154,6 @@ def mint(
         claims["delay"] = delay_s
     if max_conns is not None:
         claims["max_conns"] = max_conns
+    if publish is not None:
+        claims["pub"] = list(publish)
     return jwt.encode(claims, key, algorithm=algorithm)

@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ticker.server import poll, sse
+from ticker.server import poll, publish, sse
 from ticker.server.node import NODE_KEY, Node
 from ticker.server.web import add_routes as add_dashboard_routes
 from ticker.server.websocket import TRANSPORT, websocket_handler
@@ -78,6 +78,8 @@ def create_app(node: Node) -> web.Application:
         app.router.add_get("/metrics", metrics)
     elif settings.metrics:
         app.cleanup_ctx.append(metrics_site)
+    if settings.publish is not None:
+        publish.add_routes(app, settings.publish)
     add_dashboard_routes(app)
 
     async def feeds(app: web.Application) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from ticker.core.admission import ConnectionLimits
 from ticker.core.delay import DEFAULT_MAX_BYTES
 from ticker.core.history import DEFAULT_DEPTH
+from ticker.core.publish import PublishLimits
 from ticker.core.session import Limits
 
 if TYPE_CHECKING:
@@ -52,3 +53,5 @@ class Settings:
     max_http_sessions: int = 10_000
     """SSE streams and long-polling sessions open at once (a poll session has no socket
     of its own to bound it)."""
+    publish: PublishLimits | None = None
+    """Accept ticks from publishers (``--publish``) within these limits; None: off."""
