@@ -36,6 +36,33 @@ def test_ticker_token_mints_a_token_the_server_accepts(capsys: pytest.CaptureFix
     assert principal.entitlements.patterns == ("AAPL", "FX:*")
 
 
+def test_ticker_token_mints_a_publisher_token(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "--secret", SECRET, "--sub", "feeder", "--publish", "AAPL,FX:*"]) == 0
+    principal = TokenVerifier.from_secret(SECRET).verify(capsys.readouterr().out.strip())
+    assert principal.publish is not None and principal.publish.patterns == ("AAPL", "FX:*")
+    assert principal.entitlements.patterns == ()  # it may publish, not watch
+    assert main(["token", "--secret", SECRET, "--sub", "x", "--symbols", "*"]) == 0
+    assert TokenVerifier.from_secret(SECRET).verify(capsys.readouterr().out.strip()).publish is None
+
+
+def test_ticker_token_refuses_what_the_server_would() -> None:
+    def token(*argv: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "ticker", "token", "--sub", "a", *argv]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+    short = token("--secret", "short", "--symbols", "*")
+    assert (short.returncode, short.stdout) == (2, "")
+    assert short.stderr.splitlines() == [
+        "ticker token: error: the HS256 secret must be at least 32 characters"
+        " (make one with: openssl rand -hex 32)"
+    ]
+    nothing = token("--secret", SECRET)
+    assert nothing.returncode == 2 and "give --symbols" in nothing.stderr
+    assert "Traceback" not in short.stderr + nothing.stderr
+    help_text = token("--help").stdout
+    assert "seconds until it expires (default: 3600)" in " ".join(help_text.split())
+
+
 def test_ticker_token_with_an_ec_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     path = tmp_path / "key.pem"

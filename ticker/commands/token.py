@@ -14,13 +14,15 @@ from typing import Any
 
 from ticker.commands.security import SECRET_ENV
 
+DEFAULT_TTL_S = 3600.0
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "token",
         help="mint an access token (JWT) for a ticker server",
         description="Mint a JWT with the claims ticker serve reads (sub, exp, symbols, "
-        "delay, max_conns) and print it.",
+        "pub, delay, max_conns) and print it.",
     )
     add = parser.add_option  # type: ignore[attr-defined]
     parser.add_argument(
@@ -32,11 +34,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--sub", required=True, help="the subject: who the token is for")
     parser.add_argument(
         "--symbols",
-        required=True,
+        default="",
         help="comma-separated symbol patterns the holder may see, e.g. 'AAPL,FX:*' ('*' = all)",
     )
+    parser.add_argument(
+        "--publish",
+        default=None,
+        help="comma-separated symbol patterns the holder may publish (the pub claim)",
+    )
     parser.add_argument("--delay", type=float, default=0.0, help="seconds of delay imposed")
-    parser.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires")
+    parser.add_argument(
+        "--ttl",
+        type=float,
+        default=DEFAULT_TTL_S,
+        help="seconds until it expires (default: %(default)g)",
+    )
     parser.add_argument("--max-conns", type=int, default=None, help="connections at once")
 
 
@@ -47,6 +59,9 @@ def _key(args: argparse.Namespace) -> tuple[Any, str]:
     if (args.secret is None) == (args.private_key is None):
         raise ValueError("give --secret or --private-key (one of them)")
     if args.secret is not None:
+        from ticker.core.tokens import check_secret
+
+        check_secret(args.secret)
         return args.secret, "HS256"
     key = load_pem_private_key(args.private_key.read_bytes(), password=None)
     if isinstance(key, rsa.RSAPrivateKey):
@@ -61,12 +76,16 @@ def run(args: argparse.Namespace) -> int:
         key, algorithm = _key(args)
         if args.ttl <= 0 or args.delay < 0:
             raise ValueError("--ttl must be positive and --delay not negative")
+        if not args.symbols.strip() and args.publish is None:
+            raise ValueError(
+                "give --symbols (what it may see), --publish (what it may publish) or both"
+            )
     except (OSError, ValueError) as exc:
         print(f"ticker token: error: {exc}", file=sys.stderr)
         return 2
     from ticker.core.tokens import mint
 
-    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    symbols = _patterns(args.symbols)
     print(
         mint(
             key,
@@ -76,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
             ttl_s=args.ttl,
             delay_s=args.delay,
             max_conns=args.max_conns,
+            publish=None if args.publish is None else _patterns(args.publish),
         )
     )
     return 0
+
+
+def _patterns(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]

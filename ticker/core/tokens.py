@@ -26,6 +26,19 @@ MAX_DELAY_S = 86_400.0
 __all__ = ["TokenError", "TokenVerifier", "mint"]
 
 
+MIN_SECRET_LENGTH = 32
+
+
+def check_secret(secret: str) -> None:
+    """The server's rule for an HS256 secret, shared by ``ticker token`` so it never mints
+    a token the server would refuse to check."""
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(
+            f"the HS256 secret must be at least {MIN_SECRET_LENGTH} characters"
+            " (make one with: openssl rand -hex 32)"
+        )
+
+
 class TokenVerifier:
     """Verifies tokens against one key with a fixed algorithm allow-list."""
 
@@ -44,8 +57,7 @@ class TokenVerifier:
 
     @classmethod
     def from_secret(cls, secret: str, **kw: Any) -> TokenVerifier:
-        if len(secret) < 32:
-            raise ValueError("the HS256 secret must be at least 32 characters")
+        check_secret(secret)
         return cls(secret.encode(), ["HS256"], **kw)
 
     @classmethod
