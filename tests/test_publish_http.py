@@ -222,3 +222,66 @@ async def test_a_new_symbol_joins_the_universe(start_server: StartServer) -> Non
         listed = await next_of(ws, "symbols")
         assert "BTC-USD" in listed["symbols"]
         await ws.close()
+
+
+async def test_a_publisher_websocket_acks_each_batch_and_replays_a_resent_one(
+    start_server: StartServer,
+) -> None:
+    node, server = await start_server(publish=LIMITS)
+    async with aiohttp.ClientSession() as http:
+        ws = await watcher(http, server)
+        pub = await http.ws_connect(server.make_url("/publish"))
+        batch = {
+            "op": "publish",
+            "id": "b1",
+            "ticks": [{"s": "AAPL", "p": 1}, {"s": "AAPL", "p": 2}],
+        }
+        await pub.send_str(orjson.dumps(batch).decode())
+        assert orjson.loads((await pub.receive()).data) == {
+            "type": "ack",
+            "id": "b1",
+            "accepted": 2,
+            "q": {"AAPL": 2},
+        }
+        await pub.send_str(orjson.dumps(batch).decode())  # resent, as after a reconnect
+        assert orjson.loads((await pub.receive()).data) == {
+            "type": "ack",
+            "id": "b1",
+            "replayed": True,
+            "accepted": 2,
+            "q": {"AAPL": 2},
+        }
+        bad = {"op": "publish", "id": 7, "ticks": [{"s": "AAPL", "p": 3}, {"s": "AAPL"}]}
+        await pub.send_str(orjson.dumps(bad).decode())
+        error = orjson.loads((await pub.receive()).data)
+        assert (error["type"], error["id"], error["code"]) == ("error", 7, "bad_request")
+        assert error["problems"] == [
+            {"index": 1, "field": "p", "message": "missing: every tick needs a price"}
+        ]
+        await pub.send_str('{"op": "publish", "id": "x", "ticks": "no"}')
+        assert orjson.loads((await pub.receive()).data)["code"] == "bad_request"
+        await pub.send_str("{nope")
+        assert orjson.loads((await pub.receive()).data)["code"] == "bad_json"
+        assert not pub.closed  # errors never close a publisher
+        got = await drain(ws)
+        assert [(t["s"], t["q"], t["p"]) for t in got] == [("AAPL", 1, 1), ("AAPL", 2, 2)]
+        assert node.bus.published == 2
+        await pub.close()
+        await ws.close()
+
+
+async def test_a_publisher_websocket_is_gated_like_post(start_server: StartServer) -> None:
+    _, server = await start_server(publish=LIMITS, auth=TokenVerifier.from_secret(SECRET))
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+            await http.ws_connect(server.make_url("/publish"))
+        assert caught.value.status == 401
+        url = server.make_url("/publish").with_query(token=token(publish=["FX:*"]))
+        async with http.ws_connect(url) as pub:
+            await pub.send_json({"op": "publish", "id": 1, "ticks": [{"s": "AAPL", "p": 1}]})
+            error = await pub.receive_json()
+            assert (error["code"], error["symbols"]) == ("not_entitled", ["AAPL"])
+        evil = {"Origin": "https://evil.example"}
+        with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+            await http.ws_connect(url, headers=evil)
+        assert caught.value.status == 403

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from ticker.client.feed import Feed, FeedClosed, connect
 from ticker.client.links import LinkError
+from ticker.client.publisher import Ack, Publisher, PublishError
 from ticker.client.state import Connected, Disconnected, Event, Gap, Tick
 
 __all__ = [
+    "Ack",
     "Connected",
     "Disconnected",
     "Event",
@@ -25,6 +27,8 @@ __all__ = [
     "FeedClosed",
     "Gap",
     "LinkError",
+    "PublishError",
+    "Publisher",
     "Tick",
     "connect",
 ]

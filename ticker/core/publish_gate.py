@@ -15,13 +15,16 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from ticker.core.bus import Bus
 from ticker.core.entitlements import Entitlements
-from ticker.core.idempotency import IdempotencyCache
-from ticker.core.publish import PublishLimits, PublishRefused, accepted
+from ticker.core.idempotency import IdempotencyCache, KeyReused, digest
+from ticker.core.publish import PublishLimits, PublishRefused, accepted, check_ticks
 from ticker.core.ratelimit import TokenBucket
 from ticker.core.ticks import TickBatch
 
+MAX_BATCH_ID = 64
 MAX_PUBLISHERS = 10_000
 """Rate buckets kept at once, least recently used dropped first (a dropped publisher
 starts again with a full bucket: the bound costs at most one extra burst)."""
@@ -94,11 +97,87 @@ class PublishGate:
             buckets.move_to_end(who)
         return bucket
 
+    def publish_frame(self, who: str, allowed: Entitlements, data: bytes) -> bytes:
+        """The answer to one publisher WebSocket frame: an ``ack`` or an ``error`` frame.
+
+        ``{"op": "publish", "id": ID, "ticks": [...]}``; an id acked before within the TTL
+        (the same frame resent after a reconnect) gets its first ack again, marked
+        ``"replayed": true``, and nothing is published.
+        """
+        batch_id: object = None
+        ticks = 0
+        try:
+            batch_id, items = self._publish_op(data)
+            ticks = len(items)
+            key, body_digest = f"ws:{batch_id}", digest(data)
+            try:
+                found = self.idempotency.lookup(who, key, body_digest)
+            except KeyReused:
+                raise PublishRefused(
+                    422, "idempotency_key_reused", "this batch id was used for another batch"
+                ) from None
+            if found is not None:
+                self.count(WS, "replayed")
+                return _ack(batch_id, found.answer, replayed=True)
+            answer = orjson.dumps(self.publish(who, allowed, check_ticks(items)))
+        except PublishRefused as exc:
+            self.count(WS, exc.code, ticks)
+            frame: dict[str, Any] = {"type": "error"}
+            if batch_id is not None:
+                frame["id"] = batch_id
+            body = exc.to_json()
+            frame["code"] = body.pop("error")
+            frame.update(body)
+            if exc.retry_after_s is not None:
+                frame["retry_after"] = round(exc.retry_after_s, 3)
+            return orjson.dumps(frame)
+        self.idempotency.remember(who, key, body_digest, 200, answer)
+        self.count(WS, "accepted")
+        return _ack(batch_id, answer, replayed=False)
+
+    def _publish_op(self, data: bytes) -> tuple[object, list[Any]]:
+        try:
+            op = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise PublishRefused(400, "bad_json", "the frame is not valid JSON") from None
+        if type(op) is not dict:
+            raise PublishRefused(400, "bad_request", "a frame must be a JSON object")
+        batch_id = op.get("id")
+        if not (
+            (type(batch_id) is str and 0 < len(batch_id) <= MAX_BATCH_ID)
+            or (type(batch_id) is int and abs(batch_id) <= 2**53)
+        ):
+            raise PublishRefused(
+                400, "bad_request", f"id must be a string of 1 to {MAX_BATCH_ID} or an integer"
+            )
+        if op.get("op") != "publish":
+            raise PublishRefused(400, "unknown_op", 'a publisher sends {"op": "publish", ...}')
+        items = op.get("ticks")
+        if type(items) is not list:
+            raise PublishRefused(400, "bad_request", "ticks must be a list of ticks")
+        if len(items) > self.limits.max_ticks:
+            raise PublishRefused(
+                413,
+                "too_large",
+                f"{len(items)} ticks in one batch, over the limit of {self.limits.max_ticks}"
+                " (--max-publish-ticks): split it",
+            )
+        return batch_id, items
+
     def count(self, transport: str, result: str, ticks: int = 0) -> None:
         """One request's outcome, for ``ticker_publish_requests_total`` and friends."""
         self.requests[transport, result] += 1
         if result not in ("accepted", "replayed"):
             self.rejected_ticks[result] += ticks
+
+
+WS = "ws"
+"""The transport label of publisher WebSockets."""
+
+
+def _ack(batch_id: object, answer: bytes, *, replayed: bool) -> bytes:
+    head = b'{"type":"ack","id":' + orjson.dumps(batch_id)
+    return head + (b',"replayed":true,' if replayed else b",") + answer[1:]
 
 
 def retry_after(seconds: float) -> str:

@@ -1,31 +1,36 @@
-"""``POST /publish`` (``--publish``): ticks in over HTTP, out like a feed's.
+"""``/publish`` (``--publish``): ticks in over HTTP ``POST`` or a publisher WebSocket.
 
-A thin adapter: who is asking (a token with a ``pub`` claim, or, without an auth key,
-only a loopback client), the body read within its bound, then ``ticker.core.publish``
-checks it and ``PublishGate`` publishes all of it or none. Every refusal is JSON
-``{"error": code, "message": ..., ...}`` with the status docs/publishing.md lists.
+Thin adapters: who is asking (a token with a ``pub`` claim, or, without an auth key,
+only a loopback client; a browser only from an allowed origin), the body read within its
+bound, then ``ticker.core.publish`` checks it and ``PublishGate`` publishes all of it or
+none. Every HTTP refusal is JSON ``{"error": code, "message": ..., ...}`` with the status
+docs/publishing.md lists. The WebSocket handler answers each frame before it reads the
+next, so a publisher that outruns the server is slowed by TCP, never buffered.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import time
 from collections.abc import Iterator
 
 import orjson
-from aiohttp import hdrs, web
+from aiohttp import WSMsgType, hdrs, web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ticker.core.entitlements import EVERYTHING, Entitlements, TokenError
 from ticker.core.idempotency import KeyReused, digest
 from ticker.core.publish import PublishLimits, PublishRefused, parse_publish
-from ticker.core.publish_gate import PublishGate, retry_after
-from ticker.server.auth import token_from
+from ticker.core.publish_gate import WS, PublishGate, retry_after
+from ticker.server.auth import BEARER_PROTOCOL, origin_allowed, token_from
 from ticker.server.node import NODE_KEY
 
 TRANSPORT = "http"
 PUBLISH_GATE = web.AppKey("publish_gate", PublishGate)
+PUBLISHER_SOCKETS = web.AppKey("publisher_sockets", set[web.WebSocketResponse[bool]])
 MAX_IDEMPOTENCY_KEY = 255
 REPLAYED = "Idempotent-Replayed"
 
@@ -39,7 +44,14 @@ def _loopback(remote: str | None) -> bool:
 
 def publisher(request: web.Request) -> tuple[str, Entitlements]:
     """(who, what it may publish) of the request's sender, or a 401/403 refusal."""
-    verifier = request.app[NODE_KEY].settings.auth
+    settings = request.app[NODE_KEY].settings
+    if not origin_allowed(
+        request.headers.get(hdrs.ORIGIN), request.headers.get(hdrs.HOST), settings.allowed_origins
+    ):
+        raise PublishRefused(
+            403, "forbidden_origin", "this origin may not publish (the server's --allowed-origin)"
+        )
+    verifier = settings.auth
     if verifier is None:
         if not _loopback(request.remote):
             raise PublishRefused(
@@ -140,6 +152,57 @@ async def publish_handler(request: web.Request) -> web.Response:
     return web.Response(body=answer, content_type="application/json")
 
 
+async def publisher_socket(request: web.Request) -> web.StreamResponse:
+    """A long-lived publisher: one ``ack`` or ``error`` frame per ``publish`` frame."""
+    gate = request.app[PUBLISH_GATE]
+    node = request.app[NODE_KEY]
+    try:
+        who, allowed = publisher(request)
+        if node.closing:
+            raise PublishRefused(503, "shutting_down", "the server is shutting down")
+    except PublishRefused as exc:
+        gate.count(WS, exc.code)
+        return _refusal(exc)
+    ws = web.WebSocketResponse(
+        heartbeat=node.settings.ping_interval_s,
+        max_msg_size=gate.limits.max_bytes,  # aiohttp closes with 1009 past it
+        compress=False,
+        decode_text=False,
+        protocols=(BEARER_PROTOCOL,),
+    )
+    await ws.prepare(request)
+    sockets = request.app[PUBLISHER_SOCKETS]
+    sockets.add(ws)
+    gate.publishers += 1
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                reply = gate.publish_frame(who, allowed, msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                reply = b'{"type":"error","code":"bad_request","message":"send text frames"}'
+            else:
+                break
+            with contextlib.suppress(ConnectionError):
+                await ws.send_frame(reply, WSMsgType.TEXT)  # awaits drain: TCP slows the peer
+    finally:
+        sockets.discard(ws)
+        gate.publishers -= 1
+    return ws
+
+
+async def close_publishers(app: web.Application) -> None:
+    """At shutdown: every publisher gets 1001 at once, within the close grace."""
+    open_now = app[PUBLISHER_SOCKETS]
+    sockets = list(open_now)
+    if not sockets:
+        return
+    grace = app[NODE_KEY].settings.close_grace_s
+    closing = [ws.close(code=1001, message=b"server shutting down") for ws in sockets]
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(grace):
+            await asyncio.gather(*closing, return_exceptions=True)
+
+
 class PublishCollector(Collector):
     """The gate's plain counters as metric families, read at scrape time."""
 
@@ -179,8 +242,11 @@ class PublishCollector(Collector):
 
 
 def add_routes(app: web.Application, limits: PublishLimits) -> None:
-    """``POST /publish`` on the node's bus, and its metrics in the node's registry."""
+    """``/publish`` on the node's bus, and its metrics in the node's registry."""
     node = app[NODE_KEY]
     gate = app[PUBLISH_GATE] = PublishGate(node.bus, limits, clock=time.monotonic)
+    app[PUBLISHER_SOCKETS] = set()
     node.metrics.registry.register(PublishCollector(gate))
     app.router.add_post("/publish", publish_handler)
+    app.router.add_get("/publish", publisher_socket)
+    app.on_shutdown.append(close_publishers)
