@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from feeds.base import FeedAdapter
 from ticker.cluster.wire import DEFAULT_SHARDS
-from ticker.commands import convert, publishing, record, replay, security, tail, token
+from ticker.commands import (
+    convert,
+    publish,
+    publishing,
+    record,
+    replay,
+    security,
+    tail,
+    token,
+)
 from ticker.commands.argtypes import non_negative, port, positive
 from ticker.core.session import Limits
 from ticker.recording.problems import RecordingError
@@ -186,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_parser(commands)
     token.add_parser(commands)
     tail.add_parser(commands)
+    publish.add_parser(commands)
     return parser
 
 
@@ -399,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return token.run(args)
     if args.command == "tail":
         return tail.run(args)
+    if args.command == "publish":
+        return publish.run(args)
     return 2
 
 
