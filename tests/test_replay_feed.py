@@ -16,12 +16,12 @@ from feeds.supervisor import FeedSupervisor
 from tests.conftest import TtyBuffer
 from ticker.cli import main
 from ticker.core.bus import Bus
+from ticker.core.times import parse_time
 from ticker.progress import Progress
 from ticker.recording.formats import load
 from ticker.recording.problems import Problems, RecordingError
 from ticker.recording.schedule import MAX_BATCH, Replay, ReplayOptions
 from ticker.recording.table import TickTable
-from ticker.recording.times import parse_time
 
 DATA = Path(__file__).parent / "data"
 T0 = 1_700_000_000_000_000

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ticker.core.ticks import TickBatch
+from ticker.core.ticks import Tick, TickBatch
+from ticker.core.times import micros
 from ticker.recording.importers.csvcolumns import read_text_lines
 from ticker.recording.problems import Problems
 from ticker.recording.table import TickTable, valid_symbol
-from ticker.recording.times import micros
 
 RECEIVED = re.compile(r"(\d+(?:\.\d*)?): (\{.*)")
 
@@ -56,7 +56,7 @@ def read_coinbase(path: Path, problems: Problems) -> TickTable:
     return table
 
 
-def _tick(message: Any, quotes: dict[str, tuple[float, float]]) -> dict | None:
+def _tick(message: Any, quotes: dict[str, tuple[float, float]]) -> Tick | None:
     if not isinstance(message, dict):
         raise ValueError("not a JSON object")
     kind = message.get("type")
@@ -68,7 +68,7 @@ def _tick(message: Any, quotes: dict[str, tuple[float, float]]) -> dict | None:
     symbol = message["product_id"]
     if not valid_symbol(symbol):
         raise ValueError(f"product_id {symbol!r} is not a symbol")
-    tick: dict[str, Any] = {
+    tick: Tick = {
         "s": symbol,
         "p": float(message["price"]),
         "v": float(message["size"]),
