@@ -15,7 +15,7 @@ import orjson
 
 from ticker.core.codes import ErrorCode
 from ticker.core.ticks import MAX_SYMBOL_LENGTH
-from ticker.recording.times import parse_time
+from ticker.core.times import parse_time
 
 PROTOCOL_VERSION = 1
 MAX_ID_LENGTH = 64
@@ -233,7 +233,7 @@ def welcome(
     mode: str,
     heartbeat_s: float,
     server_time: int,
-    limits: dict[str, int],
+    limits: dict[str, float],
     auth: dict[str, Any] | None = None,
 ) -> bytes:
     frame = {

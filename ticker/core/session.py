@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ticker.core import protocol
 from ticker.core.bus import WILDCARD, Bus
@@ -25,11 +25,28 @@ from ticker.core.protocol import Op, ProtocolError
 from ticker.core.ratelimit import TokenBucket
 from ticker.core.ticks import MicrosClock, now_us
 
-if TYPE_CHECKING:
-    from ticker.core.replays import ReplayHost
-
 MODES = ("conflate", "all")
 REPLAY_OPS = ("replay", "replay_control", "list_replays")
+
+
+class ReplayHost(Protocol):
+    """What a session hands its replay ops to (``ticker/server/replays.py``).
+
+    Declared here, beside its one caller, so the core needs nothing of the replay code
+    above it: the host depends on the session, never the other way round.
+    """
+
+    def handle(self, session: Session, op: Op) -> None:
+        """Answer one replay op (``REPLAY_OPS``) of this session."""
+        ...
+
+    def stop(self, session: Session) -> None:
+        """Forget this session's replay, loading or running (the session is closing)."""
+        ...
+
+    def busy(self, session: Session) -> bool:
+        """A replay is loading or running for this session."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ from typing import NotRequired, TypedDict
 
 
 class Tick(TypedDict):
+    """One update of one symbol, keyed as on the wire (protocol.md, Ticks)."""
+
     s: str
     p: float
     b: NotRequired[float]
@@ -20,6 +22,8 @@ class Tick(TypedDict):
     v: NotRequired[float]
     t: NotRequired[int]
     q: NotRequired[int]
+    r: NotRequired[int]
+    """1 on a tick of a client's own on-demand replay."""
 
 
 MAX_SYMBOL_LENGTH = 32

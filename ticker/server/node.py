@@ -28,7 +28,7 @@ from ticker.server.settings import Settings
 from ticker.server.stats import Stats, Traffic
 
 if TYPE_CHECKING:
-    from ticker.core.replays import ReplayHost
+    from ticker.core.session import ReplayHost
     from ticker.server.connection import ClientConnection
 
 log = logging.getLogger("ticker.server")

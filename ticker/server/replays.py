@@ -25,7 +25,6 @@ from feeds.replay.adapter import select
 from ticker.core import protocol
 from ticker.core.codes import ErrorCode
 from ticker.core.protocol import Op, ProtocolError, RequestId
-from ticker.core.replays import ClientReplay, safe_parts
 from ticker.core.session import Session
 from ticker.core.ticks import MicrosClock, now_us
 from ticker.recording.columnar import is_columnar_dir
@@ -33,6 +32,7 @@ from ticker.recording.formats import load
 from ticker.recording.problems import Problems, RecordingError
 from ticker.recording.schedule import ReplayOptions
 from ticker.recording.table import TickTable
+from ticker.server.client_replay import ClientReplay, safe_parts
 
 log = logging.getLogger("ticker.replays")
 

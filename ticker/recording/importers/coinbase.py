@@ -19,10 +19,10 @@ import numpy as np
 import orjson
 
 from ticker.core.ticks import Tick, TickBatch
+from ticker.core.times import micros
 from ticker.recording.importers.csvcolumns import read_text_lines
 from ticker.recording.problems import Problems
 from ticker.recording.table import TickTable, valid_symbol
-from ticker.recording.times import micros
 
 RECEIVED = re.compile(r"(\d+(?:\.\d*)?): (\{.*)")
 

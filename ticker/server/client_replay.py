@@ -1,4 +1,7 @@
-"""Replays on demand, the pure part: safe source names and one client's private replay.
+"""Replays on demand, the part without I/O: safe source names and one client's private replay.
+
+Here, above the core, because it joins the core's mailbox to the recording's ``Replay``
+schedule and ``TickTable``; ``ticker/server/replays.py`` does the loading and the pacing.
 
 A client's replay goes into its own mailbox, the one live ticks go through, so it gets the
 same conflation or byte bound and the same flusher. The replay also yields to the client:
@@ -12,36 +15,22 @@ live one, and unsubscribing a live symbol leaves the replay alone).
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Protocol
+from typing import Any
 
 import orjson
 
 from ticker.core.mailbox import Delivery, Follows
 from ticker.core.protocol import RequestId, replay_state
+from ticker.core.session import Session
+from ticker.core.ticks import TickBatch
 from ticker.recording.schedule import Replay, ReplayOptions
 from ticker.recording.table import TickTable
-
-if TYPE_CHECKING:
-    from ticker.core.protocol import Op
-    from ticker.core.session import Session
 
 REPLAY_BATCH = 2048
 """Ticks per delivery: well inside a mode ``all`` queue's default bound."""
 HIGH_WATER = 2048
 """Pending ticks in the client's mailbox above which the replay waits for it."""
 KEY_PREFIX = "\x00replay\x00"
-
-
-class ReplayHost(Protocol):
-    """What a session hands the replay ops to (``ticker/server/replays.py``)."""
-
-    def handle(self, session: Session, op: Op) -> None: ...
-
-    def stop(self, session: Session) -> None: ...
-
-    def busy(self, session: Session) -> bool:
-        """A replay is loading or running for this session."""
-        ...
 
 
 def safe_parts(name: str) -> tuple[str, ...] | None:
@@ -109,7 +98,7 @@ class ClientReplay:
             return poll_s  # control frames overtake ticks: "ended" waits for the last one
         return wait
 
-    def _deliver(self, batch: list) -> None:
+    def _deliver(self, batch: TickBatch) -> None:
         dumps = orjson.dumps
         runs: dict[str, list[bytes]] = {}
         for tick in batch:
@@ -130,7 +119,8 @@ class ClientReplay:
         delivery.release()
         self.sent += len(batch)
 
-    def control(self, args: dict, now: float) -> None:
+    def control(self, args: dict[str, Any], now: float) -> None:
+        """Apply a ``replay_control`` op's validated args: speed first, then the action."""
         replay = self.replay
         action = args["action"]
         if args["speed"] is not None:
@@ -143,9 +133,11 @@ class ClientReplay:
             replay.seek(args["to"], now)
 
     def state(self, now: float, rid: RequestId = None) -> bytes:
+        """The ``replay_state`` frame: playing, paused or ended, and where the replay is."""
         replay = self.replay
         state = "ended" if replay.finished else "paused" if replay.paused else "playing"
         t = replay.table.t
+        position: float
         if replay.cursor >= len(t):
             position = int(t[-1])
         elif replay.speed == 0:
