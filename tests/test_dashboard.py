@@ -34,7 +34,7 @@ from playwright.sync_api import (
 from feeds.sim.symbols import symbol_names
 from tests.conftest import require
 from tests.net import free_port
-from ticker.core.codes import RECONNECT, CloseCode
+from ticker.core.codes import RECONNECT, CloseCode, Retry
 from ticker.core.tokens import mint
 
 pytestmark = pytest.mark.slow
@@ -419,7 +419,7 @@ def test_js_client_reconnect_rules_follow_the_close_code_table(
         };
         """,
     )
-    assert rules["noReconnect"] == [c for c in CloseCode if RECONNECT[c].startswith("no:")]
+    assert rules["noReconnect"] == [c for c in CloseCode if RECONNECT[c].retry is Retry.NEVER]
     assert rules["rateLimited"] == CloseCode.RATE_LIMITED
     assert rules["delays"][-2:] == [None, None]
     assert rules["delays"][:-2] == pytest.approx([400, 1000, 4800, 30000, 5000, 600])
