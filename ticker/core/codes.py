@@ -1,6 +1,7 @@
 """Close codes and error codes of protocol v1, with the reconnect rule as data, written once.
 
-docs/protocol.md is checked against these tables by the tests.
+The Python client decides by these; docs/protocol.md and ticker-client.js keep copies that
+tests/test_codes.py checks against them.
 """
 
 from __future__ import annotations
