@@ -119,3 +119,10 @@ def test_js_client_constants_match() -> None:
         "maxMs": BACKOFF.max_s * 1000,
         "jitter": BACKOFF.jitter,
     }, "JS BACKOFF"
+
+
+def test_protocol_doc_examples_stop_on_the_same_codes() -> None:
+    examples = re.findall(r"NO_RECONNECT = (?:new Set\(\[|\{)([\d, ]+)[\]}]", PROTOCOL)
+    assert len(examples) == 2, "the JavaScript and Python examples of docs/protocol.md"
+    for listed in examples:
+        assert {int(c) for c in listed.split(",")} == never(), "an example's NO_RECONNECT"
