@@ -34,7 +34,7 @@ from playwright.sync_api import (
 from feeds.sim.symbols import symbol_names
 from tests.conftest import require
 from tests.net import free_port
-from ticker.core.codes import RECONNECT, CloseCode
+from ticker.core.codes import BACKOFF, RECONNECT, CloseCode, Retry, reconnect_rule
 from ticker.core.tokens import mint
 
 pytestmark = pytest.mark.slow
@@ -405,24 +405,33 @@ def test_the_documented_example_runs_from_a_page_of_another_origin(
 def test_js_client_reconnect_rules_follow_the_close_code_table(
     page: Page, server: ServerProcess
 ) -> None:
+    # (code, attempt, the jitter's random value): the JS delays against the Python table's
+    cases = [
+        [1006, 0, 0],
+        [1001, 1, 0.5],
+        [1011, 3, 1],
+        [1006, 20, 0.5],
+        [4029, 0, 0.5],
+        [4008, 0, 1],
+        [1000, 0, 0.5],
+        [1009, 2, 0.5],
+    ]
     page.goto(f"{server.url}/healthz")
     rules = run_js(
         page,
         """
         const m = await import('/static/ticker-client.js');
-        const half = () => 0.5;
         return {
             noReconnect: m.NO_RECONNECT, rateLimited: m.RATE_LIMITED,
-            delays: [[1006, 0, () => 0], [1001, 1, half], [1011, 3, () => 1], [1006, 20, half],
-                     [4029, 0, half], [4008, 0, () => 1], [1000, 0, half], [1009, 2, half]]
-                .map(([code, attempt, random]) => m.backoffDelay(code, attempt, random)),
+            delays: CASES.map(([code, attempt, unit]) => m.backoffDelay(code, attempt, () => unit)),
         };
-        """,
+        """.replace("CASES", str(cases)),
     )
-    assert rules["noReconnect"] == [c for c in CloseCode if RECONNECT[c].startswith("no:")]
+    assert rules["noReconnect"] == [c for c in CloseCode if RECONNECT[c].retry is Retry.NEVER]
     assert rules["rateLimited"] == CloseCode.RATE_LIMITED
-    assert rules["delays"][-2:] == [None, None]
-    assert rules["delays"][:-2] == pytest.approx([400, 1000, 4800, 30000, 5000, 600])
+    expected = [BACKOFF.delay_s(reconnect_rule(c).retry, a, u) for c, a, u in cases]
+    assert expected[-2:] == [None, None]  # 1000 and 1009: no reconnect
+    assert rules["delays"] == pytest.approx([None if d is None else 1000 * d for d in expected])
 
     result = run_js(
         page,

@@ -153,6 +153,19 @@ async def test_oversized_message_closes_1009(start_server: StartServer) -> None:
         msg = await ws.receive(timeout=5)
         assert msg.type is aiohttp.WSMsgType.CLOSE
         assert msg.data == 1009
+        assert msg.extra == "message over max_message_bytes (65536 bytes)"
+
+
+async def test_1009_reason_names_the_configured_limit(start_server: StartServer) -> None:
+    _, server = await start_server(limits={"max_message_bytes": 1000})
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.make_url("/ws")) as ws:
+        await frame(ws)
+        await ws.send_str(orjson.dumps({"op": "ping", "pad": "x" * 900}).decode())
+        assert (await frame(ws))["type"] == "pong"  # under the limit: served
+        await ws.send_str(orjson.dumps({"op": "ping", "pad": "x" * 1000}).decode())
+        msg = await ws.receive(timeout=5)
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 1009)
+        assert msg.extra == "message over max_message_bytes (1000 bytes)"
 
 
 async def test_rate_limited_then_closed_4029(start_server: StartServer) -> None:

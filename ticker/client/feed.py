@@ -16,9 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from ticker.client.links import ABNORMAL, Link, LinkError, SslOption, open_link, transport_of
+from ticker.client.links import Link, LinkError, SslOption, open_link, transport_of
 from ticker.client.state import (
-    NO_RECONNECT,
     Backoff,
     Connected,
     Continuity,
@@ -26,11 +25,12 @@ from ticker.client.state import (
     Event,
     Tick,
 )
+from ticker.core.codes import ABNORMAL, CloseCode
 
 log = logging.getLogger("ticker.client")
 
 MODES = ("conflate", "all")
-_REFUSED = {400: 1008, 401: 1008, 403: 1008}
+_REFUSED = {400: CloseCode.POLICY, 401: CloseCode.POLICY, 403: CloseCode.POLICY}
 """A handshake refused for good (bad parameters, not authorized): do not retry."""
 
 
@@ -176,11 +176,11 @@ class Feed:
             finally:
                 if link is not None:
                     await link.close()
-            if code in NO_RECONNECT:
+            delay = self._backoff.next(code)
+            if delay is None:
                 await self._queue.put(Disconnected(code, reason, None))
                 await self._queue.put(_End(FeedClosed(code, reason)))
                 return
-            delay = self._backoff.next(code)
             log.info("disconnected (%s %s); reconnecting in %.1f s", code, reason, delay)
             await self._queue.put(Disconnected(code, reason, delay))
             await asyncio.sleep(delay)

@@ -19,8 +19,7 @@ import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
-ABNORMAL = 1006
-"""No close code from the server: the connection was lost."""
+from ticker.core.codes import ABNORMAL, CloseCode
 
 Message = dict[str, Any]
 SslOption = ssl_module.SSLContext | bool | None
@@ -113,7 +112,8 @@ class WebSocketLink:
     async def recv(self) -> Message | None:
         msg = await self.ws.receive()
         if msg.type is aiohttp.WSMsgType.TEXT:
-            return orjson.loads(msg.data)
+            message: Message = orjson.loads(msg.data)
+            return message
         if msg.type is aiohttp.WSMsgType.CLOSE:
             self.close_code, self.close_reason = int(msg.data), str(msg.extra or "")
         else:  # lost, or a protocol error of the WebSocket layer
@@ -220,7 +220,7 @@ class PollLink:
     async def _poll(self, url: URL) -> None:
         async with self._http.get(url, ssl=self._ssl, headers=self._headers) as response:
             if response.status == 404:  # the session ended (expired, server restarted)
-                self.close_code, self.close_reason = 1001, "session ended"
+                self.close_code, self.close_reason = CloseCode.GOING_AWAY, "session ended"
                 return
             await _check(response)
             answer = await response.json(loads=orjson.loads, content_type=None)
@@ -247,4 +247,4 @@ class PollLink:
         await _post(self._http, self._url, self.session, op, self._ssl, self._headers)
 
     async def close(self) -> None:
-        self.close_code = self.close_code or 1000
+        self.close_code = self.close_code or CloseCode.NORMAL

@@ -3,18 +3,16 @@
 ``Continuity`` follows the stream the way docs/protocol.md says a client should: the
 epoch, the last ``q`` of each symbol (what ``since`` sends back on a reconnect), ticks
 already seen dropped, and in mode ``all`` every jump of ``q`` reported as a ``Gap``.
-``Backoff`` is the reconnect delay: exponential, capped, jittered.
+``Backoff`` is the reconnect rule of ticker.core.codes with this client's delays.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-NO_RECONNECT = frozenset({1000, 1008, 1009})
-"""Close codes after which reconnecting would not help (docs/protocol.md, Close codes)."""
-RATE_LIMITED = 4029
+from ticker.core.codes import ABNORMAL, BACKOFF, reconnect_rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,21 +116,29 @@ class Continuity:
 
 
 class Backoff:
-    """Reconnect delays: ``initial`` doubling up to ``maximum``, each times 0.8 to 1.2."""
+    """Reconnect delays by the close code table: ``initial`` doubling up to ``maximum``
+    (from at least 5 s after 4029), each times 0.8 to 1.2; none after a code that says
+    not to reconnect."""
 
     def __init__(
         self, initial: float = 0.5, maximum: float = 30.0, rng: random.Random | None = None
     ) -> None:
-        self.initial = initial
-        self.maximum = maximum
+        self.policy = replace(
+            BACKOFF,
+            initial_s=initial,
+            rate_limited_s=max(initial, BACKOFF.rate_limited_s),
+            max_s=maximum,
+        )
         self.attempt = 0
         self._rng = rng or random.Random()
 
-    def next(self, code: int | None = None) -> float:
-        base = max(self.initial, 5.0) if code == RATE_LIMITED else self.initial
-        delay = min(self.maximum, base * 2 ** min(self.attempt, 32))
-        self.attempt += 1
-        return delay * self._rng.uniform(0.8, 1.2)
+    def next(self, code: int = ABNORMAL) -> float | None:
+        """Seconds to wait before reconnecting after ``code``; None: do not reconnect."""
+        delay = self.policy.delay_s(reconnect_rule(code).retry, self.attempt, self._rng.random())
+        if delay is not None:
+            self.attempt += 1
+        return delay
 
     def reset(self) -> None:
+        """A session was established: the next loss starts from the shortest delay."""
         self.attempt = 0

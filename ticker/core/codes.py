@@ -1,14 +1,18 @@
-"""Close codes and error codes of protocol v1, with the reconnect rule written down once.
+"""Close codes and error codes of protocol v1, with the reconnect rule as data, written once.
 
-docs/protocol.md is checked against these tables by the tests.
+The Python client decides by these; docs/protocol.md and ticker-client.js keep copies that
+tests/test_codes.py checks against them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
 
 class CloseCode(IntEnum):
+    """Close codes this server sends (docs/protocol.md, Close codes)."""
+
     NORMAL = 1000
     GOING_AWAY = 1001
     POLICY = 1008
@@ -18,18 +22,97 @@ class CloseCode(IntEnum):
     RATE_LIMITED = 4029
 
 
-RECONNECT: dict[CloseCode, str] = {
-    CloseCode.NORMAL: "no: the client or the server ended the session on purpose",
-    CloseCode.GOING_AWAY: "yes: the server is restarting or shutting down",
-    CloseCode.POLICY: "no: a policy refused it (token expired, idle); only with a fresh token",
-    CloseCode.TOO_BIG: "no: the client sent a message over the size limit",
-    CloseCode.SERVER_ERROR: "yes: an unexpected server error",
-    CloseCode.SLOW_CONSUMER: "yes, and resume: the client fell behind its queue limit",
-    CloseCode.RATE_LIMITED: "yes, with backoff: the client sent too many operations",
+ABNORMAL = 1006
+"""Not sent by the server: what a client's WebSocket stack reports for a connection that
+ended without a close frame. Clients treat it like any code the table does not name."""
+
+
+class Retry(StrEnum):
+    """Whether a client reconnects after a close, and how long the first wait is."""
+
+    NEVER = "never"
+    BACKOFF = "backoff"
+    """Exponential backoff from ``Backoff.initial_s``."""
+    LONG_BACKOFF = "long_backoff"
+    """Exponential backoff from ``Backoff.rate_limited_s``: the client must send less."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectRule:
+    """What a client does after one close code; ``prose`` is the docs' reconnect column."""
+
+    retry: Retry
+    resume: bool
+    """Reconnect with ``since``/``epoch`` to have what was missed replayed."""
+    prose: str
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """The reconnect delays every client of this repository uses (both must agree)."""
+
+    initial_s: float = 0.5
+    rate_limited_s: float = 5.0
+    max_s: float = 30.0
+    jitter: float = 0.2
+    """Each delay is multiplied by a factor in 1 ± ``jitter``."""
+
+    def delay_s(self, retry: Retry, attempt: int, unit: float) -> float | None:
+        """Seconds before attempt ``attempt`` (0 = the first), None for ``Retry.NEVER``.
+
+        ``unit`` in [0, 1] picks the jitter (0: shortest, 1: longest), so the rule stays
+        pure and a caller's random source or a test's constant decides it.
+        """
+        if retry is Retry.NEVER:
+            return None
+        base = self.rate_limited_s if retry is Retry.LONG_BACKOFF else self.initial_s
+        delay = min(self.max_s, base * 2.0 ** min(attempt, 32))
+        return delay * (1 - self.jitter + 2 * self.jitter * unit)
+
+
+BACKOFF = Backoff()
+
+RECONNECT: dict[CloseCode, ReconnectRule] = {
+    CloseCode.NORMAL: ReconnectRule(
+        Retry.NEVER, False, "no: the client or the server ended the session on purpose"
+    ),
+    CloseCode.GOING_AWAY: ReconnectRule(
+        Retry.BACKOFF, False, "yes: the server is restarting or shutting down"
+    ),
+    CloseCode.POLICY: ReconnectRule(
+        Retry.NEVER,
+        False,
+        "no: a policy refused it (token expired, idle); only with a fresh token",
+    ),
+    CloseCode.TOO_BIG: ReconnectRule(
+        Retry.NEVER, False, "no: the client sent a message over the size limit"
+    ),
+    CloseCode.SERVER_ERROR: ReconnectRule(Retry.BACKOFF, False, "yes: an unexpected server error"),
+    CloseCode.SLOW_CONSUMER: ReconnectRule(
+        Retry.BACKOFF, True, "yes, and resume: the client fell behind its queue limit"
+    ),
+    CloseCode.RATE_LIMITED: ReconnectRule(
+        Retry.LONG_BACKOFF, False, "yes, with backoff: the client sent too many operations"
+    ),
 }
+
+OTHER_CLOSE = ReconnectRule(
+    Retry.BACKOFF, False, "yes: the connection failed (1006, or a code not listed)"
+)
+"""The rule for a code the table does not name (1006 above all)."""
+
+
+def reconnect_rule(code: int) -> ReconnectRule:
+    """The rule a client follows after ``code``, whether or not this server sends it."""
+    try:
+        return RECONNECT[CloseCode(code)]
+    except ValueError:
+        return OTHER_CLOSE
 
 
 class ErrorCode(StrEnum):
+    """The ``code`` of an ``error`` message (docs/protocol.md, Error codes)."""
+
     BAD_JSON = "bad_json"
     BAD_REQUEST = "bad_request"
     UNKNOWN_OP = "unknown_op"

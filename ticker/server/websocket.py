@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiohttp import WebSocketError, WSMsgType, web
 
@@ -52,6 +53,27 @@ def text_frame(payload: bytes) -> bytes:
 _HEAD_SHORT = [bytes((0x81, n)) for n in range(126)]
 
 
+def too_big_reason(limit: int) -> bytes:
+    """The reason of a 1009: which limit the client's message went over."""
+    return f"message over max_message_bytes ({limit} bytes)".encode()
+
+
+class LimitedSocket(web.WebSocketResponse):
+    """A socket whose 1009 says why: aiohttp closes a message over ``max_msg_size`` itself,
+    inside ``receive()``, with an empty reason; this fills the reason in."""
+
+    def __init__(self, *, max_msg_size: int, **kwargs: Any) -> None:
+        super().__init__(max_msg_size=max_msg_size, **kwargs)
+        self._too_big = too_big_reason(max_msg_size)
+
+    async def close(
+        self, *, code: int = CloseCode.NORMAL, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        if code == CloseCode.TOO_BIG and not message:
+            message = self._too_big
+        return await super().close(code=code, message=message, drain=drain)
+
+
 class Connection(ClientConnection):
     """One WebSocket client: its session and socket, flushed by the node's ``Flusher``.
 
@@ -76,7 +98,9 @@ class Connection(ClientConnection):
         self.ws = ws
         super().__init__(node, request, mode=mode, max_hz=max_hz, admitted=admitted)
 
-    encode = staticmethod(text_frame)
+    def encode(self, frame: bytes) -> bytes:
+        """A protocol frame as one prebuilt WebSocket text frame."""
+        return text_frame(frame)
 
     def is_open(self) -> bool:
         return super().is_open() and not self.ws.closed
@@ -129,7 +153,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     settings = node.settings
     params = admit(node, request, TRANSPORT)
     with handshake(request, TRANSPORT) as admitted:
-        ws = web.WebSocketResponse(
+        ws = LimitedSocket(
             heartbeat=settings.ping_interval_s,
             max_msg_size=settings.limits.max_message_bytes,
             # off: per-client deflate costs memory and CPU, and inflating a client's frames
