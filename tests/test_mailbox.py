@@ -160,7 +160,20 @@ def test_a_queue_notes_the_last_q_it_hands_over_of_each_symbol() -> None:
     box = QueueMailbox(10**6)
     box.follows = None
     seg = b'{"s":"A","p":1,"q":7,"t":1},{"s":"A","p":2,"t":2,"q":8}'
-    box.offer(Delivery({"A": seg, "B": b'{"s":"B","q":3}'}, {"A": 2, "B": 1}, {}))
+    segments = {"A": seg, "B": b'{"s":"B","q":3}', "C": b'{"s":"C","q":5}'}
+    box.offer(Delivery(segments, {"A": 2, "B": 1, "C": 1}, {}, last_q={"A": 8, "B": 3}))
     positions: dict[str, int] = {}
     _segments, ticks = box.drain(positions=positions)
-    assert ticks == 3 and positions == {"A": 8, "B": 3}
+    assert ticks == 4 and positions == {"A": 8, "B": 3}  # C's batch did not say its q
+
+
+def test_a_split_batch_notes_only_the_symbols_it_handed_over() -> None:
+    box = QueueMailbox(10**6)
+    box.follows = None
+    segments = {"A": b"a" * 40, "B": b"b" * 40}
+    box.offer(Delivery(segments, {"A": 1, "B": 1}, {}, last_q={"A": 4, "B": 9}))
+    positions: dict[str, int] = {}
+    box.drain(max_bytes=60, positions=positions)
+    assert positions == {"A": 4}
+    box.drain(positions=positions)
+    assert positions == {"A": 4, "B": 9}

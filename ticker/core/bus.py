@@ -165,7 +165,8 @@ class Bus:
             tap(segments, counts, latest)
         if not offered:
             return
-        delivery = Delivery(segments, counts, latest, oldest, newest)
+        last_q = {symbol: topics[symbol].q for symbol in runs}
+        delivery = Delivery(segments, counts, latest, oldest, newest, last_q)
         for mailbox in offered:
             mailbox.offer(delivery)
         delivery.release()  # a lagging client must keep only its own share alive

@@ -13,7 +13,6 @@ number of symbols (``ConflatingMailbox``) or by an explicit byte limit (``QueueM
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
@@ -36,6 +35,9 @@ class Share(NamedTuple):
     symbols: list[str]
     segments: list[bytes]
     counts: list[int]
+    last_qs: list[int | None]
+    """Each segment's last ``q`` (None where the batch did not say): an SSE id without
+    reading the bytes back."""
     nbytes: int
     """Bytes the segments take in a frame, a separating comma each included."""
     ticks: int
@@ -44,23 +46,35 @@ class Share(NamedTuple):
 
     def split(self, n: int) -> tuple[Share, Share]:
         """The first ``n`` symbols' part and the rest."""
-        return _share(self.symbols[:n], self.segments[:n], self.counts[:n], self.t), _share(
-            self.symbols[n:], self.segments[n:], self.counts[n:], self.t
+        head = _share(
+            self.symbols[:n], self.segments[:n], self.counts[:n], self.last_qs[:n], self.t
         )
+        rest = _share(
+            self.symbols[n:], self.segments[n:], self.counts[n:], self.last_qs[n:], self.t
+        )
+        return head, rest
 
     def without(self, drop: set[str]) -> Share:
+        """This share less the symbols in ``drop`` (they were unsubscribed)."""
         keep = [i for i, s in enumerate(self.symbols) if s not in drop]
         return _share(
             [self.symbols[i] for i in keep],
             [self.segments[i] for i in keep],
             [self.counts[i] for i in keep],
+            [self.last_qs[i] for i in keep],
             self.t,
         )
 
 
-def _share(symbols: list[str], segments: list[bytes], counts: list[int], t: int) -> Share:
+def _share(
+    symbols: list[str],
+    segments: list[bytes],
+    counts: list[int],
+    last_qs: list[int | None],
+    t: int,
+) -> Share:
     nbytes = sum(map(len, segments)) + len(segments)
-    return Share(symbols, segments, counts, nbytes, sum(counts), t)
+    return Share(symbols, segments, counts, last_qs, nbytes, sum(counts), t)
 
 
 class Delivery:
@@ -70,7 +84,7 @@ class Delivery:
     routing of this batch only: ``release()`` drops the caches when routing is done.
     """
 
-    __slots__ = ("_latest", "_queued", "counts", "latest", "newest", "segments", "t")
+    __slots__ = ("_latest", "_queued", "counts", "last_q", "latest", "newest", "segments", "t")
 
     def __init__(
         self,
@@ -79,6 +93,7 @@ class Delivery:
         latest: dict[str, bytes],
         t: int = 0,
         newest: int = 0,
+        last_q: dict[str, int] | None = None,
     ) -> None:
         self.segments = segments
         """Symbol -> its ticks of this batch, encoded and joined with commas, in order."""
@@ -86,6 +101,8 @@ class Delivery:
         """Symbol -> how many ticks its segment holds."""
         self.latest = latest
         """Symbol -> its last tick of this batch."""
+        self.last_q = {} if last_q is None else last_q
+        """Symbol -> the ``q`` of its last tick of this batch (the bus knows it: no parse)."""
         self.t = t
         """The oldest tick time of the batch, µs since the epoch (for the latency metric)."""
         self.newest = newest
@@ -98,9 +115,13 @@ class Delivery:
         share = self._queued.get(follows)
         if share is None:
             symbols = self._pick(follows)
-            segments, counts = self.segments, self.counts
+            segments, counts, last_q = self.segments, self.counts, self.last_q
             share = self._queued[follows] = _share(
-                symbols, [segments[s] for s in symbols], [counts[s] for s in symbols], self.t
+                symbols,
+                [segments[s] for s in symbols],
+                [counts[s] for s in symbols],
+                [last_q.get(s) for s in symbols],
+                self.t,
             )
         return share
 
@@ -270,7 +291,7 @@ class QueueMailbox:
             if taken + share.nbytes <= max_bytes:
                 shares.popleft()  # the common case: the whole batch fits
                 if positions is not None:
-                    _note(positions, share.symbols, share.segments)
+                    _note(positions, share.symbols, share.last_qs)
                 out += share.segments
                 taken += share.nbytes
                 ticks += share.ticks
@@ -282,7 +303,7 @@ class QueueMailbox:
                 taken += len(segments[n]) + 1
                 n += 1
             if positions is not None:
-                _note(positions, share.symbols[:n], segments[:n])
+                _note(positions, share.symbols[:n], share.last_qs[:n])
             if n == len(segments):  # one segment bigger than a frame: it goes whole
                 shares.popleft()
                 ticks += share.ticks
@@ -315,16 +336,11 @@ class QueueMailbox:
         return self.ntick
 
 
-_LAST_Q = re.compile(rb'"q":(\d+)')
-
-
-def _note(positions: dict[str, int], symbols: list[str], segments: list[bytes]) -> None:
-    """The ``q`` of each segment's last tick, read from its bytes (a search from the end:
-    ``"q":`` can only be the key, a quote inside a JSON string being escaped)."""
-    for symbol, segment in zip(symbols, segments, strict=True):
-        found = _LAST_Q.match(segment, segment.rfind(b'"q":'))
-        if found is not None:
-            positions[symbol] = int(found[1])
+def _note(positions: dict[str, int], symbols: list[str], last_qs: list[int | None]) -> None:
+    """Each symbol's last ``q`` taken, as the batch carried it."""
+    for symbol, q in zip(symbols, last_qs, strict=True):
+        if q is not None:
+            positions[symbol] = q
 
 
 Mailbox = ConflatingMailbox | QueueMailbox
