@@ -73,7 +73,8 @@ def test_serve_refuses_bad_security_flags_before_starting() -> None:
     cmd = [sys.executable, "-m", "ticker", "serve", "--port", "1"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "at least 32 characters" in done.stderr
-    done = subprocess.run([*cmd, "--tls-cert", "x.pem"], capture_output=True, text=True, timeout=30)
+    lone = [*cmd, "--tls-cert", __file__]  # a file that is there: the pairing is what is wrong
+    done = subprocess.run(lone, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "--tls-cert and --tls-key go together" in done.stderr
     help_text = subprocess.run(
         [sys.executable, "-m", "ticker", "serve", "--help"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from feeds.replay.adapter import ReplayFeed
@@ -15,7 +16,7 @@ from ticker.progress import Progress
 from ticker.recording.problems import Problems
 from ticker.recording.rotating import SUFFIXES
 from ticker.recording.schedule import ReplayOptions
-from ticker.recording.times import parse_time
+from ticker.recording.times import EPOCH, parse_time
 
 REPLAY_PREFIX = "replay:"
 RECORD_FORMATS = tuple(s.lstrip(".") for s in SUFFIXES)
@@ -28,7 +29,9 @@ def feed_spec(text: str) -> str:
         text.startswith(REPLAY_PREFIX) and len(text) > len(REPLAY_PREFIX)
     ):
         return text
-    raise ValueError("expected sim, none or replay:PATH[,PATH...]")
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a feed: use sim, none or replay:PATH[,PATH...]"
+    )
 
 
 feed_spec.__name__ = "feed"
@@ -98,11 +101,25 @@ def replay_feed(args: argparse.Namespace) -> ReplayFeed:
         feed.meter = Progress("replay", total=len(feed.table))  # shown on a TTY only
     for line in problems.summary():
         log.warning("replay: %s", line)
-    log.info(
-        "replay of %d ticks, %d symbols, at speed %g%s",
-        len(feed.table),
-        len(feed.symbols()),
-        args.speed,
-        " (looping)" if args.loop else "",
-    )
     return feed
+
+
+def log_replay(args: argparse.Namespace, feed: ReplayFeed, epoch: str) -> None:
+    """One line with what will be played: the files, the window, the speed, the end."""
+    table = feed.table
+    log.info(
+        "feed replay: %d ticks of %d symbol(s) from %s, %s to %s, at speed %g%s; %s; epoch %s",
+        len(table),
+        len(feed.symbols()),
+        args.feed[len(REPLAY_PREFIX) :],
+        _iso(int(table.t[0])),
+        _iso(int(table.t[-1])),
+        args.speed,
+        " (flat out)" if args.speed == 0 else "",
+        "looping" if args.loop else "once: it ends with the recording (--loop: start over)",
+        epoch,
+    )
+
+
+def _iso(us: int) -> str:
+    return (EPOCH + timedelta(microseconds=us)).isoformat()

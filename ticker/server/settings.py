@@ -52,3 +52,8 @@ class Settings:
     max_http_sessions: int = 10_000
     """SSE streams and long-polling sessions open at once (a poll session has no socket
     of its own to bound it)."""
+
+
+def url_host(host: str) -> str:
+    """``host`` as it stands in a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
