@@ -398,8 +398,11 @@ def serve(args: argparse.Namespace) -> int:
                     suffix=f".{args.record_format}",
                     max_bytes=args.record_max_bytes,
                 )
+            except (FileExistsError, NotADirectoryError):
+                raise ValueError(f"--record {args.record}: not a directory") from None
             except (OSError, ValueError) as exc:
-                raise ValueError(f"--record {args.record}: {exc}") from None
+                why = exc.strerror if isinstance(exc, OSError) else exc
+                raise ValueError(f"--record {args.record}: {why}") from None
             recorder.attach(app)
         if args.replay_dir is not None:
             try:
