@@ -16,6 +16,7 @@ from feeds.supervisor import FeedSupervisor
 from tests.conftest import TtyBuffer
 from ticker.cli import main
 from ticker.core.bus import Bus
+from ticker.core.ticks import Tick
 from ticker.progress import Progress
 from ticker.recording.formats import load
 from ticker.recording.problems import Problems, RecordingError
@@ -60,8 +61,8 @@ class FakeTime:
         self.now += seconds + extra
 
 
-async def run(feed: ReplayFeed, fake: FakeTime) -> list[tuple[float, dict]]:
-    out = []
+async def run(feed: ReplayFeed, fake: FakeTime) -> list[tuple[float, Tick]]:
+    out: list[tuple[float, Tick]] = []
     async for batch in feed.stream():
         out += [(fake.now, tick) for tick in batch]
     return out
@@ -225,6 +226,7 @@ async def test_real_time_at_speed_10() -> None:
 def test_serve_refuses_a_bad_replay_before_listening(
     argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    status: str | int | None
     try:
         status = main(["serve", "--port", "1", *argv])  # returns before listening
     except SystemExit as exc:  # argparse's own errors

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -114,7 +115,7 @@ def test_serve_with_tls_flags_serves_wss(tmp_path: Path) -> None:
         env={**os.environ, "TICKER_LOG_LEVEL": "warning"},
     )
 
-    async def client() -> dict:
+    async def client() -> dict[str, Any]:
         async with aiohttp.ClientSession() as http:
             deadline = time.monotonic() + 20
             while True:
