@@ -95,6 +95,9 @@ def test_a_metrics_port_in_use_is_named(taken_port: int) -> None:
         (["--no-metrics", "--metrics-port", "9108"], ["--metrics-port", "--no-metrics"]),
         (["--bogus"], ["unrecognized arguments: --bogus", "ticker serve --help"]),
         (["--port", "eighty"], ["--port", "'eighty'"]),
+        (["--allowed-origin", "foo"], ["--allowed-origin: 'foo' is not an origin like https://"]),
+        (["--symbols", "0"], ["--symbols: '0': the number of symbols must be positive"]),
+        (["--feed", f"replay:{TARDIS}", "--columns", "zzz"], ["--columns zzz: 'zzz': expected"]),
     ],
 )
 def test_a_mistake_is_one_line_naming_it(argv: list[str], needles: list[str]) -> None:
@@ -109,6 +112,8 @@ def test_an_environment_variable_the_feed_ignores_is_named() -> None:
 
 def test_a_bad_environment_variable_is_one_line() -> None:
     assert_one_line(serve(env={"TICKER_FEED": "bogus"}), "TICKER_FEED='bogus'", "not a feed")
+    line = assert_one_line(serve(env={"TICKER_AUTH_SECRET": "short"}), "--auth-secret (TICKER_")
+    assert "short" not in line  # a secret is never printed, not even a bad one
 
 
 def flag(dest: str) -> str:

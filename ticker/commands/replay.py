@@ -34,23 +34,20 @@ def feed_spec(text: str) -> str:
     )
 
 
-feed_spec.__name__ = "feed"
-
-
 def symbols_arg(text: str) -> int | list[str]:
     """A count (simulated symbols) or a comma-separated list (symbols to replay)."""
     if text.strip().isdigit():
         count = int(text)
         if count <= 0:
-            raise ValueError("must be positive")
+            raise argparse.ArgumentTypeError(f"{text!r}: the number of symbols must be positive")
         return count
     names = [s.strip() for s in text.split(",") if s.strip()]
     if not names or any(len(s) > MAX_SYMBOL_LENGTH for s in names):
-        raise ValueError("expected a count or a comma-separated list of symbols")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a count or a comma-separated list of symbols "
+            f"of up to {MAX_SYMBOL_LENGTH} characters each"
+        )
     return names
-
-
-symbols_arg.__name__ = "symbols"
 
 
 def add_replay_options(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +84,10 @@ def replay_feed(args: argparse.Namespace) -> ReplayFeed:
     symbols = args.symbols if isinstance(args.symbols, list) else None
     problems = Problems(args.on_error)
     options = ReplayOptions(speed=args.speed, loop=args.loop, keep_time=args.keep_time)
+    try:
+        mapping = mapping_from(args)
+    except ValueError as exc:
+        raise ValueError(f"--columns {args.columns}: {exc}") from None
     feed = ReplayFeed.from_paths(
         paths,
         options,
@@ -95,7 +96,7 @@ def replay_feed(args: argparse.Namespace) -> ReplayFeed:
         start=args.start,
         end=args.end,
         sort=args.sort,
-        mapping=mapping_from(args),
+        mapping=mapping,
     )
     if args.speed == 0 and not args.loop:
         feed.meter = Progress("replay", total=len(feed.table))  # shown on a TTY only

@@ -25,11 +25,10 @@ def _origins(text: str) -> list[str]:
     origins = [o.strip().lower().rstrip("/") for o in text.split(",") if o.strip()]
     for origin in origins:
         if origin != "*" and "://" not in origin:
-            raise ValueError(f"{origin!r} is not an origin like https://host[:port]")
+            raise argparse.ArgumentTypeError(
+                f"{origin!r} is not an origin like https://host[:port] (or *)"
+            )
     return origins
-
-
-_origins.__name__ = "origin (https://host[:port])"
 
 
 def add_security_options(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +112,10 @@ def security_settings(args: argparse.Namespace) -> dict[str, Any]:
 
     verifier: TokenVerifier | None = None
     if args.auth_secret:
-        verifier = TokenVerifier.from_secret(args.auth_secret)
+        try:
+            verifier = TokenVerifier.from_secret(args.auth_secret)
+        except ValueError as exc:  # the secret itself stays out of the message
+            raise ValueError(f"--auth-secret ({SECRET_ENV}): {exc}") from None
     elif args.auth_public_key is not None:
         try:
             verifier = TokenVerifier.from_public_key(args.auth_public_key.read_bytes())
