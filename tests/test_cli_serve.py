@@ -229,3 +229,11 @@ def test_a_replay_logs_its_files_window_speed_and_its_end(tmp_path: Path) -> Non
         assert f"{ticks} tick(s) published" in ended
     finally:
         server.stop()
+
+
+def test_ticker_feed_refuses_the_same_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """``ticker feed`` has the same feed flags, so the same refusal."""
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["feed", "--redis", "redis://127.0.0.1:1/0", "--speed", "3"])
+    assert stop.value.code == 2
+    assert "--speed is for --feed replay:PATH, not --feed sim" in capsys.readouterr().err

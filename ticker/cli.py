@@ -33,6 +33,8 @@ DEFAULT_LIMITS = Limits()
 DEFAULT_SETTINGS = Settings()
 DEFAULT_SIM_SYMBOLS = 100
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOOPBACK_OF = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+"""A browser cannot open "every address": the dashboard URL of a wildcard host."""
 
 
 def _switch(text: str) -> bool:
@@ -86,6 +88,10 @@ class _EnvParser(argparse.ArgumentParser):
             if problem:
                 self.error(problem)
         return parsed, extras
+
+    def flag(self, dest: str) -> str:
+        """The flag that sets ``dest`` (``start`` is ``--from``)."""
+        return str(self._stock[dest][0])
 
     def given(self, args: argparse.Namespace, dest: str) -> str | None:
         """The flag of ``dest`` (and its variable, if set) when it was set, by either, to
@@ -229,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     assert isinstance(feed, _EnvParser)
     _add_feed_options(feed)
     _add_redis_options(feed, "the cluster's Redis (required), e.g. redis://host:6379/0")
+    feed.checks.append(_feed_flags_apply)
     feed.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
     convert.add_parser(commands)
     record.add_parser(commands)
@@ -311,13 +318,14 @@ def _serve_flags_agree(args: argparse.Namespace, parser: _EnvParser) -> str | No
     if args.feed == "none" and args.redis is None:
         return "--feed none serves only what comes through Redis: it needs --redis URL"
     for dest, needs in (
-        ("metrics_host", "--metrics-port"),
-        ("record_format", "--record"),
-        ("record_max_bytes", "--record"),
+        ("metrics_host", "metrics_port"),
+        ("record_format", "record"),
+        ("record_max_bytes", "record"),
     ):
         flag = parser.given(args, dest)
-        if flag and parser.given(args, needs.lstrip("-").replace("-", "_")) is None:
-            return f"{flag} goes with {needs}: give {needs} too, or drop it"
+        if flag and parser.given(args, needs) is None:
+            other = parser.flag(needs)
+            return f"{flag} goes with {other}: give {other} too, or drop it"
     if args.no_metrics and args.metrics_port is not None:
         return "--metrics-port serves /metrics, which --no-metrics turns off: drop one"
     if args.metrics_port == args.port and (args.metrics_host or args.host) == args.host:
@@ -418,6 +426,7 @@ def serve(args: argparse.Namespace) -> int:
     _log_setup(args, settings)
     scheme = "http" if tls is None else "https"
     where = f"{url_host(settings.host)}:{settings.port}"
+    page = f"{url_host(LOOPBACK_OF.get(settings.host, settings.host))}:{settings.port}"
     web.run_app(
         app,
         sock=sockets,
@@ -429,7 +438,7 @@ def serve(args: argparse.Namespace) -> int:
             "ws" if tls is None else "wss",
             where,
             scheme,
-            where,
+            page,
         ),
     )
     log.info("stopped")
@@ -440,7 +449,7 @@ def _log_setup(args: argparse.Namespace, settings: Settings) -> None:
     """What a reader of the log wants to know first: who may connect, where ticks go."""
     log = logging.getLogger("ticker")
     if settings.auth is None:
-        log.info("auth off: any client may connect (--auth-secret or --auth-public-key)")
+        log.info("auth off: any client may connect (--auth-secret or --auth-public-key turn it on)")
     elif args.auth_secret:
         log.info("auth on: clients need HS256 tokens signed with --auth-secret")
     else:
