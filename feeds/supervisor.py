@@ -61,7 +61,8 @@ class FeedSupervisor:
         """``clock()`` when ``run`` began."""
 
     async def run(self) -> None:
-        """Supervise until the feed ends on its own (a finite source) or the task is cancelled.
+        """Supervise until the feed ends on its own (a finite source: one log line says so,
+        or a replay that stops would look like a stall) or the task is cancelled.
 
         Any ``Exception`` raised while streaming or publishing a batch counts as a failure of
         this feed. Cancellation does not: ``CancelledError`` is not an ``Exception`` and
@@ -78,6 +79,11 @@ class FeedSupervisor:
                         self.ticks += len(batch)
                         self.last_tick_monotonic = self._clock()
                         self.ready = True
+                log.info(
+                    "feed %s ended: %d tick(s) published; clients keep the last values",
+                    self.adapter.name,
+                    self.ticks,
+                )
                 return
             except Exception as exc:
                 self.restarts += 1

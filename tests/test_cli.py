@@ -110,14 +110,15 @@ def test_help_explains_every_flag() -> None:
 def test_metrics_flags_and_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     default = settings_from(build_parser().parse_args(["serve"]))
     assert default.metrics and default.metrics_port is None and default.metrics_host is None
-    args = ["serve", "--metrics-port", "9108", "--metrics-host", "10.0.0.5", "--no-metrics"]
+    args = ["serve", "--metrics-port", "9108", "--metrics-host", "10.0.0.5"]
     settings = settings_from(build_parser().parse_args(args))
     assert settings.metrics_port == 9108 and settings.metrics_host == "10.0.0.5"
-    assert not settings.metrics
-    monkeypatch.setenv("TICKER_NO_METRICS", "1")
+    assert not settings_from(build_parser().parse_args(["serve", "--no-metrics"])).metrics
     monkeypatch.setenv("TICKER_METRICS_PORT", "9200")
-    settings = settings_from(build_parser().parse_args(["serve"]))
-    assert not settings.metrics and settings.metrics_port == 9200
+    assert settings_from(build_parser().parse_args(["serve"])).metrics_port == 9200
+    monkeypatch.delenv("TICKER_METRICS_PORT")
+    monkeypatch.setenv("TICKER_NO_METRICS", "1")
+    assert not settings_from(build_parser().parse_args(["serve"])).metrics
     monkeypatch.setenv("TICKER_NO_METRICS", "0")
     assert settings_from(build_parser().parse_args(["serve"])).metrics
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -100,7 +101,8 @@ def test_serve_refuses_bad_security_flags_before_starting() -> None:
     cmd = [sys.executable, "-m", "ticker", "serve", "--port", "1"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "at least 32 characters" in done.stderr
-    done = subprocess.run([*cmd, "--tls-cert", "x.pem"], capture_output=True, text=True, timeout=30)
+    lone = [*cmd, "--tls-cert", __file__]  # a file that is there: the pairing is what is wrong
+    done = subprocess.run(lone, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "--tls-cert and --tls-key go together" in done.stderr
     help_text = subprocess.run(
         [sys.executable, "-m", "ticker", "serve", "--help"],
@@ -140,7 +142,7 @@ def test_serve_with_tls_flags_serves_wss(tmp_path: Path) -> None:
         env={**os.environ, "TICKER_LOG_LEVEL": "warning"},
     )
 
-    async def client() -> dict:
+    async def client() -> dict[str, Any]:
         async with aiohttp.ClientSession() as http:
             deadline = time.monotonic() + 20
             while True:

@@ -126,11 +126,14 @@ async def test_one_error_line_per_crash_without_traceback(
     caplog.set_level(logging.INFO, logger="ticker.feeds")
     await supervise(ScriptedFeed([(1, True), (0, True), (0, False)]), Recorder()).run()
     records = [r for r in caplog.records if r.name == "ticker.feeds"]
-    assert [r.levelno for r in records] == [logging.ERROR, logging.ERROR]
+    assert [r.levelno for r in records] == [logging.ERROR, logging.ERROR, logging.INFO]
     assert records[0].getMessage() == (
         "feed scripted failed: ConnectionError: lost upstream #1; restart #1 in 0.50 s"
     )
     assert "lost upstream #2" in records[1].getMessage()
+    assert records[2].getMessage() == (
+        "feed scripted ended: 1 tick(s) published; clients keep the last values"
+    )
     assert not any(r.exc_info for r in records)
     assert "Traceback" not in caplog.text
 
@@ -138,7 +141,7 @@ async def test_one_error_line_per_crash_without_traceback(
 async def test_traceback_only_at_debug_level(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="ticker.feeds")
     await supervise(ScriptedFeed([(0, True), (0, False)]), Recorder()).run()
-    (record,) = [r for r in caplog.records if r.name == "ticker.feeds"]
+    (record, _ended) = [r for r in caplog.records if r.name == "ticker.feeds"]
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
     assert record.exc_info[0] is ConnectionError

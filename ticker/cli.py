@@ -10,15 +10,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from feeds.base import FeedAdapter
+from feeds.replay.adapter import ReplayFeed
 from ticker.cluster.wire import DEFAULT_SHARDS
 from ticker.commands import (
     convert,
+    listen,
     publish,
     publishing,
     record,
@@ -27,11 +30,11 @@ from ticker.commands import (
     tail,
     token,
 )
-from ticker.commands.argtypes import non_negative, port, positive
+from ticker.commands.argtypes import env_name, non_negative, port, positive
 from ticker.core.session import Limits
 from ticker.recording.problems import RecordingError
 from ticker.server import redact
-from ticker.server.settings import Settings
+from ticker.server.settings import Settings, url_host
 
 if TYPE_CHECKING:
     from ticker.cluster.redis import RedisBroker
@@ -40,6 +43,8 @@ DEFAULT_LIMITS = Limits()
 DEFAULT_SETTINGS = Settings()
 DEFAULT_SIM_SYMBOLS = 100
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOOPBACK_OF = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+"""A browser cannot open "every address": the dashboard URL of a wildcard host."""
 
 
 def _switch(text: str) -> bool:
@@ -61,39 +66,88 @@ _redis_url.__name__ = "Redis URL (redis://host:port/db)"  # what argparse says o
 
 
 class _EnvParser(argparse.ArgumentParser):
-    """An ArgumentParser whose options also read ``TICKER_<OPTION>`` from the environment."""
+    """An ArgumentParser whose options also read ``TICKER_<OPTION>`` from the environment.
+
+    ``one_line_errors``: a mistake is one line on stderr, not the usage (``serve``'s is
+    forty lines that bury it). ``checks`` judge the flags together once they are parsed.
+    """
+
+    def __init__(self, *args: Any, one_line_errors: bool = False, **kw: Any) -> None:
+        self.one_line_errors = one_line_errors
+        self.checks: list[Callable[[argparse.Namespace, _EnvParser], str | None]] = []
+        self._stock: dict[str, tuple[str, Any]] = {}
+        super().__init__(*args, **kw)
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and the message, or the message alone; exit 2."""
+        if not self.one_line_errors:
+            super().error(message)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse, then run ``checks``: the first problem one finds is the error."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self.one_line_errors:
+            self.error(
+                f"unrecognized arguments: {' '.join(extras)} ({self.prog} --help lists them)"
+            )
+        for check in self.checks:
+            problem = check(parsed, self)
+            if problem:
+                self.error(problem)
+        return parsed, extras
+
+    def flag(self, dest: str) -> str:
+        """The flag that sets ``dest`` (``start`` is ``--from``)."""
+        return str(self._stock[dest][0])
+
+    def given(self, args: argparse.Namespace, dest: str) -> str | None:
+        """The flag of ``dest`` (and its variable, if set) when it was set, by either, to
+        something other than its built-in default; None when it was not."""
+        flag, stock = self._stock[dest]
+        if getattr(args, dest) == stock:
+            return None
+        env = env_name(flag)
+        return f"{flag} (or {env})" if env in os.environ else flag
 
     def add_option(
         self, flag: str, *, type: Callable[[str], Any] = str, default: Any = None, **kw: Any
     ) -> None:
         """An option and its variable; ``action="store_true"`` makes a switch (env 1 or 0)."""
-        env = "TICKER_" + flag.lstrip("-").replace("-", "_").upper()
+        env = env_name(flag)
         switch = kw.get("action") == "store_true"
         if switch:
             type, default = _switch, bool(default)
+        stock = default
         raw = os.environ.get(env)
         if raw is not None:
             try:
                 default = type(raw)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
                 self.error(f"environment variable {env}={raw!r} is invalid: {exc}")
             if kw.get("choices") and default not in kw["choices"]:
                 self.error(f"environment variable {env}={raw!r}: choose from {kw['choices']}")
         help_text = kw.pop("help", "")
         kw["help"] = f"{help_text} [env {env}; default: %(default)s]"
         if switch:
-            self.add_argument(flag, default=default, **kw)
+            action = self.add_argument(flag, default=default, **kw)
         else:
-            self.add_argument(flag, type=type, default=default, **kw)
+            action = self.add_argument(flag, type=type, default=default, **kw)
+        self._stock[action.dest] = (flag, stock)
 
     def add_flag(self, flag: str, *, help: str) -> None:
         """An on/off option; ``TICKER_<OPTION>`` set to 1, true or yes turns it on."""
-        env = "TICKER_" + flag.lstrip("-").replace("-", "_").upper()
+        env = env_name(flag)
         raw = os.environ.get(env, "")
         if raw.lower() not in ("", "0", "false", "no", "1", "true", "yes"):
             self.error(f"environment variable {env}={raw!r}: use 1/true/yes or 0/false/no")
         default = raw.lower() in ("1", "true", "yes")
-        self.add_argument(flag, action="store_true", default=default, help=f"{help} [env {env}]")
+        action = self.add_argument(
+            flag, action="store_true", default=default, help=f"{help} [env {env}]"
+        )
+        self._stock[action.dest] = (flag, False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the broadcaster",
         description="Run the broadcaster: feeds -> topic bus -> WebSocket clients at /ws.",
+        one_line_errors=True,
     )
     assert isinstance(serve, _EnvParser)
     serve.add_option("--host", default="127.0.0.1", help="address to listen on")
@@ -182,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_record_options(serve)
     security.add_security_options(serve)
     publishing.add_publish_options(serve)
+    serve.checks += [_feed_flags_apply, _serve_flags_agree]
     feed = commands.add_parser(
         "feed",
         help="run a feed into Redis, with no server (a cluster's publisher)",
@@ -190,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     assert isinstance(feed, _EnvParser)
     _add_feed_options(feed)
     _add_redis_options(feed, "the cluster's Redis (required), e.g. redis://host:6379/0")
+    feed.checks.append(_feed_flags_apply)
     feed.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
     convert.add_parser(commands)
     record.add_parser(commands)
@@ -243,6 +300,54 @@ def _add_redis_options(parser: _EnvParser, help_text: str) -> None:
     )
 
 
+SIM_ONLY = ("rate", "skew", "seed")
+"""The options only the simulated feed reads."""
+REPLAY_ONLY = (
+    *("speed", "loop", "keep_time", "start", "end"),
+    *("format", "columns", "time_unit", "on_error", "sort"),  # how to read the files
+)
+"""The options only a replay feed reads."""
+
+
+def _feed_flags_apply(args: argparse.Namespace, parser: _EnvParser) -> str | None:
+    """A flag the chosen feed would ignore (``--speed`` with sim) is refused, not dropped."""
+    foreign: tuple[str, ...]
+    if args.feed.startswith(replay.REPLAY_PREFIX):
+        foreign, owner = SIM_ONLY, "sim"
+    elif args.feed == "sim":
+        foreign, owner = REPLAY_ONLY, "replay:PATH"
+    else:
+        foreign, owner = ("symbols", *SIM_ONLY, *REPLAY_ONLY), "sim or replay:PATH"
+    for dest in foreign:
+        flag = parser.given(args, dest)
+        if flag:
+            return f"{flag} is for --feed {owner}, not --feed {args.feed}: drop it"
+    return None
+
+
+def _serve_flags_agree(args: argparse.Namespace, parser: _EnvParser) -> str | None:
+    """Flags that mean nothing without another one, or clash with it."""
+    if args.feed == "none" and args.redis is None:
+        return "--feed none serves only what comes through Redis: it needs --redis URL"
+    for dest, needs in (
+        ("metrics_host", "metrics_port"),
+        ("record_format", "record"),
+        ("record_max_bytes", "record"),
+    ):
+        flag = parser.given(args, dest)
+        if flag and parser.given(args, needs) is None:
+            other = parser.flag(needs)
+            return f"{flag} goes with {other}: give {other} too, or drop it"
+    if args.no_metrics and args.metrics_port is not None:
+        return "--metrics-port serves /metrics, which --no-metrics turns off: drop one"
+    if args.metrics_port == args.port and (args.metrics_host or args.host) == args.host:
+        return (
+            f"--metrics-port {args.port} is --port too: give /metrics a port of its own, "
+            "or drop --metrics-port to serve /metrics on --port"
+        )
+    return None
+
+
 def _feeds(args: argparse.Namespace) -> list[FeedAdapter]:
     from feeds.sim.adapter import SimulatedFeed
 
@@ -282,6 +387,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
+    """Check and take everything the server needs before it logs a line: a mistake is
+    one line on stderr and exit 2, with nothing started."""
     from aiohttp import web
 
     from ticker.server.app import create_app
@@ -292,54 +399,87 @@ def serve(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
         tls = security.ssl_context(args)
-    except (OSError, ValueError, ssl.SSLError) as exc:
-        print(f"ticker serve: error: {exc}", file=sys.stderr)
-        return 2
-    try:
         feeds = _feeds(args)
-    except (RecordingError, ValueError) as exc:
+        sockets = listen.bind(args.host, args.port, host_flag="--host", port_flag="--port")
+        metrics_sockets: list[socket.socket] = []
+        if settings.metrics and args.metrics_port is not None:
+            metrics_sockets = listen.bind(
+                args.metrics_host or args.host,
+                args.metrics_port,
+                host_flag="--metrics-host" if args.metrics_host else "--host",
+                port_flag="--metrics-port",
+            )
+        node = Node(settings, feeds, broker=_broker(args))
+        app = create_app(node, metrics_sockets)
+        if args.record is not None:
+            try:
+                recorder = BusRecorder(
+                    node.bus,
+                    args.record,
+                    suffix=f".{args.record_format}",
+                    max_bytes=args.record_max_bytes,
+                )
+            except (FileExistsError, NotADirectoryError):
+                raise ValueError(f"--record {args.record}: not a directory") from None
+            except (OSError, ValueError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else exc
+                raise ValueError(f"--record {args.record}: {why}") from None
+            recorder.attach(app)
+        if args.replay_dir is not None:
+            try:
+                node.replays = pump = ReplayPump(args.replay_dir)
+            except ValueError as exc:
+                raise ValueError(f"--replay-dir: {exc}") from None
+            pump.attach(app)
+    except (OSError, ValueError, ssl.SSLError, RecordingError, listen.ListenError) as exc:
         print(f"ticker serve: error: {exc}", file=sys.stderr)
         return 2
-    node = Node(settings, feeds, broker=_broker(args))
     log = logging.getLogger("ticker")
     _log_feed(args, feeds, node.bus.epoch)
-    app = create_app(node)
-    if args.record is not None:
-        try:
-            recorder = BusRecorder(
-                node.bus,
-                args.record,
-                suffix=f".{args.record_format}",
-                max_bytes=args.record_max_bytes,
-            )
-        except (OSError, ValueError) as exc:
-            print(f"ticker serve: error: --record {args.record}: {exc}", file=sys.stderr)
-            return 2
-        recorder.attach(app)
-    if args.replay_dir is not None:
-        try:
-            pump = ReplayPump(args.replay_dir)
-        except ValueError as exc:
-            print(f"ticker serve: error: --replay-dir: {exc}", file=sys.stderr)
-            return 2
-        node.replays = pump
-        pump.attach(app)
+    _log_setup(args, settings)
+    scheme = "http" if tls is None else "https"
+    where = f"{url_host(settings.host)}:{settings.port}"
+    page = f"{url_host(LOOPBACK_OF.get(settings.host, settings.host))}:{settings.port}"
     web.run_app(
         app,
-        host=settings.host,
-        port=settings.port,
+        sock=sockets,
         shutdown_timeout=settings.close_grace_s + 1.0,
         ssl_context=tls,
         access_log=None,  # none: a query string may hold a token (docs/security.md)
         print=lambda _: log.info(
-            "listening on %s://%s:%d/ws, /sse and /poll (Ctrl-C to stop)",
+            "listening on %s://%s/ws, /sse and /poll; dashboard at %s://%s/ (Ctrl-C to stop)",
             "ws" if tls is None else "wss",
-            settings.host,
-            settings.port,
+            where,
+            scheme,
+            page,
         ),
     )
     log.info("stopped")
     return 0
+
+
+def _log_setup(args: argparse.Namespace, settings: Settings) -> None:
+    """What a reader of the log wants to know first: who may connect, where ticks go."""
+    log = logging.getLogger("ticker")
+    if settings.auth is None:
+        log.info("auth off: any client may connect (--auth-secret or --auth-public-key turn it on)")
+    elif args.auth_secret:
+        log.info("auth on: clients need HS256 tokens signed with --auth-secret")
+    else:
+        log.info(
+            "auth on: clients need %s tokens signed by the private half of %s",
+            settings.auth.algorithms[0],
+            args.auth_public_key,
+        )
+    if args.record is not None:
+        log.info(
+            "recording every tick into %s (%s files of up to %d bytes)",
+            args.record,
+            args.record_format,
+            args.record_max_bytes,
+        )
+    if args.replay_dir is not None:
+        log.info("clients may replay the recordings in %s", args.replay_dir)
 
 
 def _log_feed(args: argparse.Namespace, feeds: list[FeedAdapter], epoch: str) -> None:
@@ -357,7 +497,8 @@ def _log_feed(args: argparse.Namespace, feeds: list[FeedAdapter], epoch: str) ->
             epoch,
         )
     else:
-        log.info("feed %s; epoch %s", args.feed, epoch)
+        assert isinstance(feeds[0], ReplayFeed)
+        replay.log_replay(args, feeds[0], epoch)
 
 
 def _broker(args: argparse.Namespace) -> RedisBroker | None:
@@ -385,8 +526,6 @@ def feed(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "serve" and args.feed == "none" and args.redis is None:
-        parser.error("--feed none serves only what comes through Redis: it needs --redis URL")
     if args.command == "feed" and args.feed == "none":
         parser.error("ticker feed runs a feed: --feed none is for ticker serve")
     if args.command == "feed" and args.redis is None:

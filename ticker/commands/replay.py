@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from feeds.replay.adapter import ReplayFeed
@@ -16,6 +17,7 @@ from ticker.progress import Progress
 from ticker.recording.problems import Problems
 from ticker.recording.rotating import SUFFIXES
 from ticker.recording.schedule import ReplayOptions
+from ticker.core.times import EPOCH, parse_time
 
 REPLAY_PREFIX = "replay:"
 RECORD_FORMATS = tuple(s.lstrip(".") for s in SUFFIXES)
@@ -28,10 +30,9 @@ def feed_spec(text: str) -> str:
         text.startswith(REPLAY_PREFIX) and len(text) > len(REPLAY_PREFIX)
     ):
         return text
-    raise ValueError("expected sim, none or replay:PATH[,PATH...]")
-
-
-feed_spec.__name__ = "feed"
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a feed: use sim, none or replay:PATH[,PATH...]"
+    )
 
 
 def symbols_arg(text: str) -> int | list[str]:
@@ -39,15 +40,15 @@ def symbols_arg(text: str) -> int | list[str]:
     if text.strip().isdigit():
         count = int(text)
         if count <= 0:
-            raise ValueError("must be positive")
+            raise argparse.ArgumentTypeError(f"{text!r}: the number of symbols must be positive")
         return count
     names = [s.strip() for s in text.split(",") if s.strip()]
     if not names or any(len(s) > MAX_SYMBOL_LENGTH for s in names):
-        raise ValueError("expected a count or a comma-separated list of symbols")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a count or a comma-separated list of symbols "
+            f"of up to {MAX_SYMBOL_LENGTH} characters each"
+        )
     return names
-
-
-symbols_arg.__name__ = "symbols"
 
 
 def add_replay_options(parser: argparse.ArgumentParser) -> None:
@@ -84,6 +85,10 @@ def replay_feed(args: argparse.Namespace) -> ReplayFeed:
     symbols = args.symbols if isinstance(args.symbols, list) else None
     problems = Problems(args.on_error)
     options = ReplayOptions(speed=args.speed, loop=args.loop, keep_time=args.keep_time)
+    try:
+        mapping = mapping_from(args)
+    except ValueError as exc:
+        raise ValueError(f"--columns {args.columns}: {exc}") from None
     feed = ReplayFeed.from_paths(
         paths,
         options,
@@ -92,17 +97,31 @@ def replay_feed(args: argparse.Namespace) -> ReplayFeed:
         start=args.start,
         end=args.end,
         sort=args.sort,
-        mapping=mapping_from(args),
+        mapping=mapping,
     )
     if args.speed == 0 and not args.loop:
         feed.meter = Progress("replay", total=len(feed.table))  # shown on a TTY only
     for line in problems.summary():
         log.warning("replay: %s", line)
-    log.info(
-        "replay of %d ticks, %d symbols, at speed %g%s",
-        len(feed.table),
-        len(feed.symbols()),
-        args.speed,
-        " (looping)" if args.loop else "",
-    )
     return feed
+
+
+def log_replay(args: argparse.Namespace, feed: ReplayFeed, epoch: str) -> None:
+    """One line with what will be played: the files, the window, the speed, the end."""
+    table = feed.table
+    log.info(
+        "feed replay: %d ticks of %d symbol(s) from %s, %s to %s, at speed %g%s; %s; epoch %s",
+        len(table),
+        len(feed.symbols()),
+        args.feed[len(REPLAY_PREFIX) :],
+        _iso(int(table.t[0])),
+        _iso(int(table.t[-1])),
+        args.speed,
+        " (flat out)" if args.speed == 0 else "",
+        "looping" if args.loop else "once: it ends with the recording (--loop: start over)",
+        epoch,
+    )
+
+
+def _iso(us: int) -> str:
+    return (EPOCH + timedelta(microseconds=us)).isoformat()

@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 import ssl
-from pathlib import Path
 from typing import Any
 
-from ticker.commands.argtypes import non_negative, positive
+from ticker.commands.argtypes import non_negative, positive, readable_file
 from ticker.core.admission import ConnectionLimits
 from ticker.core.delay import DEFAULT_MAX_BYTES
 from ticker.server.tls import server_context
@@ -26,11 +25,10 @@ def _origins(text: str) -> list[str]:
     origins = [o.strip().lower().rstrip("/") for o in text.split(",") if o.strip()]
     for origin in origins:
         if origin != "*" and "://" not in origin:
-            raise ValueError(f"{origin!r} is not an origin like https://host[:port]")
+            raise argparse.ArgumentTypeError(
+                f"{origin!r} is not an origin like https://host[:port] (or *)"
+            )
     return origins
-
-
-_origins.__name__ = "origin (https://host[:port])"
 
 
 def add_security_options(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +40,7 @@ def add_security_options(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--auth-public-key",
-        type=Path,
+        type=readable_file,
         default=None,
         help="require tokens signed by this key's private half (PEM; RSA: RS256, EC: ES256)",
     )
@@ -54,8 +52,13 @@ def add_security_options(parser: argparse.ArgumentParser) -> None:
         help="a browser origin allowed besides the server's own (repeatable, or "
         "comma-separated; * = any)",
     )
-    add("--tls-cert", type=Path, default=None, help="serve https and wss with this certificate")
-    add("--tls-key", type=Path, default=None, help="the private key of --tls-cert")
+    add(
+        "--tls-cert",
+        type=readable_file,
+        default=None,
+        help="serve https and wss with this certificate",
+    )
+    add("--tls-key", type=readable_file, default=None, help="the private key of --tls-cert")
     add(
         "--max-message-bytes",
         type=positive(int),
@@ -109,9 +112,18 @@ def security_settings(args: argparse.Namespace) -> dict[str, Any]:
 
     verifier: TokenVerifier | None = None
     if args.auth_secret:
-        verifier = TokenVerifier.from_secret(args.auth_secret)
+        try:
+            verifier = TokenVerifier.from_secret(args.auth_secret)
+        except ValueError as exc:  # the secret itself stays out of the message
+            raise ValueError(f"--auth-secret ({SECRET_ENV}): {exc}") from None
     elif args.auth_public_key is not None:
-        verifier = TokenVerifier.from_public_key(args.auth_public_key.read_bytes())
+        try:
+            verifier = TokenVerifier.from_public_key(args.auth_public_key.read_bytes())
+        except ValueError:  # not PEM, or a key of another kind
+            raise ValueError(
+                f"--auth-public-key {args.auth_public_key}: not an RSA or EC P-256 public key "
+                "in PEM (-----BEGIN PUBLIC KEY-----)"
+            ) from None
     return {
         "auth": verifier,
         "allowed_origins": tuple(args.allowed_origin),
@@ -126,8 +138,16 @@ def security_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The context of ``--tls-cert``/``--tls-key``; ValueError naming both files when
+    they are not a PEM certificate and its key (ssl's own message names neither)."""
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
     if args.tls_cert is None:
         return None
-    return server_context(args.tls_cert, args.tls_key)
+    try:
+        return server_context(args.tls_cert, args.tls_key)
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"--tls-cert {args.tls_cert} and --tls-key {args.tls_key}: not a PEM certificate "
+            "and its private key" + (f" ({exc.reason})" if exc.reason else "")
+        ) from None

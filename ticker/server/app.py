@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import generate_latest
@@ -11,10 +12,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ticker.server import poll, publish, sse
 from ticker.server.node import NODE_KEY, Node
+from ticker.server.settings import url_host
 from ticker.server.web import add_routes as add_dashboard_routes
 from ticker.server.websocket import TRANSPORT, websocket_handler
 
 log = logging.getLogger("ticker.server")
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -47,23 +50,32 @@ def create_metrics_app(node: Node) -> web.Application:
     return app
 
 
-async def metrics_site(app: web.Application) -> AsyncIterator[None]:
-    """Serve ``create_metrics_app`` on its own port while the main app runs."""
-    node = app[NODE_KEY]
-    settings = node.settings
-    assert settings.metrics_port is not None
-    runner = web.AppRunner(create_metrics_app(node), access_log=None)
-    await runner.setup()
-    host = settings.metrics_host or settings.host
-    await web.TCPSite(runner, host, settings.metrics_port).start()
-    log.info("metrics on http://%s:%d/metrics", host, settings.metrics_port)
-    try:
-        yield
-    finally:
-        await runner.cleanup()
+def metrics_site(sockets: Sequence[socket.socket] = ()) -> CleanupContext:
+    """Serve ``create_metrics_app`` on its own port while the main app runs: on
+    ``sockets`` when the caller bound them already (``ticker serve``, to report a port in
+    use before it starts), else on ``metrics_host``:``metrics_port``."""
+
+    async def site(app: web.Application) -> AsyncIterator[None]:
+        node = app[NODE_KEY]
+        settings = node.settings
+        assert settings.metrics_port is not None
+        runner = web.AppRunner(create_metrics_app(node), access_log=None)
+        await runner.setup()
+        host = settings.metrics_host or settings.host
+        sites: list[web.BaseSite] = [web.SockSite(runner, sock) for sock in sockets]
+        for started in sites or [web.TCPSite(runner, host, settings.metrics_port)]:
+            await started.start()
+        log.info("metrics on http://%s:%d/metrics", url_host(host), settings.metrics_port)
+        try:
+            yield
+        finally:
+            await runner.cleanup()
+
+    return site
 
 
-def create_app(node: Node) -> web.Application:
+def create_app(node: Node, metrics_sockets: Sequence[socket.socket] = ()) -> web.Application:
+    """The routes and lifecycle of ``node``; ``metrics_sockets``: see ``metrics_site``."""
     app = web.Application()
     app[NODE_KEY] = node
     app.router.add_get("/ws", websocket_handler)
@@ -77,7 +89,7 @@ def create_app(node: Node) -> web.Application:
     if settings.metrics and settings.metrics_port is None:
         app.router.add_get("/metrics", metrics)
     elif settings.metrics:
-        app.cleanup_ctx.append(metrics_site)
+        app.cleanup_ctx.append(metrics_site(metrics_sockets))
     if settings.publish is not None:
         publish.add_routes(app, settings.publish)
     add_dashboard_routes(app)

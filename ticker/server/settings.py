@@ -55,3 +55,8 @@ class Settings:
     of its own to bound it)."""
     publish: PublishLimits | None = None
     """Accept ticks from publishers (``--publish``) within these limits; None: off."""
+
+
+def url_host(host: str) -> str:
+    """``host`` as it stands in a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
