@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -30,14 +31,14 @@ EXIT_LOST = 1
 EXIT_BAD_INPUT = 2
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     parser = commands.add_parser(
         "record",
         help="record a ticker server's stream to a file",
         description="Connect to a ticker server as a client (mode all) and record its ticks.",
     )
     parser.add_argument("url", metavar="URL", help="e.g. ws://127.0.0.1:8080/ws")
-    add = parser.add_option  # type: ignore[attr-defined]
+    add = parser.add_option
     add("--out", type=Path, required=True, help="new .jsonl, .jsonl.gz, .npz or .ticks")
     # Not from TICKER_SYMBOLS: that variable is serve's (a count for the simulated feed).
     parser.add_argument("--symbols", default="*", help="comma-separated symbols, * = all")

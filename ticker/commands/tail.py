@@ -18,9 +18,10 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -33,7 +34,7 @@ EXIT_CLOSED = 1
 EXIT_BAD_INPUT = 2
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     parser = commands.add_parser(
         "tail",
         help="print live ticks of some symbols",
@@ -42,7 +43,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         f"(default {DEFAULT_URL}).",
     )
     parser.add_argument("targets", nargs="+", metavar="[URL] SYMBOL", help="symbols, * = all")
-    add = parser.add_option  # type: ignore[attr-defined]
+    add = parser.add_option
     parser.add_argument("--json", action="store_true", help="one JSON object per tick")
     add("--mode", default="conflate", choices=("conflate", "all"), help="delivery mode")
     add("--max-hz", type=float, default=None, help="at most this many updates per second")
@@ -130,7 +131,7 @@ class TickTable:
         return [*self._lines(table, widths), status if more > 0 else self.status]
 
     @staticmethod
-    def _lines(table: list[tuple[str, ...]], widths: list[int]) -> list[str]:
+    def _lines(table: Sequence[tuple[str, ...]], widths: list[int]) -> list[str]:
         return [
             "  ".join(
                 cell.ljust(w) if i == 0 else cell.rjust(w)

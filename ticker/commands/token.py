@@ -14,15 +14,17 @@ from typing import Any
 
 from ticker.commands.security import SECRET_ENV
 
+DEFAULT_TTL_S = 3600.0
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+
+def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     parser = commands.add_parser(
         "token",
         help="mint an access token (JWT) for a ticker server",
         description="Mint a JWT with the claims ticker serve reads (sub, exp, symbols, "
         "delay, max_conns) and print it.",
     )
-    add = parser.add_option  # type: ignore[attr-defined]
+    add = parser.add_option
     parser.add_argument(
         "--secret",
         default=os.environ.get(SECRET_ENV) or None,
@@ -36,18 +38,29 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="comma-separated symbol patterns the holder may see, e.g. 'AAPL,FX:*' ('*' = all)",
     )
     parser.add_argument("--delay", type=float, default=0.0, help="seconds of delay imposed")
-    parser.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires")
+    parser.add_argument(
+        "--ttl",
+        type=float,
+        default=DEFAULT_TTL_S,
+        help=f"seconds until it expires (default: {DEFAULT_TTL_S:g}, one hour)",
+    )
     parser.add_argument("--max-conns", type=int, default=None, help="connections at once")
 
 
 def _key(args: argparse.Namespace) -> tuple[Any, str]:
+    """The signing key and its algorithm; ValueError for one the server would refuse."""
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from ticker.core.tokens import check_secret
 
     if (args.secret is None) == (args.private_key is None):
         raise ValueError("give --secret or --private-key (one of them)")
     if args.secret is not None:
-        return args.secret, "HS256"
+        try:
+            return check_secret(args.secret), "HS256"
+        except ValueError as exc:
+            raise ValueError(f"--secret: {exc}; use the server's --auth-secret") from None
     key = load_pem_private_key(args.private_key.read_bytes(), password=None)
     if isinstance(key, rsa.RSAPrivateKey):
         return key, "RS256"

@@ -67,27 +67,47 @@ def detect(path: Path) -> str:
     )
 
 
+def format_of(
+    path: Path, fmt: str | None, mapping: CsvMapping | None, naming: lobster.Naming | None
+) -> str:
+    """``fmt`` if given, else detected; with a LOBSTER naming (``--symbol``/``--date``) a
+    file that does not say what it is (a .csv without a mapping, say) is a renamed LOBSTER
+    file."""
+    if fmt is not None:
+        return fmt
+    try:
+        found = detect(path)
+    except RecordingError:
+        if naming is None or not path.is_file():
+            raise
+        return "lobster"
+    return "lobster" if naming is not None and found == "csv" and mapping is None else found
+
+
 def read_tables(
     path: Path,
     problems: Problems,
     *,
     fmt: str | None = None,
     mapping: CsvMapping | None = None,
+    naming: lobster.Naming | None = None,
 ) -> Iterator[TickTable]:
-    """The file's ticks, in file order, in one or more tables (JSONL streams in chunks)."""
-    fmt = fmt or detect(path)
+    """The file's ticks, in file order, in one or more tables (JSONL streams in chunks).
+    ``naming``: a LOBSTER file's symbol and date, for one renamed."""
+    fmt = format_of(path, fmt, mapping, naming)
     if fmt == "jsonl":
         yield from JsonlReader(path, problems).tables()
         return
     readers = {
         "npz": read_npz,
         "ticks": read_columnar_dir,
-        "lobster": lobster.read_lobster,
         "tardis": tardis.read_tardis,
         "coinbase": coinbase.read_coinbase,
     }
     if fmt == "csv":
         table = read_generic_csv(path, problems, mapping)
+    elif fmt == "lobster":
+        table = lobster.read_lobster(path, problems, naming)
     elif fmt in readers:
         table = readers[fmt](path, problems)
     else:
@@ -139,11 +159,12 @@ def load(
     sort: bool = False,
     fmt: str | None = None,
     mapping: CsvMapping | None = None,
+    naming: lobster.Naming | None = None,
 ) -> TickTable:
     """All ticks of these files as one table in time order (files merged by time)."""
     tables = []
     for path in expand(paths):
-        table = concat(list(read_tables(path, problems, fmt=fmt, mapping=mapping)))
+        table = concat(list(read_tables(path, problems, fmt=fmt, mapping=mapping, naming=naming)))
         tables.append(check_order(path, table, sort, problems))
     merged = concat(tables)
     if len(tables) > 1 and merged.first_disorder() is not None:
@@ -153,9 +174,14 @@ def load(
 
 
 class TickWriter(Protocol):
+    """What every writer of ours offers (read-only counts: the writers keep them)."""
+
     path: Path
-    ticks: int
-    bytes: int
+
+    @property
+    def ticks(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
 
     def write_ticks(self, ticks: TickBatch) -> None: ...
     def write_table(self, table: TickTable) -> None: ...
