@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ticker.client.feed import Feed, FeedClosed, connect
 from ticker.client.links import LinkError
-from ticker.client.state import Connected, Disconnected, Event, Gap, Tick
+from ticker.client.state import Connected, Disconnected, Event, Gap, ServerError, Tick
 
 __all__ = [
     "Connected",
@@ -25,6 +25,7 @@ __all__ = [
     "FeedClosed",
     "Gap",
     "LinkError",
+    "ServerError",
     "Tick",
     "connect",
 ]

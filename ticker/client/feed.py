@@ -24,6 +24,7 @@ from ticker.client.state import (
     Continuity,
     Disconnected,
     Event,
+    ServerError,
     Tick,
 )
 
@@ -40,10 +41,12 @@ _SUBSCRIBE_ID = "ticker.client"
 class FeedClosed(Exception):
     """The server ended the feed with a code that says not to reconnect."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str, status: int | None = None) -> None:
         super().__init__(f"closed by the server with {code}: {reason or '-'}")
         self.code = code
         self.reason = reason
+        self.status = status
+        """The HTTP status when the handshake was refused (401: no valid token), else None."""
 
 
 class _End:
@@ -129,7 +132,8 @@ class Feed:
                 yield event
 
     async def events(self) -> AsyncIterator[Event]:
-        """Every event: ticks, gaps (mode ``all``), connects and disconnects.
+        """Every event: ticks, gaps (mode ``all``), connects, disconnects and the server's
+        error frames (``ServerError``).
 
         Ends when the feed is closed; raises ``FeedClosed`` when the server ended it for
         good (1000, 1008, 1009, or a handshake refused with 400, 401 or 403).
@@ -163,6 +167,7 @@ class Feed:
         assert self._http is not None
         while True:
             link: Link | None = None
+            status: int | None = None
             try:
                 link = await open_link(
                     self._http, self.url, self._query(), ssl=self._ssl, headers=self._headers
@@ -170,7 +175,7 @@ class Feed:
                 await self._read(link)
                 code, reason = link.close_code or ABNORMAL, link.close_reason
             except LinkError as exc:
-                code, reason = _REFUSED.get(exc.status, ABNORMAL), str(exc)
+                code, reason, status = _REFUSED.get(exc.status, ABNORMAL), str(exc), exc.status
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 code, reason = ABNORMAL, str(exc) or type(exc).__name__
             finally:
@@ -178,7 +183,7 @@ class Feed:
                     await link.close()
             if code in NO_RECONNECT:
                 await self._queue.put(Disconnected(code, reason, None))
-                await self._queue.put(_End(FeedClosed(code, reason)))
+                await self._queue.put(_End(FeedClosed(code, reason, status)))
                 return
             delay = self._backoff.next(code)
             log.info("disconnected (%s %s); reconnecting in %.1f s", code, reason, delay)
@@ -226,7 +231,13 @@ class Feed:
             elif kind == "subscribed" and message.get("id") == _SUBSCRIBE_ID:
                 await put(connected)  # streaming now: what was published since is coming
             elif kind == "error":
-                log.warning("server error %s: %s", message.get("code"), message.get("message"))
+                error = ServerError(
+                    str(message.get("code")),
+                    str(message.get("message")),
+                    tuple(message.get("symbols") or ()),
+                )
+                log.warning("server error %s: %s", error.code, error.message)
+                await put(error)
 
     def _subscribe(self, epoch: str) -> dict[str, Any]:
         op: dict[str, Any] = {"op": "subscribe", "symbols": self.symbols, "id": _SUBSCRIBE_ID}

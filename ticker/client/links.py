@@ -12,6 +12,7 @@ from __future__ import annotations
 import ssl as ssl_module
 from collections import deque
 from collections.abc import Mapping
+from http.client import responses as REASONS
 from typing import Any, Protocol
 
 import aiohttp
@@ -21,6 +22,9 @@ from yarl import URL
 
 ABNORMAL = 1006
 """No close code from the server: the connection was lost."""
+
+REFUSAL_READ_S = 5.0
+"""How long the second request that learns why a handshake was refused may take."""
 
 Message = dict[str, Any]
 SslOption = ssl_module.SSLContext | bool | None
@@ -87,17 +91,46 @@ async def open_link(
         await link.first_poll()
         return link
     except aiohttp.WSServerHandshakeError as exc:
-        raise LinkError(exc.status, exc.message) from None
+        if exc.status < 400:
+            raise LinkError(exc.status, exc.message) from None
+        raise await refusal(http, target, exc.status, ssl=ssl_arg, headers=headers) from None
+
+
+async def refusal(
+    http: aiohttp.ClientSession,
+    url: URL | str,
+    status: int,
+    *,
+    ssl: Any = True,
+    headers: Mapping[str, str] | None = None,
+) -> LinkError:
+    """A refused WebSocket handshake with the server's own reason. aiohttp drops the body
+    of a handshake answered with an error, so ask again with a plain GET: the server's
+    gate answers it the same way, before any upgrade. The status alone if it does not."""
+    try:
+        async with http.get(
+            url, ssl=ssl, headers=headers, timeout=aiohttp.ClientTimeout(total=REFUSAL_READ_S)
+        ) as response:
+            if response.status == status:
+                return await _error(response)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        pass
+    return LinkError(status, REASONS.get(status, ""))
+
+
+async def _error(response: aiohttp.ClientResponse) -> LinkError:
+    """The refusal a response carries: its JSON ``message``, else the status's reason."""
+    try:
+        message = (await response.json(content_type=None))["message"]
+    except (ValueError, KeyError, TypeError, aiohttp.ClientError):
+        message = response.reason or ""
+    response.release()
+    return LinkError(response.status, str(message))
 
 
 async def _check(response: aiohttp.ClientResponse) -> None:
     if response.status >= 400:
-        try:
-            message = (await response.json(content_type=None))["message"]
-        except (ValueError, KeyError, TypeError, aiohttp.ClientError):
-            message = response.reason or ""
-        response.release()
-        raise LinkError(response.status, message)
+        raise await _error(response)
 
 
 def _op_url(base: URL, session: str, op: Message) -> URL:
@@ -113,7 +146,8 @@ class WebSocketLink:
     async def recv(self) -> Message | None:
         msg = await self.ws.receive()
         if msg.type is aiohttp.WSMsgType.TEXT:
-            return orjson.loads(msg.data)
+            message: Message = orjson.loads(msg.data)
+            return message
         if msg.type is aiohttp.WSMsgType.CLOSE:
             self.close_code, self.close_reason = int(msg.data), str(msg.extra or "")
         else:  # lost, or a protocol error of the WebSocket layer

@@ -78,7 +78,17 @@ class Disconnected:
     """Seconds until the next attempt; None: the client stops (a code that says not to)."""
 
 
-Event = Tick | Gap | Connected | Disconnected
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """An ``error`` frame the server sent (docs/protocol.md), e.g. ``unknown_symbol`` with
+    the symbols it refused in ``symbols``; the connection stays open."""
+
+    code: str
+    message: str
+    symbols: tuple[str, ...] = ()
+
+
+Event = Tick | Gap | Connected | Disconnected | ServerError
 
 
 class Continuity:
@@ -132,7 +142,7 @@ class Backoff:
         base = max(self.initial, 5.0) if code == RATE_LIMITED else self.initial
         delay = min(self.maximum, base * 2 ** min(self.attempt, 32))
         self.attempt += 1
-        return delay * self._rng.uniform(0.8, 1.2)
+        return float(delay * self._rng.uniform(0.8, 1.2))
 
     def reset(self) -> None:
         self.attempt = 0

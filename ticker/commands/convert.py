@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from datetime import date
@@ -24,6 +23,7 @@ from ticker.recording.formats import (
     load,
     open_writer,
     read_tables,
+    remove,
 )
 from ticker.recording.importers.generic_csv import TIME_UNITS, CsvMapping
 from ticker.recording.importers.lobster import Naming
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if out.exists() and not args.force:
             raise RecordingError(out, "already exists; pass --force to overwrite it")
-        _remove(partial)
+        remove(partial)
         writer = open_writer(partial)
         try:
             for table in _chunks(args, problems):
@@ -125,10 +125,10 @@ def run(args: argparse.Namespace) -> int:
         finally:
             writer.close()
         if out.exists() and (out.is_dir() or partial.is_dir()):  # --force; os.replace
-            _remove(out)  # swaps a file for a file atomically, not directories
+            remove(out)  # swaps a file for a file atomically, not directories
         os.replace(partial, out)
     except (OSError, RecordingError, ValueError) as exc:  # OSError: a read-only OUT, say
-        _remove(partial)
+        remove(partial)
         print(f"ticker convert: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     progress.done()
@@ -136,10 +136,3 @@ def run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     print(f"wrote {writer.ticks:,} ticks to {out}", file=sys.stderr)
     return 0
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()

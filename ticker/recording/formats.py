@@ -7,6 +7,7 @@ Writers: ``jsonl``/``jsonl.gz``, ``npz`` and ``ticks``, chosen by the output's n
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -186,6 +187,14 @@ class TickWriter(Protocol):
     def write_ticks(self, ticks: TickBatch) -> None: ...
     def write_table(self, table: TickTable) -> None: ...
     def close(self) -> None: ...
+
+
+def remove(path: Path) -> None:
+    """A writer's output gone, file or column directory (a failed or refused run's)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def open_writer(path: Path) -> TickWriter:
