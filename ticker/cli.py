@@ -13,7 +13,7 @@ import os
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from feeds.base import FeedAdapter
 from ticker.cluster.wire import DEFAULT_SHARDS
@@ -76,6 +76,11 @@ class _EnvParser(argparse.ArgumentParser):
             self.add_argument(flag, default=default, **kw)
         else:
             self.add_argument(flag, type=type, default=default, **kw)
+
+    def error(self, message: str) -> NoReturn:
+        """One line, not the usage block (issue 19: a mistake is one line that names it);
+        the usage is a ``--help`` away."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
     def add_flag(self, flag: str, *, help: str) -> None:
         """An on/off option; ``TICKER_<OPTION>`` set to 1, true or yes turns it on."""

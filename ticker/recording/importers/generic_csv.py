@@ -54,7 +54,9 @@ class CsvMapping:
 def read_generic_csv(path: Path, problems: Problems, mapping: CsvMapping | None) -> TickTable:
     if mapping is None:
         raise RecordingError(
-            path, "a plain CSV needs a column mapping: --columns t=COL,s=COL,p=COL[,v=COL...]"
+            path,
+            "a plain CSV needs a column mapping: --columns t=COL,s=COL,p=COL[,v=COL...] "
+            "(a renamed LOBSTER message file: --symbol and --date)",
         )
     lines = read_text_lines(path)
     header = [name.strip().strip('"') for name in lines[0].split(",")]
@@ -74,6 +76,7 @@ def read_generic_csv(path: Path, problems: Problems, mapping: CsvMapping | None)
     values = {key: cols[name] for key, name in mapping.columns.items()}
     t = values.pop("t")
     t = t // 1000 if unit in ("s", "ns") else t * TIME_UNITS[unit]
+    sym: np.ndarray
     if mapping.symbol is not None:
         symbols, sym = [mapping.symbol], np.zeros(len(t), np.int32)
     else:
