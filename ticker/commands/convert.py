@@ -19,6 +19,7 @@ from ticker.progress import Progress
 from ticker.recording.formats import (
     READ_FORMATS,
     check_order,
+    check_output_name,
     expand,
     load,
     open_writer,
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     problems = Problems(args.on_error, "--on-error")
     progress = Progress(f"convert -> {out.name}")
     try:
+        check_output_name(out)  # before the partial name would stand in for it
         if out.exists() and not args.force:
             raise RecordingError(out, "already exists; pass --force to overwrite it")
         remove(partial)

@@ -197,8 +197,15 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
+def check_output_name(path: Path) -> None:
+    """RecordingError unless the name says one of the formats we write."""
+    if not path.name.endswith(WRITE_SUFFIXES):
+        raise RecordingError(path, f"output name must end with one of {', '.join(WRITE_SUFFIXES)}")
+
+
 def open_writer(path: Path) -> TickWriter:
     """A new file (never overwrites) in the format its name says."""
+    check_output_name(path)
     name = path.name
     if path.exists():
         raise RecordingError(path, "already exists; not overwriting it")
@@ -206,6 +213,4 @@ def open_writer(path: Path) -> TickWriter:
         return JsonlWriter(path)
     if name.endswith(".npz"):
         return NpzWriter(path)
-    if name.endswith(".ticks"):
-        return ColumnarDirWriter(path)
-    raise RecordingError(path, f"output name must end with one of {', '.join(WRITE_SUFFIXES)}")
+    return ColumnarDirWriter(path)
