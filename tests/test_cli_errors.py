@@ -79,6 +79,26 @@ def test_token_refuses_a_secret_the_server_would_refuse_and_names_its_default_tt
     assert "3600" in ticker("token", "--help").stdout
 
 
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--delay", "90000"], "delay must be 0 to 86400"),
+        (["--max-conns", "0"], "max_conns must be a positive integer"),
+        (["--sub", "x" * 300], "sub must be a string of 1 to 256"),
+    ],
+)
+def test_token_refuses_claims_the_server_would_refuse(flags: list[str], named: str) -> None:
+    done = ticker("token", "--secret", SECRET, "--sub", "a", "--symbols", "AAPL", *flags)
+    one_mistake(done.returncode, done.stderr, "the server would refuse this token", named)
+    assert done.stdout == ""
+
+
+def test_token_names_a_private_key_it_cannot_read(tmp_path: Path) -> None:
+    for path in (tmp_path / "missing.pem", DATA / "SOURCES.md"):
+        done = ticker("token", "--private-key", path, "--sub", "a", "--symbols", "*")
+        one_mistake(done.returncode, done.stderr, f"--private-key {path}")
+
+
 @pytest.mark.parametrize("name", ["out.jsonl", "out.ticks"])
 def test_convert_refuses_an_existing_output_unless_forced(tmp_path: Path, name: str) -> None:
     out = tmp_path / name

@@ -47,8 +47,9 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--max-conns", type=int, default=None, help="connections at once")
 
 
-def _key(args: argparse.Namespace) -> tuple[Any, str]:
-    """The signing key and its algorithm; ValueError for one the server would refuse."""
+def _keys(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """The signing key, the key that verifies it (the server's) and the algorithm;
+    ValueError for a key the server would refuse or that cannot be read."""
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -58,30 +59,40 @@ def _key(args: argparse.Namespace) -> tuple[Any, str]:
         raise ValueError("give --secret or --private-key (one of them)")
     if args.secret is not None:
         try:
-            return check_secret(args.secret), "HS256"
+            secret = check_secret(args.secret)
         except ValueError as exc:
             raise ValueError(f"--secret: {exc}; use the server's --auth-secret") from None
-    key = load_pem_private_key(args.private_key.read_bytes(), password=None)
+        return secret, secret, "HS256"
+    try:
+        pem = args.private_key.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"--private-key {args.private_key}: {exc.strerror}") from None
+    try:
+        key = load_pem_private_key(pem, password=None)
+    except (TypeError, ValueError):  # TypeError: a key under a passphrase
+        raise ValueError(
+            f"--private-key {args.private_key}: not an unencrypted PEM private key"
+        ) from None
     if isinstance(key, rsa.RSAPrivateKey):
-        return key, "RS256"
+        return key, key.public_key(), "RS256"
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key, "ES256"
-    raise ValueError("the private key must be RSA or EC P-256")
+        return key, key.public_key(), "ES256"
+    raise ValueError(f"--private-key {args.private_key}: must be RSA or EC P-256")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the token, checked by the server's own verifier first: a claim the server
+    would refuse (a delay past its limit, max_conns 0...) is a mistake, not a token."""
+    from ticker.core.tokens import TokenError, TokenVerifier, mint
+
     try:
-        key, algorithm = _key(args)
+        key, public, algorithm = _keys(args)
         if args.ttl <= 0 or args.delay < 0:
             raise ValueError("--ttl must be positive and --delay not negative")
-    except (OSError, ValueError) as exc:
-        print(f"ticker token: error: {exc}", file=sys.stderr)
-        return 2
-    from ticker.core.tokens import mint
-
-    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
-    print(
-        mint(
+        symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+        if not symbols:
+            raise ValueError("--symbols: name at least one pattern ('*' = every symbol)")
+        token = mint(
             key,
             algorithm=algorithm,
             sub=args.sub,
@@ -90,5 +101,12 @@ def run(args: argparse.Namespace) -> int:
             delay_s=args.delay,
             max_conns=args.max_conns,
         )
-    )
+        TokenVerifier(public, [algorithm]).verify(token)
+    except TokenError as exc:
+        print(f"ticker token: error: the server would refuse this token: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"ticker token: error: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
