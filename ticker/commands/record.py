@@ -187,10 +187,13 @@ async def _main(args: argparse.Namespace, writer: TickWriter) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Record; the arguments and the output are checked before anything connects."""
     try:
         stream_url(args.url, args.symbols)  # a bad URL fails before the file is made
         if args.duration is not None and not args.duration > 0:
             raise ValueError("--duration must be positive")
+        if args.out.exists():  # never appended to or overwritten: a recording is evidence
+            raise ValueError(f"{args.out}: already exists; record into a new --out")
         writer = open_writer(args.out)
     except (RecordingError, ValueError) as exc:
         print(f"ticker record: error: {exc}", file=sys.stderr)
