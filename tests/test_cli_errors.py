@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import StartServer
+from ticker.commands.refusals import Refused
 from ticker.core.tokens import TokenVerifier, mint
 from ticker.recording.formats import load
 from ticker.recording.problems import Problems
@@ -142,6 +143,18 @@ def test_a_renamed_lobster_file_takes_its_symbol_and_date_by_hand(tmp_path: Path
     one_mistake(feed.returncode, feed.stderr, "ticker serve: error:", "--symbol and --date")
     feed = ticker("serve", "--feed", f"replay:{renamed}", "--symbol", "AAPL", "--port", "1")
     one_mistake(feed.returncode, feed.stderr, "ticker serve: error:", "pass --date")
+
+
+def test_refused_symbols_add_up_until_nothing_asked_is_left() -> None:
+    refused = Refused(["A", "B", "C"])
+    assert not refused.add("not entitled to: A", ["A"])
+    assert not refused.add("rate limited", [])  # names no symbol: refuses none
+    assert refused.add("unknown symbol(s): B, C", ["B", "C"])
+    assert refused.line("tail") == (
+        "ticker tail: error: not entitled to: A; unknown symbol(s): B, C: nothing to tail "
+        "(check the names; '*' = every symbol)"
+    )
+    assert not Refused(["*", "NOPE"]).add("unknown symbol(s): NOPE", ["NOPE"])
 
 
 async def _auth_server(start_server: StartServer) -> str:

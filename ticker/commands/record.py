@@ -141,9 +141,9 @@ class Recording:
 
     def _refuse(self, frame: dict[str, Any]) -> bool:
         """An error frame refusing symbols; True when none of those asked for is left."""
-        symbols = frame.get("symbols")
-        if self.refused is None or not symbols:
+        if self.refused is None:
             return False
+        symbols = frame.get("symbols") or ()
         self.nothing_left = self.refused.add(str(frame.get("message")), symbols)
         return self.nothing_left
 

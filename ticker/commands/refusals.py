@@ -32,7 +32,11 @@ class Refused:
         self.messages: list[str] = []
 
     def add(self, message: str, symbols: Iterable[str]) -> bool:
-        """One error frame; True when every symbol asked for has been refused."""
+        """One error frame; True when every symbol asked for has been refused (an error
+        that names no symbols refuses none)."""
+        symbols = list(symbols)
+        if not symbols:
+            return False
         self.messages.append(message)
         self.symbols.update(symbols)
         return WILDCARD not in self.asked and self.asked <= self.symbols

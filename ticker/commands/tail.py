@@ -37,6 +37,7 @@ EXIT_BAD_INPUT = 2
 
 
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
+    """``tail [URL] SYMBOL...`` and its options (``--token``: ``TICKER_TOKEN``)."""
     parser = commands.add_parser(
         "tail",
         help="print live ticks of some symbols",
@@ -205,6 +206,7 @@ async def tail(
             await asyncio.sleep(REDRAW_S)
             draw()
 
+    failure: tuple[int, str] | None = None  # exit status and line, said after the table
     try:
         async with connect(url, symbols, mode=mode, max_hz=max_hz, token=token) as feed:
             if table is not None:
@@ -212,10 +214,13 @@ async def tail(
             async for event in feed.events():
                 if isinstance(event, Connected):
                     refused = None
-                elif isinstance(event, ServerError) and refused is not None and event.symbols:
-                    if refused.add(event.message, event.symbols):
-                        print(refused.line("tail"), file=err, flush=True)
-                        return EXIT_BAD_INPUT
+                elif (
+                    isinstance(event, ServerError)
+                    and refused is not None
+                    and refused.add(event.message, event.symbols)
+                ):
+                    failure = EXIT_BAD_INPUT, refused.line("tail")
+                    break
                 elif isinstance(event, Disconnected) and event.retry_in is None:
                     continue  # for good: FeedClosed follows and says why, once
                 if not isinstance(event, Tick):
@@ -233,16 +238,18 @@ async def tail(
                     out.flush()
     except FeedClosed as exc:
         if exc.status is not None:  # the handshake was refused: a token, a parameter
-            print(refused_line("tail", url, exc.reason, exc.status), file=err)
-            return EXIT_BAD_INPUT
-        print(f"ticker tail: {exc}", file=err)
-        return EXIT_CLOSED
+            failure = EXIT_BAD_INPUT, refused_line("tail", url, exc.reason, exc.status)
+        else:
+            failure = EXIT_CLOSED, f"ticker tail: {exc}"
     finally:
         if redraw is not None:
             redraw.cancel()
             draw()
         screen.close()
-    return 0
+    if failure is None:
+        return 0
+    print(failure[1], file=err, flush=True)
+    return failure[0]
 
 
 def run(args: argparse.Namespace) -> int:
