@@ -52,12 +52,13 @@ def test_backoff_doubles_is_capped_jittered_and_slower_after_4029() -> None:
 
 
 def test_bad_arguments_fail_at_once() -> None:
-    for url, kwargs in [
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("ftp://x/ws", {}),
         ("http://x/other", {}),
         ("ws://x/ws", {"mode": "fast"}),
         ("ws://x/ws", {"max_hz": 0}),
-    ]:
+    ]
+    for url, kwargs in cases:
         with pytest.raises(ValueError):
             connect(url, ["A"], **kwargs)
     with pytest.raises(ValueError):
