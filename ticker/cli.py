@@ -93,7 +93,7 @@ class _EnvParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _EnvParser(  # for its one-line errors
         prog="ticker",
         description="Real-time market-data broadcaster over WebSocket, SSE and long polling.",
     )
