@@ -58,7 +58,10 @@ def mapping_from(args: argparse.Namespace) -> CsvMapping | None:
     """The plain CSV mapping of ``--columns``/``--time-unit``; ValueError if malformed."""
     if args.columns is None:
         return None
-    return CsvMapping.parse(args.columns, args.time_unit)
+    try:
+        return CsvMapping.parse(args.columns, args.time_unit)
+    except ValueError as exc:
+        raise ValueError(f"--columns {args.columns}: {exc}") from None
 
 
 def naming_from(args: argparse.Namespace) -> Naming | None:

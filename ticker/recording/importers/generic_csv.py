@@ -62,7 +62,12 @@ def read_generic_csv(path: Path, problems: Problems, mapping: CsvMapping | None)
     header = [name.strip().strip('"') for name in lines[0].split(",")]
     missing = [name for name in mapping.columns.values() if name not in header]
     if missing:
-        raise RecordingError(path, f"no column(s) {', '.join(missing)} in the header", 1)
+        raise RecordingError(
+            path,
+            f"no column(s) {', '.join(missing)} in the header; --columns can name: "
+            + ", ".join(header[:20]),
+            1,
+        )
     unit = mapping.time_unit
     time_kind = {"s": "decimal", "iso": "iso"}.get(unit, "int")
     kinds = {"t": time_kind, "s": "str", "q": "int"}
