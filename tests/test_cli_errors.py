@@ -206,3 +206,21 @@ async def test_tail_and_record_of_unknown_symbols_only_say_so(
     code, _, err = await aticker("record", url, "--out", out_file, "--symbols", "NOPE")
     one_mistake(code, err, "unknown symbol(s): NOPE", "nothing to record")
     assert not out_file.exists()
+
+
+async def test_tail_and_record_of_a_url_that_is_no_ticker_endpoint(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    _, server = await start_server()
+    base = f"{server.host}:{server.port}"
+    for url, said in [
+        (f"ws://{base}/", "HTTP 200: answered without an upgrade: not a WebSocket endpoint"),
+        (f"ws://{base}/nope", "HTTP 404: Not Found"),
+        (f"http://{base}/nope/sse", "HTTP 404: Not Found"),
+    ]:
+        code, _, err = await aticker("tail", url, "AAPL")
+        one_mistake(code, err, url, said, "ws(s)://HOST/ws")
+    out = tmp_path / "rec.jsonl"
+    code, _, err = await aticker("record", f"ws://{base}/nope", "--out", out)
+    one_mistake(code, err, "HTTP 404: Not Found", "ws(s)://HOST/ws")
+    assert not out.exists()

@@ -31,8 +31,15 @@ from ticker.client.state import (
 log = logging.getLogger("ticker.client")
 
 MODES = ("conflate", "all")
-_REFUSED = {400: 1008, 401: 1008, 403: 1008}
-"""A handshake refused for good (bad parameters, not authorized): do not retry."""
+_REFUSED = {400, 401, 403, 404}
+"""A handshake refused for good (bad parameters, not authorized, no such endpoint)."""
+_POLICY = 1008
+
+
+def _close_code_of(status: int) -> int:
+    """1008 (do not retry) for an answer retrying would not change: one of ``_REFUSED``,
+    or a success that is no WebSocket upgrade (the URL is not a ticker endpoint)."""
+    return _POLICY if status < 400 or status in _REFUSED else ABNORMAL
 
 
 _SUBSCRIBE_ID = "ticker.client"
@@ -136,7 +143,8 @@ class Feed:
         error frames (``ServerError``).
 
         Ends when the feed is closed; raises ``FeedClosed`` when the server ended it for
-        good (1000, 1008, 1009, or a handshake refused with 400, 401 or 403).
+        good (1000, 1008, 1009, or a handshake refused with 400, 401, 403 or 404, or
+        answered with no upgrade).
         """
         while not self._ended:
             event = await self._queue.get()
@@ -175,7 +183,7 @@ class Feed:
                 await self._read(link)
                 code, reason = link.close_code or ABNORMAL, link.close_reason
             except LinkError as exc:
-                code, reason, status = _REFUSED.get(exc.status, ABNORMAL), str(exc), exc.status
+                code, reason, status = _close_code_of(exc.status), str(exc), exc.status
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 code, reason = ABNORMAL, str(exc) or type(exc).__name__
             finally:

@@ -91,22 +91,24 @@ async def open_link(
         await link.first_poll()
         return link
     except aiohttp.WSServerHandshakeError as exc:
-        if exc.status < 400:
-            raise LinkError(exc.status, exc.message) from None
-        raise await refusal(http, target, exc.status, ssl=ssl_arg, headers=headers) from None
+        raise await refusal(http, target, exc, ssl=ssl_arg, headers=headers) from None
 
 
 async def refusal(
     http: aiohttp.ClientSession,
     url: URL | str,
-    status: int,
+    exc: aiohttp.WSServerHandshakeError,
     *,
     ssl: Any = True,
     headers: Mapping[str, str] | None = None,
 ) -> LinkError:
-    """A refused WebSocket handshake with the server's own reason. aiohttp drops the body
-    of a handshake answered with an error, so ask again with a plain GET: the server's
-    gate answers it the same way, before any upgrade. The status alone if it does not."""
+    """A WebSocket handshake that was not upgraded, with the server's own reason.
+    aiohttp drops the body of a handshake answered with an error, so ask again with a
+    plain GET: the server's gate answers it the same way, before any upgrade. The status
+    alone if it does not."""
+    status = exc.status
+    if status < 400:  # answered, but not upgraded: a page, a redirect
+        return LinkError(status, "answered without an upgrade: not a WebSocket endpoint")
     try:
         async with http.get(
             url, ssl=ssl, headers=headers, timeout=aiohttp.ClientTimeout(total=REFUSAL_READ_S)

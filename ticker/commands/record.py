@@ -97,9 +97,7 @@ class Recording:
             try:
                 ws = await http.ws_connect(self.url, headers=self.headers)
             except aiohttp.WSServerHandshakeError as exc:
-                if exc.status < 400:
-                    raise
-                raise await refusal(http, self.url, exc.status, headers=self.headers) from None
+                raise await refusal(http, self.url, exc, headers=self.headers) from None
             async with ws:
                 await self._record(ws, duration)
 

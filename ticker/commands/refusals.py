@@ -7,18 +7,21 @@ from collections.abc import Iterable
 
 WILDCARD = "*"
 TOKEN_HINT = "pass --token (or set TICKER_TOKEN) with a token this server accepts"
+ENDPOINTS_HINT = (
+    "a ticker server's URLs are ws(s)://HOST/ws, http(s)://HOST/sse, http(s)://HOST/poll"
+)
 
 
 def is_mistake(status: int) -> bool:
-    """A refused handshake the user must fix (bad request, no token, wrong origin), not
-    one that goes away by waiting (429 too many, 5xx)."""
-    return 400 <= status < 500 and status != 429
+    """A handshake the user must fix (not a WebSocket endpoint, bad request, no token),
+    not one refused for a while (429 too many, 5xx)."""
+    return status < 500 and status != 429
 
 
 def refused_line(command: str, url: str, reason: str, status: int) -> str:
     """``reason``: the server's, e.g. ``HTTP 401: a token is required (...)``."""
-    hint = f"; {TOKEN_HINT}" if status == 401 else ""
-    return f"ticker {command}: error: {url}: {reason}{hint}"
+    hint = TOKEN_HINT if status == 401 else ENDPOINTS_HINT if status < 400 or status == 404 else ""
+    return f"ticker {command}: error: {url}: {reason}" + (f"; {hint}" if hint else "")
 
 
 class Refused:
