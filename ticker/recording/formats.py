@@ -64,7 +64,8 @@ def detect(path: Path) -> str:
     raise RecordingError(
         path,
         "cannot tell the format (expected .jsonl, .jsonl.gz, .npz, a .ticks directory, "
-        "a LOBSTER message file, a tardis trades CSV, a Coinbase recording or a .csv)",
+        "a LOBSTER message file, a tardis trades CSV, a Coinbase recording or a .csv); "
+        "give it with --format",
     )
 
 
