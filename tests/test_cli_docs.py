@@ -1,15 +1,19 @@
 """The docs and the tool cannot drift apart: every subcommand's ``--help`` works (walked from
-the parser itself, so a new subcommand is covered), and every ``console`` block in
-docs/*.md prints what it says when run (the convention is in docs/cli.md)."""
+the parser itself, so a new subcommand is covered), and every console session quoted in
+docs/*.md (a fenced block with ``$ `` lines) prints what it says when run (the convention
+is in docs/cli.md)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +23,10 @@ from ticker.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted((ROOT / "docs").glob("*.md"))
-FENCE = re.compile(r"^```console\n(.*?)^```", re.MULTILINE | re.DOTALL)
+FENCE = re.compile(r"^```[a-z]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 EXIT_MISTAKE = 2
+BUSY_PORT = 8089
+"""Held busy on 127.0.0.1 while a block runs: what a port in use prints can be shown."""
 
 
 @dataclass
@@ -43,9 +49,12 @@ class Block:
 
 
 def console_blocks(text: str, name: str) -> list[Block]:
-    """The console blocks of one document, each command with the output quoted after it."""
+    """The console blocks of one document (fenced blocks with ``$ `` lines), each command
+    with the output quoted after it."""
     blocks = []
     for match in FENCE.finditer(text):
+        if not any(line.startswith("$ ") for line in match.group(1).splitlines()):
+            continue  # code, not a console session
         line_no = text.count("\n", 0, match.start()) + 1
         commands: list[Shown] = []
         for line in match.group(1).splitlines():
@@ -89,20 +98,36 @@ def run_block(block: Block, scratch: Path) -> list[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
     env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(ROOT))
     problems = []
-    for shown in block.commands:
-        done = subprocess.run(
-            ["bash", "-c", shown.command],
-            capture_output=True,
-            text=True,
-            cwd=scratch,
-            env=env,
-            timeout=120,  # a safety net for a command that would not end, not a measure
-            check=False,
-        )
-        assert "Traceback" not in done.stderr, f"{block.where}: $ {shown.command}\n{done.stderr}"
-        found = mismatches(shown, done.returncode, done.stdout + done.stderr)
-        problems += [f"{block.where}: $ {shown.command}: {p}" for p in found]
+    with _busy(BUSY_PORT):
+        for shown in block.commands:
+            problems += _run(block, shown, scratch, env)
     return problems
+
+
+@contextlib.contextmanager
+def _busy(port: int) -> Iterator[None]:
+    """``port`` taken while the block runs (if something else has it, it is busy too)."""
+    with socket.socket() as sock:
+        with contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        yield
+
+
+def _run(block: Block, shown: Shown, scratch: Path, env: dict[str, str]) -> list[str]:
+    """One command of a block: what differs from the docs, each line naming the place."""
+    done = subprocess.run(
+        ["bash", "-c", shown.command],
+        capture_output=True,
+        text=True,
+        cwd=scratch,
+        env=env,
+        timeout=120,  # a safety net for a command that would not end, not a measure
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, f"{block.where}: $ {shown.command}\n{done.stderr}"
+    found = mismatches(shown, done.returncode, done.stdout + done.stderr)
+    return [f"{block.where}: $ {shown.command}: {p}" for p in found]
 
 
 BLOCKS = [block for doc in DOCS for block in console_blocks(doc.read_text(), doc.name)]
