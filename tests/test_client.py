@@ -13,8 +13,9 @@ from aiohttp import web
 
 from tests.conftest import SYMBOLS, StartServer
 from tests.net import free_port
-from ticker.client import Connected, Disconnected, FeedClosed, Gap, Tick, connect
+from ticker.client import Connected, Disconnected, FeedClosed, Gap, ServerError, Tick, connect
 from ticker.client.state import Backoff, Continuity
+from ticker.core.tokens import TokenVerifier
 from ticker.server.app import create_app
 from ticker.server.node import Node
 from ticker.server.settings import Settings
@@ -51,12 +52,13 @@ def test_backoff_doubles_is_capped_jittered_and_slower_after_4029() -> None:
 
 
 def test_bad_arguments_fail_at_once() -> None:
-    for url, kwargs in [
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("ftp://x/ws", {}),
         ("http://x/other", {}),
         ("ws://x/ws", {"mode": "fast"}),
         ("ws://x/ws", {"max_hz": 0}),
-    ]:
+    ]
+    for url, kwargs in cases:
         with pytest.raises(ValueError):
             connect(url, ["A"], **kwargs)
     with pytest.raises(ValueError):
@@ -153,6 +155,32 @@ async def test_a_refused_handshake_ends_the_feed(start_server: StartServer) -> N
                 async for _ in feed:
                     pass
     assert closed.value.code == 1008 and "400" in closed.value.reason
+
+
+async def test_a_refused_websocket_handshake_carries_the_servers_reason(
+    start_server: StartServer,
+) -> None:
+    """aiohttp drops the body of a refused WebSocket handshake; the client gets it anyway."""
+    _, server = await start_server(auth=TokenVerifier.from_secret("k" * 32))
+    async with connect(f"ws://{server.host}:{server.port}/ws", ["AAPL"]) as feed:
+        with pytest.raises(FeedClosed) as closed:
+            async with asyncio.timeout(5):
+                async for _ in feed:
+                    pass
+    assert closed.value.status == 401
+    assert closed.value.reason == (
+        "HTTP 401: a token is required (Authorization: Bearer, ?token= or subprotocol)"
+    )
+
+
+async def test_error_frames_are_events(start_server: StartServer) -> None:
+    _, server = await start_server()
+    async with connect(f"ws://{server.host}:{server.port}/ws", ["NOPE", "AAPL"]) as feed:
+        async with asyncio.timeout(5):
+            events = feed.events()
+            first = await anext(events)
+            assert first == ServerError("unknown_symbol", "unknown symbol(s): NOPE", ("NOPE",))
+            assert isinstance(await anext(events), Connected)  # AAPL is subscribed
 
 
 async def test_a_server_that_breaks_the_protocol_ends_the_iteration(aiohttp_server: Any) -> None:

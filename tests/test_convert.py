@@ -35,7 +35,9 @@ def test_bad_line_stops_with_exit_2_and_names_file_and_line(
     src.write_text('{"s":"X","p":1,"t":1}\n{"s":"X","p":2,"t":2}\n{"s":"X","p":oops}\n')
     out = tmp_path / "out.npz"
     assert main(["convert", str(src), str(out)]) == 2
-    assert capsys.readouterr().err == f"ticker convert: error: {src}:3: not valid JSON\n"
+    assert capsys.readouterr().err == (
+        f"ticker convert: error: {src}:3: not valid JSON; pass --on-error skip to skip bad lines\n"
+    )
     assert not out.exists() and not list(tmp_path.glob(".partial-*"))  # nothing half-written
 
 

@@ -54,14 +54,14 @@ def test_ticker_token_refuses_what_the_server_would() -> None:
     short = token("--secret", "short", "--symbols", "*")
     assert (short.returncode, short.stdout) == (2, "")
     assert short.stderr.splitlines() == [
-        "ticker token: error: the HS256 secret must be at least 32 characters"
-        " (make one with: openssl rand -hex 32)"
+        "ticker token: error: --secret: the HS256 secret must be at least 32 characters"
+        " (this one has 5); use the server's --auth-secret"
     ]
     nothing = token("--secret", SECRET)
     assert nothing.returncode == 2 and "give --symbols" in nothing.stderr
     assert "Traceback" not in short.stderr + nothing.stderr
     help_text = token("--help").stdout
-    assert "seconds until it expires (default: 3600)" in " ".join(help_text.split())
+    assert "seconds until it expires (default: 3600, one hour)" in " ".join(help_text.split())
 
 
 def test_ticker_token_with_an_ec_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

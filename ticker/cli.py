@@ -137,6 +137,11 @@ class _EnvParser(argparse.ArgumentParser):
             action = self.add_argument(flag, type=type, default=default, **kw)
         self._stock[action.dest] = (flag, stock)
 
+    def error(self, message: str) -> NoReturn:
+        """One line, not the usage block (issue 19: a mistake is one line that names it);
+        the usage is a ``--help`` away."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
     def add_flag(self, flag: str, *, help: str) -> None:
         """An on/off option; ``TICKER_<OPTION>`` set to 1, true or yes turns it on."""
         env = env_name(flag)
@@ -151,7 +156,7 @@ class _EnvParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _EnvParser(  # for its one-line errors
         prog="ticker",
         description="Real-time market-data broadcaster over WebSocket, SSE and long polling.",
     )

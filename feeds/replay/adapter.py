@@ -18,6 +18,7 @@ from ticker.core.ticks import MicrosClock, TickBatch, now_us
 from ticker.progress import Progress
 from ticker.recording.formats import load
 from ticker.recording.importers.generic_csv import CsvMapping
+from ticker.recording.importers.lobster import Naming
 from ticker.recording.problems import Problems, RecordingError
 from ticker.recording.schedule import Replay, ReplayOptions
 from ticker.recording.table import TickTable
@@ -74,9 +75,12 @@ class ReplayFeed:
         start: int | None = None,
         end: int | None = None,
         sort: bool = False,
+        fmt: str | None = None,
         mapping: CsvMapping | None = None,
+        naming: Naming | None = None,
     ) -> ReplayFeed:
-        table = load(paths, problems, sort=sort, mapping=mapping)
+        """The feed of recordings read as ``load`` reads them (``fmt`` None: detected)."""
+        table = load(paths, problems, sort=sort, fmt=fmt, mapping=mapping, naming=naming)
         return cls(select(table, str(paths[0]), symbols, start, end), options)
 
     def symbols(self) -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from ticker.client.feed import Feed, FeedClosed, connect
 from ticker.client.links import LinkError
 from ticker.client.publisher import Ack, Publisher, PublishError
-from ticker.client.state import Connected, Disconnected, Event, Gap, Tick
+from ticker.client.state import Connected, Disconnected, Event, Gap, ServerError, Tick
 
 __all__ = [
     "Ack",
@@ -29,6 +29,7 @@ __all__ = [
     "LinkError",
     "PublishError",
     "Publisher",
+    "ServerError",
     "Tick",
     "connect",
 ]

@@ -23,6 +23,7 @@ from ticker.client.state import (
     Continuity,
     Disconnected,
     Event,
+    ServerError,
     Tick,
 )
 from ticker.core.codes import ABNORMAL, CloseCode
@@ -30,8 +31,14 @@ from ticker.core.codes import ABNORMAL, CloseCode
 log = logging.getLogger("ticker.client")
 
 MODES = ("conflate", "all")
-_REFUSED = {400: CloseCode.POLICY, 401: CloseCode.POLICY, 403: CloseCode.POLICY}
-"""A handshake refused for good (bad parameters, not authorized): do not retry."""
+_REFUSED = {400, 401, 403, 404}
+"""A handshake refused for good (bad parameters, not authorized, no such endpoint)."""
+
+
+def _close_code_of(status: int) -> int:
+    """1008 (do not retry) for an answer retrying would not change: one of ``_REFUSED``,
+    or a success that is no WebSocket upgrade (the URL is not a ticker endpoint)."""
+    return CloseCode.POLICY if status < 400 or status in _REFUSED else ABNORMAL
 
 
 _SUBSCRIBE_ID = "ticker.client"
@@ -40,10 +47,12 @@ _SUBSCRIBE_ID = "ticker.client"
 class FeedClosed(Exception):
     """The server ended the feed with a code that says not to reconnect."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str, status: int | None = None) -> None:
         super().__init__(f"closed by the server with {code}: {reason or '-'}")
         self.code = code
         self.reason = reason
+        self.status = status
+        """The HTTP status when the handshake was refused (401: no valid token), else None."""
 
 
 class _End:
@@ -129,10 +138,12 @@ class Feed:
                 yield event
 
     async def events(self) -> AsyncIterator[Event]:
-        """Every event: ticks, gaps (mode ``all``), connects and disconnects.
+        """Every event: ticks, gaps (mode ``all``), connects, disconnects and the server's
+        error frames (``ServerError``).
 
         Ends when the feed is closed; raises ``FeedClosed`` when the server ended it for
-        good (1000, 1008, 1009, or a handshake refused with 400, 401 or 403).
+        good (1000, 1008, 1009, or a handshake refused with 400, 401, 403 or 404, or
+        answered with no upgrade).
         """
         while not self._ended:
             event = await self._queue.get()
@@ -163,6 +174,7 @@ class Feed:
         assert self._http is not None
         while True:
             link: Link | None = None
+            status: int | None = None
             try:
                 link = await open_link(
                     self._http, self.url, self._query(), ssl=self._ssl, headers=self._headers
@@ -170,7 +182,7 @@ class Feed:
                 await self._read(link)
                 code, reason = link.close_code or ABNORMAL, link.close_reason
             except LinkError as exc:
-                code, reason = _REFUSED.get(exc.status, ABNORMAL), str(exc)
+                code, reason, status = _close_code_of(exc.status), str(exc), exc.status
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 code, reason = ABNORMAL, str(exc) or type(exc).__name__
             finally:
@@ -179,7 +191,7 @@ class Feed:
             delay = self._backoff.next(code)
             if delay is None:
                 await self._queue.put(Disconnected(code, reason, None))
-                await self._queue.put(_End(FeedClosed(code, reason)))
+                await self._queue.put(_End(FeedClosed(code, reason, status)))
                 return
             log.info("disconnected (%s %s); reconnecting in %.1f s", code, reason, delay)
             await self._queue.put(Disconnected(code, reason, delay))
@@ -226,7 +238,13 @@ class Feed:
             elif kind == "subscribed" and message.get("id") == _SUBSCRIBE_ID:
                 await put(connected)  # streaming now: what was published since is coming
             elif kind == "error":
-                log.warning("server error %s: %s", message.get("code"), message.get("message"))
+                error = ServerError(
+                    str(message.get("code")),
+                    str(message.get("message")),
+                    tuple(message.get("symbols") or ()),
+                )
+                log.warning("server error %s: %s", error.code, error.message)
+                await put(error)
 
     def _subscribe(self, epoch: str) -> dict[str, Any]:
         op: dict[str, Any] = {"op": "subscribe", "symbols": self.symbols, "id": _SUBSCRIBE_ID}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ssl as ssl_module
 from collections import deque
 from collections.abc import Mapping
+from http.client import responses as REASONS
 from typing import Any, Protocol
 
 import aiohttp
@@ -20,6 +21,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from ticker.core.codes import ABNORMAL, CloseCode
+
+REFUSAL_READ_S = 5.0
+"""How long the second request that learns why a handshake was refused may take."""
 
 Message = dict[str, Any]
 SslOption = ssl_module.SSLContext | bool | None
@@ -86,17 +90,48 @@ async def open_link(
         await link.first_poll()
         return link
     except aiohttp.WSServerHandshakeError as exc:
-        raise LinkError(exc.status, exc.message) from None
+        raise await refusal(http, target, exc, ssl=ssl_arg, headers=headers) from None
+
+
+async def refusal(
+    http: aiohttp.ClientSession,
+    url: URL | str,
+    exc: aiohttp.WSServerHandshakeError,
+    *,
+    ssl: Any = True,
+    headers: Mapping[str, str] | None = None,
+) -> LinkError:
+    """A WebSocket handshake that was not upgraded, with the server's own reason.
+    aiohttp drops the body of a handshake answered with an error, so ask again with a
+    plain GET: the server's gate answers it the same way, before any upgrade. The status
+    alone if it does not."""
+    status = exc.status
+    if status < 400:  # answered, but not upgraded: a page, a redirect
+        return LinkError(status, "answered without an upgrade: not a WebSocket endpoint")
+    try:
+        async with http.get(
+            url, ssl=ssl, headers=headers, timeout=aiohttp.ClientTimeout(total=REFUSAL_READ_S)
+        ) as response:
+            if response.status == status:
+                return await _error(response)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        pass
+    return LinkError(status, REASONS.get(status, ""))
+
+
+async def _error(response: aiohttp.ClientResponse) -> LinkError:
+    """The refusal a response carries: its JSON ``message``, else the status's reason."""
+    try:
+        message = (await response.json(content_type=None))["message"]
+    except (ValueError, KeyError, TypeError, aiohttp.ClientError):
+        message = response.reason or ""
+    response.release()
+    return LinkError(response.status, str(message))
 
 
 async def _check(response: aiohttp.ClientResponse) -> None:
     if response.status >= 400:
-        try:
-            message = (await response.json(content_type=None))["message"]
-        except (ValueError, KeyError, TypeError, aiohttp.ClientError):
-            message = response.reason or ""
-        response.release()
-        raise LinkError(response.status, message)
+        raise await _error(response)
 
 
 def _op_url(base: URL, session: str, op: Message) -> URL:

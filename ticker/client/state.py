@@ -76,7 +76,17 @@ class Disconnected:
     """Seconds until the next attempt; None: the client stops (a code that says not to)."""
 
 
-Event = Tick | Gap | Connected | Disconnected
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """An ``error`` frame the server sent (docs/protocol.md), e.g. ``unknown_symbol`` with
+    the symbols it refused in ``symbols``; the connection stays open."""
+
+    code: str
+    message: str
+    symbols: tuple[str, ...] = ()
+
+
+Event = Tick | Gap | Connected | Disconnected | ServerError
 
 
 class Continuity:

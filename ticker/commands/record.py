@@ -5,7 +5,9 @@ default) and appends each ``ticks`` frame to the output as it arrives, flushed p
 a kill leaves a file that reads up to the last frame. Snapshots are not recorded (they
 repeat ticks published before the recording began). It stops after ``--duration``
 seconds, on Ctrl-C or SIGTERM (the file is flushed and closed: exit 0), or when the server
-closes the connection (exit 1, the file closed the same way).
+closes the connection (exit 1, the file closed the same way). A handshake refused (no
+valid token) or nothing valid to subscribe to exits 2 with the server's reason, and
+leaves no file behind.
 """
 
 from __future__ import annotations
@@ -17,31 +19,36 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
 
+from ticker.client.links import LinkError, refusal
+from ticker.commands.refusals import Refused, is_mistake, refused_line
 from ticker.progress import Progress
-from ticker.recording.formats import TickWriter, open_writer
+from ticker.recording.formats import TickWriter, open_writer, remove
 from ticker.recording.problems import RecordingError
 
 EXIT_LOST = 1
 EXIT_BAD_INPUT = 2
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
+    """``record URL --out PATH`` (``--token`` and its ``TICKER_TOKEN`` as for ``tail``)."""
     parser = commands.add_parser(
         "record",
         help="record a ticker server's stream to a file",
         description="Connect to a ticker server as a client (mode all) and record its ticks.",
     )
     parser.add_argument("url", metavar="URL", help="e.g. ws://127.0.0.1:8080/ws")
-    add = parser.add_option  # type: ignore[attr-defined]
+    add = parser.add_option
     add("--out", type=Path, required=True, help="new .jsonl, .jsonl.gz, .npz or .ticks")
     # Not from TICKER_SYMBOLS: that variable is serve's (a count for the simulated feed).
     parser.add_argument("--symbols", default="*", help="comma-separated symbols, * = all")
     add("--duration", type=float, default=None, help="seconds to record (default: until stopped)")
+    add("--token", default=None, help="sent as Authorization: Bearer (see ticker token)")
 
 
 def stream_url(url: str, symbols: str) -> str:
@@ -58,60 +65,115 @@ def stream_url(url: str, symbols: str) -> str:
 class Recording:
     """One client connection into one writer; ``stop()`` ends it cleanly."""
 
-    def __init__(self, url: str, writer: TickWriter, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        writer: TickWriter,
+        progress: Progress | None = None,
+        token: str | None = None,
+    ) -> None:
         self.url = url
         self.writer = writer
         self.progress = progress
+        self.headers = {"Authorization": f"Bearer {token}"} if token else None
         self.stopped = asyncio.Event()
         self.close_reason: str | None = None
         """Why the server ended the stream, if it did."""
+        asked = dict(parse_qsl(urlsplit(url).query)).get("symbols", "*").split(",")
+        self.refused: Refused | None = Refused(asked)
+        """What the server refused of the symbols asked, until it says ``subscribed``."""
+        self.nothing_left = False
+        """The server refused every symbol asked for: the recording stopped at once."""
 
     def stop(self) -> None:
+        """End the recording (a signal): the file is closed, what was written stays."""
         self.stopped.set()
 
     async def run(self, duration: float | None = None) -> None:
-        async with aiohttp.ClientSession() as http, http.ws_connect(self.url) as ws:
-            reader = asyncio.create_task(self._read(ws))
-            stop = asyncio.create_task(self.stopped.wait())
-            await asyncio.wait(
-                {reader, stop}, timeout=duration, return_when=asyncio.FIRST_COMPLETED
-            )
-            stop.cancel()
-            if reader.done():
-                reader.result()  # a failure while reading propagates
-                return
-            reader.cancel()  # it only ever waits in receive(): no frame is half written
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        """Record until stopped, ``duration`` passes or the server closes; raises
+        ``LinkError`` if the handshake is refused, ``aiohttp.ClientError``/``OSError`` if
+        the server cannot be reached."""
+        async with aiohttp.ClientSession() as http:
+            try:
+                ws = await http.ws_connect(self.url, headers=self.headers)
+            except aiohttp.WSServerHandshakeError as exc:
+                raise await refusal(http, self.url, exc, headers=self.headers) from None
+            async with ws:
+                await self._record(ws, duration)
+
+    async def _record(self, ws: aiohttp.ClientWebSocketResponse, duration: float | None) -> None:
+        reader = asyncio.create_task(self._read(ws))
+        stop = asyncio.create_task(self.stopped.wait())
+        await asyncio.wait({reader, stop}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if reader.done():
+            reader.result()  # a failure while reading propagates
+            return
+        reader.cancel()  # it only ever waits in receive(): no frame is half written
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         write, progress = self.writer.write_ticks, self.progress
-        async for msg in ws:
+        while True:
+            msg = await ws.receive()
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 break
             frame = orjson.loads(msg.data)
-            if frame.get("type") == "ticks":
+            kind = frame.get("type")
+            if kind == "ticks":
                 write(frame["ticks"])
                 if progress is not None:
                     progress.advance(len(frame["ticks"]))
-        self.close_reason = f"closed by the server ({ws.close_code} {ws.extra or ''})".strip()
+            elif kind == "subscribed":
+                self.refused = None
+            elif kind == "error":
+                if self._refuse(frame):
+                    return
+                print(
+                    f"ticker record: server error {frame.get('code')}: {frame.get('message')}",
+                    file=sys.stderr,
+                )
+        reason = msg.extra if msg.type is aiohttp.WSMsgType.CLOSE else ""
+        self.close_reason = f"closed by the server ({ws.close_code} {reason or ''})".strip()
+
+    def _refuse(self, frame: dict[str, Any]) -> bool:
+        """An error frame refusing symbols; True when none of those asked for is left."""
+        if self.refused is None:
+            return False
+        symbols = frame.get("symbols") or ()
+        self.nothing_left = self.refused.add(str(frame.get("message")), symbols)
+        return self.nothing_left
 
 
 async def _main(args: argparse.Namespace, writer: TickWriter) -> int:
     progress = Progress(f"record -> {args.out.name}")
-    recording = Recording(stream_url(args.url, args.symbols), writer, progress)
+    url = stream_url(args.url, args.symbols)
+    recording = Recording(url, writer, progress, token=args.token)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, recording.stop)
     start = time.monotonic()
+    mistake: str | None = None
     try:
         await recording.run(args.duration)
+    except LinkError as exc:
+        if not is_mistake(exc.status):
+            print(f"ticker record: cannot connect to {args.url}: {exc}", file=sys.stderr)
+            return EXIT_LOST
+        mistake = refused_line("record", args.url, str(exc), exc.status)
     except (aiohttp.ClientError, OSError) as exc:
         print(f"ticker record: cannot connect to {args.url}: {exc}", file=sys.stderr)
         return EXIT_LOST
     finally:
         writer.close()
         progress.done()
+    if recording.refused is not None and recording.nothing_left:
+        mistake = recording.refused.line("record")
+    if mistake is not None:
+        remove(args.out)  # nothing was recorded: a second try must not find it in the way
+        print(mistake, file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(
         f"recorded {writer.ticks:,} ticks to {args.out} in {time.monotonic() - start:.1f} s",
         file=sys.stderr,
@@ -123,10 +185,13 @@ async def _main(args: argparse.Namespace, writer: TickWriter) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Record; the arguments and the output are checked before anything connects."""
     try:
         stream_url(args.url, args.symbols)  # a bad URL fails before the file is made
         if args.duration is not None and not args.duration > 0:
             raise ValueError("--duration must be positive")
+        if args.out.exists():  # never appended to or overwritten: a recording is evidence
+            raise ValueError(f"{args.out}: already exists; record into a new --out")
         writer = open_writer(args.out)
     except (RecordingError, ValueError) as exc:
         print(f"ticker record: error: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from feeds.replay.adapter import ReplayFeed
 from ticker.commands.argtypes import non_negative, positive
-from ticker.commands.convert import add_input_options, mapping_from
+from ticker.commands.convert import add_input_options, mapping_from, naming_from
 from ticker.core.ticks import MAX_SYMBOL_LENGTH
 from ticker.core.times import parse_time
 from ticker.progress import Progress
@@ -83,7 +83,7 @@ def replay_feed(args: argparse.Namespace) -> ReplayFeed:
     """The feed of ``--feed replay:...``; raises RecordingError/ValueError on bad input."""
     paths = [Path(p) for p in args.feed[len(REPLAY_PREFIX) :].split(",") if p]
     symbols = args.symbols if isinstance(args.symbols, list) else None
-    problems = Problems(args.on_error)
+    problems = Problems(args.on_error, "--on-error")
     options = ReplayOptions(speed=args.speed, loop=args.loop, keep_time=args.keep_time)
     try:
         mapping = mapping_from(args)
@@ -97,7 +97,9 @@ def replay_feed(args: argparse.Namespace) -> ReplayFeed:
         start=args.start,
         end=args.end,
         sort=args.sort,
+        fmt=args.format,
         mapping=mapping,
+        naming=naming_from(args),
     )
     if args.speed == 0 and not args.loop:
         feed.meter = Progress("replay", total=len(feed.table))  # shown on a TTY only

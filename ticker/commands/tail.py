@@ -3,8 +3,9 @@
 On a terminal, a table updated in place (last price, change since the first tick seen,
 bid/ask, age of the last tick), redrawn at most ``REDRAW_S`` apart; piped, one line per
 tick; ``--json``, one JSON object per tick (the protocol's fields). Connection news
-(reconnects, gaps) goes to stderr. Ctrl-C or SIGTERM ends it cleanly (exit 0); a server
-that ends the feed for good exits 1.
+(reconnects, gaps, the server's errors) goes to stderr. Ctrl-C or SIGTERM ends it cleanly
+(exit 0); a server that ends the feed for good exits 1; a handshake refused (no valid
+token) or only unknown or not-entitled symbols exits 2, with the server's reason.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 
-from ticker.client import Connected, Disconnected, FeedClosed, Gap, Tick, connect
+from ticker.client import Connected, Disconnected, FeedClosed, Gap, ServerError, Tick, connect
+from ticker.commands.refusals import Refused, refused_line
 from ticker.core.ticks import MicrosClock, now_us
 
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
@@ -33,20 +36,22 @@ EXIT_CLOSED = 1
 EXIT_BAD_INPUT = 2
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
+    """``tail [URL] SYMBOL...`` and its options (``--token``: ``TICKER_TOKEN``)."""
     parser = commands.add_parser(
         "tail",
         help="print live ticks of some symbols",
         description="Print live ticks: a table updating in place on a terminal, one line per "
-        "tick when piped. URL: ws(s)://HOST/ws, http(s)://HOST/sse or http(s)://HOST/poll "
+        "tick when piped; a refused token or symbol exits 2. "
+        "URL: ws(s)://HOST/ws, http(s)://HOST/sse or http(s)://HOST/poll "
         f"(default {DEFAULT_URL}).",
     )
     parser.add_argument("targets", nargs="+", metavar="[URL] SYMBOL", help="symbols, * = all")
-    add = parser.add_option  # type: ignore[attr-defined]
+    add = parser.add_option
     parser.add_argument("--json", action="store_true", help="one JSON object per tick")
     add("--mode", default="conflate", choices=("conflate", "all"), help="delivery mode")
     add("--max-hz", type=float, default=None, help="at most this many updates per second")
-    add("--token", default=None, help="sent as Authorization: Bearer")
+    add("--token", default=None, help="sent as Authorization: Bearer (see ticker token)")
 
 
 def split_targets(targets: list[str]) -> tuple[str, list[str]]:
@@ -130,7 +135,7 @@ class TickTable:
         return [*self._lines(table, widths), status if more > 0 else self.status]
 
     @staticmethod
-    def _lines(table: list[tuple[str, ...]], widths: list[int]) -> list[str]:
+    def _lines(table: Sequence[tuple[str, ...]], widths: list[int]) -> list[str]:
         return [
             "  ".join(
                 cell.ljust(w) if i == 0 else cell.rjust(w)
@@ -160,7 +165,10 @@ class Screen:
             self.out.flush()
 
 
-def news(event: Gap | Connected | Disconnected) -> str:
+def news(event: Gap | Connected | Disconnected | ServerError) -> str:
+    """Connection news as one line (stderr, or the status line under the table)."""
+    if isinstance(event, ServerError):
+        return f"server error {event.code}: {event.message}"
     if isinstance(event, Gap):
         return f"{event.symbol}: {event.missed} tick(s) missed (q {event.first}-{event.last})"
     if isinstance(event, Connected):
@@ -182,7 +190,9 @@ async def tail(
     token: str | None = None,
     clock: MicrosClock = now_us,
 ) -> int:
-    """Print the feed until it ends (exit 1) or the task is cancelled."""
+    """Print the feed until it ends (exit 1) or the task is cancelled; a refused token or
+    nothing valid to subscribe to is the user's to fix (one line, exit 2)."""
+    refused: Refused | None = Refused(symbols)  # until the first subscription is made
     table = TickTable() if out.isatty() and not as_json else None
     screen = Screen(out)
     redraw: asyncio.Task[None] | None = None
@@ -196,11 +206,23 @@ async def tail(
             await asyncio.sleep(REDRAW_S)
             draw()
 
+    failure: tuple[int, str] | None = None  # exit status and line, said after the table
     try:
         async with connect(url, symbols, mode=mode, max_hz=max_hz, token=token) as feed:
             if table is not None:
                 redraw = asyncio.create_task(redraw_now_and_then())
             async for event in feed.events():
+                if isinstance(event, Connected):
+                    refused = None
+                elif (
+                    isinstance(event, ServerError)
+                    and refused is not None
+                    and refused.add(event.message, event.symbols)
+                ):
+                    failure = EXIT_BAD_INPUT, refused.line("tail")
+                    break
+                elif isinstance(event, Disconnected) and event.retry_in is None:
+                    continue  # for good: FeedClosed follows and says why, once
                 if not isinstance(event, Tick):
                     if table is None:
                         print(news(event), file=err, flush=True)
@@ -215,14 +237,19 @@ async def tail(
                     out.write(tick_line(event) + "\n")
                     out.flush()
     except FeedClosed as exc:
-        print(f"ticker tail: {exc}", file=err)
-        return EXIT_CLOSED
+        if exc.status is not None:  # the handshake was refused: a token, a parameter
+            failure = EXIT_BAD_INPUT, refused_line("tail", url, exc.reason, exc.status)
+        else:
+            failure = EXIT_CLOSED, f"ticker tail: {exc}"
     finally:
         if redraw is not None:
             redraw.cancel()
             draw()
         screen.close()
-    return 0
+    if failure is None:
+        return 0
+    print(failure[1], file=err, flush=True)
+    return failure[0]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ Writers: ``jsonl``/``jsonl.gz``, ``npz`` and ``ticks``, chosen by the output's n
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -63,8 +64,26 @@ def detect(path: Path) -> str:
     raise RecordingError(
         path,
         "cannot tell the format (expected .jsonl, .jsonl.gz, .npz, a .ticks directory, "
-        "a LOBSTER message file, a tardis trades CSV, a Coinbase recording or a .csv)",
+        "a LOBSTER message file, a tardis trades CSV, a Coinbase recording or a .csv); "
+        "give it with --format",
     )
+
+
+def format_of(
+    path: Path, fmt: str | None, mapping: CsvMapping | None, naming: lobster.Naming | None
+) -> str:
+    """``fmt`` if given, else detected; with a LOBSTER naming (``--symbol``/``--date``) a
+    file that does not say what it is (a .csv without a mapping, say) is a renamed LOBSTER
+    file."""
+    if fmt is not None:
+        return fmt
+    try:
+        found = detect(path)
+    except RecordingError:
+        if naming is None or not path.is_file():
+            raise
+        return "lobster"
+    return "lobster" if naming is not None and found == "csv" and mapping is None else found
 
 
 def read_tables(
@@ -73,21 +92,24 @@ def read_tables(
     *,
     fmt: str | None = None,
     mapping: CsvMapping | None = None,
+    naming: lobster.Naming | None = None,
 ) -> Iterator[TickTable]:
-    """The file's ticks, in file order, in one or more tables (JSONL streams in chunks)."""
-    fmt = fmt or detect(path)
+    """The file's ticks, in file order, in one or more tables (JSONL streams in chunks).
+    ``naming``: a LOBSTER file's symbol and date, for one renamed."""
+    fmt = format_of(path, fmt, mapping, naming)
     if fmt == "jsonl":
         yield from JsonlReader(path, problems).tables()
         return
     readers = {
         "npz": read_npz,
         "ticks": read_columnar_dir,
-        "lobster": lobster.read_lobster,
         "tardis": tardis.read_tardis,
         "coinbase": coinbase.read_coinbase,
     }
     if fmt == "csv":
         table = read_generic_csv(path, problems, mapping)
+    elif fmt == "lobster":
+        table = lobster.read_lobster(path, problems, naming)
     elif fmt in readers:
         table = readers[fmt](path, problems)
     else:
@@ -139,11 +161,12 @@ def load(
     sort: bool = False,
     fmt: str | None = None,
     mapping: CsvMapping | None = None,
+    naming: lobster.Naming | None = None,
 ) -> TickTable:
     """All ticks of these files as one table in time order (files merged by time)."""
     tables = []
     for path in expand(paths):
-        table = concat(list(read_tables(path, problems, fmt=fmt, mapping=mapping)))
+        table = concat(list(read_tables(path, problems, fmt=fmt, mapping=mapping, naming=naming)))
         tables.append(check_order(path, table, sort, problems))
     merged = concat(tables)
     if len(tables) > 1 and merged.first_disorder() is not None:
@@ -153,17 +176,37 @@ def load(
 
 
 class TickWriter(Protocol):
+    """What every writer of ours offers (read-only counts: the writers keep them)."""
+
     path: Path
-    ticks: int
-    bytes: int
+
+    @property
+    def ticks(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
 
     def write_ticks(self, ticks: TickBatch) -> None: ...
     def write_table(self, table: TickTable) -> None: ...
     def close(self) -> None: ...
 
 
+def remove(path: Path) -> None:
+    """A writer's output gone, file or column directory (a failed or refused run's)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def check_output_name(path: Path) -> None:
+    """RecordingError unless the name says one of the formats we write."""
+    if not path.name.endswith(WRITE_SUFFIXES):
+        raise RecordingError(path, f"output name must end with one of {', '.join(WRITE_SUFFIXES)}")
+
+
 def open_writer(path: Path) -> TickWriter:
     """A new file (never overwrites) in the format its name says."""
+    check_output_name(path)
     name = path.name
     if path.exists():
         raise RecordingError(path, "already exists; not overwriting it")
@@ -171,6 +214,4 @@ def open_writer(path: Path) -> TickWriter:
         return JsonlWriter(path)
     if name.endswith(".npz"):
         return NpzWriter(path)
-    if name.endswith(".ticks"):
-        return ColumnarDirWriter(path)
-    raise RecordingError(path, f"output name must end with one of {', '.join(WRITE_SUFFIXES)}")
+    return ColumnarDirWriter(path)

@@ -33,6 +33,9 @@ class Problems:
     """Collects what readers found: bad lines (raised or skipped) and warnings."""
 
     on_error: str = "stop"
+    flag: str | None = None
+    """The command-line option that sets ``on_error``: a stop names it, so the user
+    learns the way past a bad line (None where no option exists)."""
     skipped: int = 0
     examples: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -43,14 +46,16 @@ class Problems:
 
     def bad(self, path: str | Path, line: int, message: str) -> None:
         """A malformed line: raise (stop) or count it (skip)."""
-        error = RecordingError(path, message, line)
         if self.on_error == "stop":
-            raise error
+            hint = f"; pass {self.flag} skip to skip bad lines" if self.flag else ""
+            raise RecordingError(path, message + hint, line)
+        error = RecordingError(path, message, line)
         self.skipped += 1
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(str(error))
 
     def warn(self, path: str | Path, message: str) -> None:
+        """Something read fine but worth saying (a torn tail, a sort): in the summary."""
         self.warnings.append(f"{path}: {message}")
 
     def summary(self) -> list[str]:

@@ -57,13 +57,20 @@ def read_generic_csv(path: Path, problems: Problems, mapping: CsvMapping | None)
     """Any CSV with a header, given the mapping: there is no guessing which column is the price."""
     if mapping is None:
         raise RecordingError(
-            path, "a plain CSV needs a column mapping: --columns t=COL,s=COL,p=COL[,v=COL...]"
+            path,
+            "a plain CSV needs a column mapping: --columns t=COL,s=COL,p=COL[,v=COL...] "
+            "(a renamed LOBSTER message file: --symbol and --date)",
         )
     lines = read_text_lines(path)
     header = [name.strip().strip('"') for name in lines[0].split(",")]
     missing = [name for name in mapping.columns.values() if name not in header]
     if missing:
-        raise RecordingError(path, f"no column(s) {', '.join(missing)} in the header", 1)
+        raise RecordingError(
+            path,
+            f"no column(s) {', '.join(missing)} in the header; --columns can name: "
+            + ", ".join(header[:20]),
+            1,
+        )
     unit = mapping.time_unit
     time_kind = {"s": "decimal", "iso": "iso"}.get(unit, "int")
     kinds = {"t": time_kind, "s": "str", "q": "int"}

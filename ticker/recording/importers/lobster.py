@@ -5,12 +5,14 @@ time (seconds after midnight, New York, up to 9 decimals), type, order id, size,
 (dollars x 10000), direction. Types 4 (visible execution), 5 (hidden) and 6 (cross) are
 trades; the rest are book changes and halts. When ``..._orderbook_LEVEL.csv`` sits beside
 the message file (one row per message row: ask price, ask size, bid price, bid size, ...),
-each trade carries the best bid and ask after it.
+each trade carries the best bid and ask after it. A renamed file gets its symbol and date
+from ``Naming`` (``--symbol``, ``--date``) instead.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -37,8 +39,35 @@ MESSAGE_COLUMNS = (
 BOOK_COLUMNS = (Column(0, "ask", "int"), Column(2, "bid", "int"))
 
 
+@dataclass(frozen=True, slots=True)
+class Naming:
+    """What a LOBSTER file's name says, given by hand for a renamed file; a value given
+    wins over the name's."""
+
+    symbol: str | None = None
+    day: date | None = None
+
+
 def matches(path: Path) -> bool:
+    """The file has LOBSTER's message-file name (so its format is known from it)."""
     return NAME.fullmatch(path.name) is not None
+
+
+def symbol_and_day(path: Path, naming: Naming) -> tuple[str, date]:
+    """From ``naming``, else from the file name; RecordingError says which flag is missing."""
+    found = NAME.fullmatch(path.name)
+    symbol = naming.symbol or (found["symbol"] if found else None)
+    day = naming.day or (date.fromisoformat(found["date"]) if found else None)
+    missing = [flag for flag, v in (("--symbol", symbol), ("--date", day)) if v is None]
+    if missing:
+        raise RecordingError(
+            path,
+            "not named like a LOBSTER message file (TICKER_DATE_START_END_message_LEVEL.csv), "
+            f"so its symbol and date are unknown: pass {' and '.join(missing)} "
+            "(e.g. --symbol AAPL --date 2012-06-21)",
+        )
+    assert symbol is not None and day is not None
+    return symbol, day
 
 
 def session_start_ns(day: date) -> int:
@@ -53,21 +82,15 @@ def session_start_ns(day: date) -> int:
     return (naive - offset) // timedelta(microseconds=1) * 1000
 
 
-def read_lobster(path: Path, problems: Problems) -> TickTable:
-    found = NAME.fullmatch(path.name)
-    if found is None:
-        raise RecordingError(
-            path,
-            "a LOBSTER message file is named TICKER_DATE_START_END_message_LEVEL.csv "
-            "(the name carries the symbol and the date)",
-        )
-    symbol, day = found["symbol"], date.fromisoformat(found["date"])
+def read_lobster(path: Path, problems: Problems, naming: Naming | None = None) -> TickTable:
+    """The file's trades (types 4, 5, 6), with the best quotes if the book sits beside it."""
+    symbol, day = symbol_and_day(path, naming or Naming())
     cols, lines = read_columns(path, read_text_lines(path), 1, MESSAGE_COLUMNS, problems)
     trades = np.isin(cols["type"], TRADE_TYPES)
     ns = session_start_ns(day) + cols["time"][trades]
     bid = ask = None
     book_path = path.with_name(path.name.replace("_message_", "_orderbook_"))
-    if book_path.exists():
+    if book_path != path and book_path.exists():  # a renamed file has no book beside it
         bid, ask = _best_quotes(book_path, lines, problems)
         bid, ask = bid[trades], ask[trades]
     return TickTable.build(
