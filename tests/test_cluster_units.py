@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from ticker.cluster.config import redacted
 from ticker.cluster.continuity import GAP_FIELD, Continuity
-from ticker.cluster.redis import redacted
 from ticker.cluster.wire import (
     BadMessage,
     Keys,
