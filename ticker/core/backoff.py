@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 
 JITTER = 0.2
-"""Each delay is shortened by up to this fraction at random: peers that lost the same
-upstream at once do not come back in lockstep, and ``maximum`` stays a true ceiling."""
+"""Each delay is shortened by up to this fraction at random, so peers that failed together
+(one upstream outage) do not reconnect in lockstep; shortening keeps ``maximum`` a true
+bound and keeps successive delays increasing until the cap."""
 
 
 class Backoff:
@@ -16,7 +17,7 @@ class Backoff:
 
     def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
         if not 0 < initial <= maximum:
-            raise ValueError("need 0 < initial <= maximum")
+            raise ValueError("need 0 < backoff_initial <= backoff_max")  # as callers name them
         self.initial = initial
         self.maximum = maximum
         self._rng = rng or random.Random()
