@@ -72,3 +72,12 @@ def test_serve_help_works_without_redis(no_redis: dict[str, str]) -> None:
     done = run(no_redis, "-m", "ticker.cli", "serve", "--help")
     assert done.returncode == 0, done.stderr
     assert "--redis" in done.stdout
+
+
+def test_with_the_package_the_loader_builds_the_relay() -> None:
+    from ticker.cluster.config import RedisConfig
+    from ticker.cluster.loader import redis_broker
+    from ticker.cluster.redis import RedisBroker
+
+    broker = redis_broker(RedisConfig("redis://127.0.0.1:9/0", shards=3))
+    assert isinstance(broker, RedisBroker) and broker.keys.shards == 3
