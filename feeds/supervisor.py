@@ -13,14 +13,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from feeds.base import FeedAdapter
+from ticker.core.backoff import Backoff
 from ticker.core.ticks import TickBatch
 
 log = logging.getLogger("ticker.feeds")
-
-JITTER = 0.2
-"""Each delay is shortened by up to this fraction at random, so feeds that failed together
-(one upstream outage) do not reconnect in lockstep; shortening keeps ``backoff_max`` a
-true bound and keeps successive delays increasing until the cap."""
 
 
 class FeedSupervisor:
@@ -40,14 +36,10 @@ class FeedSupervisor:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not 0 < backoff_initial <= backoff_max:
-            raise ValueError("need 0 < backoff_initial <= backoff_max")
         self.adapter = adapter
         self._publish = publish
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
+        self._backoff = Backoff(backoff_initial, backoff_max, rng)
         self._sleep = sleep
-        self._rng = rng or random.Random()
         self._clock = clock
         self.restarts = 0
         """Times the feed failed and was restarted."""
@@ -68,13 +60,13 @@ class FeedSupervisor:
         this feed. Cancellation does not: ``CancelledError`` is not an ``Exception`` and
         propagates untouched.
         """
-        backoff = self._backoff_initial
+        self._backoff.reset()
         self.started_monotonic = self._clock()
         while True:
             try:
                 async for batch in self.adapter.stream():
                     self._publish(batch)
-                    backoff = self._backoff_initial  # it ran healthily: forget past failures
+                    self._backoff.reset()  # it ran healthily: forget past failures
                     if batch:
                         self.ticks += len(batch)
                         self.last_tick_monotonic = self._clock()
@@ -87,8 +79,7 @@ class FeedSupervisor:
                 return
             except Exception as exc:
                 self.restarts += 1
-                delay = backoff * (1.0 - JITTER * self._rng.random())
-                backoff = min(backoff * 2.0, self._backoff_max)
+                delay = self._backoff.delay()
                 # One line per failure; the traceback only when someone asked for debug.
                 log.error(
                     "feed %s failed: %s: %s; restart #%d in %.2f s",

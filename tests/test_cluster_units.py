@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from ticker.cluster.config import redacted
 from ticker.cluster.continuity import GAP_FIELD, Continuity
-from ticker.cluster.redis import redacted
 from ticker.cluster.wire import (
     BadMessage,
     Keys,
@@ -97,6 +97,7 @@ def test_garbage_on_a_channel_is_a_bad_message_not_a_crash(data: bytes) -> None:
 def test_relayed_ticks_must_carry_a_valid_symbol_price_q_and_t() -> None:
     good = {"s": "AAPL", "p": 1.5, "q": 3, "t": 10}
     assert valid_tick(good)
+    bad: object
     for bad in (
         [],
         {**good, "s": ""},
@@ -114,7 +115,7 @@ def test_relayed_ticks_must_carry_a_valid_symbol_price_q_and_t() -> None:
     assert decode_tick(b'{"s":"AAPL"}') is None
 
 
-def tick(symbol: str, q: int) -> dict:
+def tick(symbol: str, q: int) -> dict[str, object]:
     return {"s": symbol, "p": float(q), "q": q, "t": q}
 
 

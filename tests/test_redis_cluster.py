@@ -25,11 +25,12 @@ from redis.asyncio import Redis
 from tests.conftest import next_of, require
 from tests.net import free_port, wait_ready
 from tests.redis_server import RedisServer
-from ticker.cluster.redis import RedisBroker, RedisConfig
+from ticker.cluster.config import RedisConfig
+from ticker.cluster.redis import RedisBroker
 from ticker.cluster.wire import Keys, encode_message, origin_prefix
 from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
-from ticker.core.ticks import TickBatch
+from ticker.core.ticks import Tick, TickBatch
 from ticker.server.app import create_app
 from ticker.server.node import Node
 from ticker.server.settings import Settings
@@ -102,7 +103,8 @@ async def ticks_of(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0) ->
         while True:
             frame = (await ws.receive()).json()
             if frame["type"] in ("snapshot", "ticks"):
-                return frame["ticks"]
+                ticks: list[Msg] = frame["ticks"]
+                return ticks
 
 
 async def collect(
@@ -115,7 +117,7 @@ async def collect(
     return got
 
 
-def price(symbol: str, q: int) -> dict[str, Any]:
+def price(symbol: str, q: int) -> Tick:
     return {"s": symbol, "p": 100.0 + q}
 
 
@@ -155,7 +157,7 @@ async def test_a_node_follows_only_the_channels_its_clients_need(
         for q in range(2, 12):
             bus.publish([price("AAPL", q), price("MSFT", q)])
             await asyncio.sleep(0.005)
-        got = await collect(ws, lambda got: got and got[-1]["q"] == 11)
+        got = await collect(ws, lambda got: bool(got) and got[-1]["q"] == 11)
         assert [t["q"] for t in got] == list(range(2, 12))
         assert broker.stats.ticks_received == 10  # AAPL only: no MSFT tick reached the node
 
@@ -206,7 +208,7 @@ async def test_publishes_one_message_per_channel_per_round_not_one_per_tick(
     channels = {Keys(shards=4).channel(s) for s in symbols}
     assert stats == len(channels) <= 4
     last = await redis.hgetall(Keys().last)
-    assert {k.decode() for k in last} == set(symbols)
+    assert set(last) == {s.encode() for s in symbols}
     assert orjson.loads(last[b"S9"])["q"] == 10  # S9 got ticks 9, 19, ... 99: its 10th
     big = [f"B{i}" for i in range(1200)]  # more fields than one Lua unpack takes
     bus.add_symbols(big)
@@ -424,7 +426,7 @@ async def test_a_node_whose_redis_is_not_up_yet_serves_its_feed_and_joins_later(
             redis_server.start()
             await eventually(lambda: node.broker.ready)
             redis = Redis.from_url(redis_server.url)
-            assert (await redis.get(Keys().epoch)).decode() == node.bus.epoch
+            assert await redis.get(Keys().epoch) == node.bus.epoch.encode()
             async with asyncio.timeout(5):
                 while not await redis.hexists(Keys().last, "LOCAL"):
                     await asyncio.sleep(0.02)

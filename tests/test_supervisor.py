@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from feeds.base import FeedAdapter
-from feeds.supervisor import JITTER, FeedSupervisor
+from feeds.supervisor import FeedSupervisor
+from ticker.core.backoff import JITTER
 from ticker.core.ticks import TickBatch
 
 

@@ -509,9 +509,14 @@ def _log_feed(args: argparse.Namespace, feeds: list[FeedAdapter], epoch: str) ->
 def _broker(args: argparse.Namespace) -> RedisBroker | None:
     if args.redis is None:
         return None
-    from ticker.cluster.redis import RedisBroker, RedisConfig
+    from ticker.cluster.config import RedisConfig
+    from ticker.cluster.loader import RedisMissing, redis_broker
 
-    return RedisBroker(RedisConfig(args.redis, shards=args.redis_shards))
+    try:
+        return redis_broker(RedisConfig(args.redis, shards=args.redis_shards))
+    except RedisMissing as exc:
+        print(f"ticker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def feed(args: argparse.Namespace) -> int:

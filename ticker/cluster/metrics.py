@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from ticker.cluster.redis import RedisBroker
+from ticker.cluster.continuity import Continuity
+from ticker.cluster.stats import RedisStats
 
 
 class RedisCollector(Collector):
-    def __init__(self, broker: RedisBroker) -> None:
-        self.broker = broker
+    """The ``ticker_redis_*`` metrics: given only the counters they read and a way to count
+    the channels subscribed, not the relay (which would make an import circle)."""
+
+    def __init__(
+        self, stats: RedisStats, continuity: Continuity, channels: Callable[[], int]
+    ) -> None:
+        self.stats = stats
+        self.continuity = continuity
+        self.channels = channels
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        stats, continuity = self.broker.stats, self.broker.continuity
+        """Read at scrape time: nothing is counted twice, nothing on the hot path."""
+        stats, continuity = self.stats, self.continuity
         yield GaugeMetricFamily(
             "ticker_redis_link_up",
             "1 while the link to Redis is up and synced.",
@@ -77,5 +84,5 @@ class RedisCollector(Collector):
         yield GaugeMetricFamily(
             "ticker_redis_channels",
             "Tick channels subscribed now (only those local clients need).",
-            value=len(self.broker.subscribed),
+            value=self.channels(),
         )

@@ -10,11 +10,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 from feeds.base import FeedAdapter
 from feeds.supervisor import FeedSupervisor
-from ticker.cluster.redis import RedisBroker
 from ticker.core.bus import Bus
+
+if TYPE_CHECKING:
+    from ticker.cluster.redis import RedisBroker
 
 log = logging.getLogger("ticker.cluster")
 

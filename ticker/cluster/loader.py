@@ -1,0 +1,34 @@
+"""The one door to the Redis relay: ``redis`` is an optional extra (``ticker[redis]``).
+
+Everything else in ticker imports without it; only building a ``RedisBroker`` needs it,
+and then its absence is an error the command line can say in one line.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ticker.cluster.config import RedisConfig
+
+if TYPE_CHECKING:
+    from ticker.cluster.redis import RedisBroker
+
+INSTALL_HINT = "pip install 'ticker[redis]'"
+
+
+class RedisMissing(RuntimeError):
+    """The ``redis`` package is not installed (or does not import)."""
+
+    def __init__(self) -> None:
+        super().__init__(f"--redis needs the redis package: {INSTALL_HINT}")
+
+
+def redis_broker(config: RedisConfig) -> RedisBroker:
+    """A relay for ``config``; ``RedisMissing`` if the ``redis`` package is not there."""
+    try:
+        from ticker.cluster.redis import RedisBroker
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] != "redis":
+            raise  # one of ours is broken: not a missing extra
+        raise RedisMissing() from exc
+    return RedisBroker(config)

@@ -1,0 +1,23 @@
+"""The relay's plain counters: written by its parts, read by metrics and ``/readyz``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class RedisStats:
+    """Plain counters for metrics and ``/readyz``; gaps are in ``Continuity``."""
+
+    link_up: bool = False
+    link_losses: int = 0
+    reconnects: int = 0
+    messages_published: int = 0
+    ticks_published: int = 0
+    ticks_dropped: int = 0
+    """Local ticks never published: the link was down or Redis too slow."""
+    messages_received: int = 0
+    ticks_received: int = 0
+    ticks_from_hash: int = 0
+    """Ticks taken from the last-values hash (newly followed symbols and healed gaps)."""
+    bad_messages: int = 0
