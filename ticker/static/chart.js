@@ -34,10 +34,18 @@ export class Series {
       return;
     }
     if (h >= 0 && start < this.time[h]) return; // older than the newest bar: too late to draw
-    const i = (h + 1) % this.capacity;
+    this.push(start, price, price, price, price);
+  }
+
+  /** Append a whole bar as the newest (the oldest drops off when full). */
+  push(start, open, high, low, close) {
+    const i = (this.head + 1) % this.capacity;
     this.head = i;
     this.time[i] = start;
-    this.open[i] = this.high[i] = this.low[i] = this.close[i] = price;
+    this.open[i] = open;
+    this.high[i] = high;
+    this.low[i] = low;
+    this.close[i] = close;
     if (this.length < this.capacity) this.length += 1;
   }
 
@@ -53,14 +61,7 @@ export class Series {
     }
     for (let k = this.length - 1; k >= 0; k--) {
       const i = this.at(k);
-      const j = (merged.head + 1) % this.capacity;
-      merged.head = j;
-      merged.time[j] = this.time[i];
-      merged.open[j] = this.open[i];
-      merged.high[j] = this.high[i];
-      merged.low[j] = this.low[i];
-      merged.close[j] = this.close[i];
-      if (merged.length < this.capacity) merged.length += 1;
+      merged.push(this.time[i], this.open[i], this.high[i], this.low[i], this.close[i]);
     }
     for (const name of ["time", "open", "high", "low", "close"]) this[name].set(merged[name]);
     this.head = merged.head;
@@ -135,13 +136,14 @@ function strokeCloses(ctx, series, n, x, y) {
   ctx.stroke();
 }
 
-/** A sparkline of the last `seconds` of closes, coloured by the direction over that time. */
+/** A sparkline of the last `seconds` of closes, coloured by the direction over that time;
+ *  returns how many bars it drew. */
 export function drawSparkline(ctx, series, nowMs, seconds, colors) {
   const { width, height } = ctx.canvas;
   ctx.clearRect(0, 0, width, height);
   const from = visibleFrom(series, nowMs, seconds);
   const r = range(series, from);
-  if (r === null) return;
+  if (r === null) return 0;
   const x = (t) => ((t - from) / (nowMs - from)) * (width - 2) + 1;
   const y = (p) => height - 2 - ((p - r.lo) / (r.hi - r.lo)) * (height - 4);
   const newest = series.at(0);
@@ -149,6 +151,7 @@ export function drawSparkline(ctx, series, nowMs, seconds, colors) {
   ctx.strokeStyle = series.close[newest] >= series.open[oldest] ? colors.up : colors.down;
   ctx.lineWidth = Math.max(1, width / 96);
   strokeCloses(ctx, series, r.n, x, y);
+  return r.n;
 }
 
 /** At most `count` round price levels over [lo, hi]: a step of 1, 2 or 5 times a power of
