@@ -152,15 +152,13 @@ BACKGROUND = "getComputedStyle(document.body).backgroundColor"
 
 def painted(page: Page, selector: str) -> int:
     """Pixels drawn on the (first) canvas matching the selector."""
-    return page.eval_on_selector(
-        selector,
-        """(canvas) => {
-            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
-            let n = 0;
-            for (let i = 3; i < data.data.length; i += 4) if (data.data[i] !== 0) n++;
-            return n;
-        }""",
-    )
+    script = """(canvas) => {
+        const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+        let n = 0;
+        for (let i = 3; i < data.data.length; i += 4) if (data.data[i] !== 0) n++;
+        return n;
+    }"""
+    return int(page.eval_on_selector(selector, script))
 
 
 def wait_live(page: Page, timeout_ms: float = 10_000) -> None:
@@ -197,34 +195,46 @@ def test_the_page_loads_with_no_console_errors_and_no_failed_requests(
     assert problems == []
 
 
+def wait_for_history(page: Page, server: ServerProcess, symbol: str, wanted: int) -> int:
+    """Counts, not time: wait (up to ~2 min) until the dashboard's history fetch gets at
+    least `wanted` ticks of `symbol`; how many it got (0 if never enough)."""
+    page.goto(f"{server.url}/healthz")
+    return int(
+        page.evaluate(
+            """async ([symbol, wanted]) => {
+                const { fetchHistory } = await import("/static/history.js");
+                for (let i = 0; i < 1200; i++) {
+                  const { ticks } = await fetchHistory("/ws", [symbol]);
+                  const n = ticks.get(symbol)?.length ?? 0;
+                  if (n >= wanted) return n;
+                  await new Promise((resolve) => setTimeout(resolve, 100));
+                }
+                return 0;
+            }""",
+            [symbol, wanted],
+        )
+    )
+
+
+def wait_first_screen(page: Page) -> None:
+    """Until every row has its history and the chart has drawn more than a few bars."""
+    page.wait_for_function(
+        "() => [...window.tickerDashboard.rows.values()].every((row) => row.backfilled > 0)"
+        " && (window.tickerDashboard.chart?.bars ?? 0) > 5"
+        " && [...window.tickerDashboard.rows.values()].every((row) => row.sparkBars > 5)"
+    )
+
+
 HISTORY_WANTED = 400  # ticks of AAPL the server must hold before the page opens: ~10 s
 
 
 def test_the_first_screen_is_backfilled_from_history_with_a_time_axis_and_distinct_prices(
     page: Page, server: ServerProcess, problems: Problems
 ) -> None:
-    page.goto(f"{server.url}/healthz")
-    # counts, not time: wait until the server's history of AAPL is long enough
-    held = page.evaluate(
-        """async (wanted) => {
-            const { fetchHistory } = await import("/static/history.js");
-            for (let i = 0; i < 200; i++) {
-              const { ticks } = await fetchHistory("/ws", ["AAPL"]);
-              const n = ticks.get("AAPL")?.length ?? 0;
-              if (n >= wanted) return n;
-              await new Promise((resolve) => setTimeout(resolve, 100));
-            }
-            return 0;
-        }""",
-        HISTORY_WANTED,
-    )
-    assert held >= HISTORY_WANTED
+    assert wait_for_history(page, server, "AAPL", HISTORY_WANTED) >= HISTORY_WANTED
     page.goto(f"{server.url}/?symbols=AAPL,MSFT,GOOGL")
     expect(page.locator("#status-rate")).not_to_have_text("0")  # a dash until measured
-    page.wait_for_function(
-        "() => [...window.tickerDashboard.rows.values()].every((row) => row.backfilled > 0)"
-        " && (window.tickerDashboard.chart?.bars ?? 0) > 5"
-    )
+    wait_first_screen(page)
     chart = page.evaluate(
         """() => {
             const d = window.tickerDashboard;
@@ -245,11 +255,7 @@ def test_the_first_screen_is_backfilled_from_history_with_a_time_axis_and_distin
     span_s = round((chart["toMs"] - chart["fromMs"]) / 1000)
     assert span_s >= 5
     expect(page.locator("#chart-title")).to_have_text(re.compile(r"^AAPL: last \d+ (s|min)"))
-    # the Trend column: every sparkline drawn, over its backfilled bars
-    page.wait_for_function(
-        "() => [...window.tickerDashboard.rows.values()].every((row) => row.sparkBars > 5)"
-    )
-    for i in range(3):
+    for i in range(3):  # the Trend column: every sparkline drawn, over its backfilled bars
         assert painted(page, f"#rows tr:nth-child({i + 1}) .spark") > 0
     assert problems == []
 
