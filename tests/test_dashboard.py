@@ -260,6 +260,29 @@ def test_the_first_screen_is_backfilled_from_history_with_a_time_axis_and_distin
     assert problems == []
 
 
+def test_the_change_counts_from_the_streams_first_tick_when_the_history_still_has_it(
+    page: Page, problems: Problems
+) -> None:
+    server = ServerProcess(free_port(), "--rate", "100").start()  # ~2 ticks/s per symbol
+    try:
+        assert wait_for_history(page, server, "AAPL", 20) >= 20
+        first = page.evaluate(
+            """async () => {
+                const { fetchHistory } = await import("/static/history.js");
+                return (await fetchHistory("/ws", ["AAPL"])).ticks.get("AAPL")[0];
+            }"""
+        )
+        assert first["q"] == 1  # a young stream: its history starts at the beginning
+        page.goto(f"{server.url}/?symbols=AAPL")
+        wait_live(page)
+        page.wait_for_function("() => window.tickerDashboard.rows.get('AAPL').backfilled > 0")
+        opens = page.evaluate("() => JSON.parse(localStorage.getItem('ticker.opens')).prices")
+        assert opens["AAPL"] == first["p"]  # not the first price this page happened to see
+    finally:
+        server.stop()
+    assert problems == []
+
+
 def test_price_labels_are_distinct_where_the_range_is_one_cent_and_rates_wait_for_a_second(
     page: Page, server: ServerProcess
 ) -> None:

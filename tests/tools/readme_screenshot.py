@@ -41,7 +41,7 @@ def main() -> None:
             browser = playwright.chromium.launch(
                 executable_path=require("chromium"), args=CHROMIUM_ARGS
             )
-            page = browser.new_page(viewport={"width": 1100, "height": 720})
+            page = browser.new_page(viewport={"width": 1200, "height": 780})
             if wait_for_history(page, server, "AAPL", HISTORY_TICKS) < HISTORY_TICKS:
                 raise SystemExit("the server's history never reached the ticks wanted")
             page.goto(f"{server.url}/?symbols=AAPL,MSFT,GOOGL,AMZN,NVDA")

@@ -225,6 +225,11 @@ function backfill(symbols) {
       row.series.backfill(list);
       row.backfilled = list.length;
       row.sparkDirty = true;
+      if (list[0].q === 1 && opens.prices[symbol] !== list[0].p) {
+        opens.prices[symbol] = list[0].p; // the stream's very first tick: the real open
+        row.dirty = true;
+        saveOpens();
+      }
       if (symbol === selected) chartDirty = true;
     }
     schedule();
