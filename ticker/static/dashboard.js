@@ -207,11 +207,15 @@ function select(symbol) {
 function setChartTitle() {
   let text = "Chart";
   if (selected !== null) {
-    const s = drawn === null ? HISTORY_S : Math.min(HISTORY_S, Math.round((drawn.toMs - drawn.fromMs) / 1000));
-    const span = s >= HISTORY_S ? `${HISTORY_S / 60} minutes` : s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
-    text = `${selected}: last ${span}`;
+    const shown = drawn === null ? HISTORY_S : Math.round((drawn.toMs - drawn.fromMs) / 1000);
+    text = `${selected}: last ${spanText(Math.min(HISTORY_S, shown))}`;
   }
   if (ui.chartTitle.textContent !== text) ui.chartTitle.textContent = text;
+}
+
+function spanText(seconds) {
+  if (seconds >= HISTORY_S) return `${HISTORY_S / 60} minutes`;
+  return seconds < 60 ? `${seconds} s` : `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
 }
 
 /** Fill the bars of these rows from the server's history (see history.js): the chart and
@@ -267,7 +271,6 @@ function apply(ticks, live) {
 }
 
 function onEpoch({ epoch, previous }) {
-  backfill([...rows.keys()]);
   opens = loadOpens(epoch);
   if (previous !== null) {
     // A new stream (the server restarted): its session open and history start again.
@@ -280,6 +283,7 @@ function onEpoch({ epoch, previous }) {
   }
   saveOpens();
   ui.epoch.textContent = epoch;
+  backfill([...rows.keys()]); // a first load, or a restarted stream's first seconds
 }
 
 function onError(msg) {
@@ -365,7 +369,7 @@ function drawStatus(now) {
     ui.state.dataset.state = status;
   }
   const { rate, p50, max } = stats.summary(now);
-  ui.rate.textContent = rate === null ? "-" : Math.round(rate).toLocaleString("en-US"); // no second measured yet
+  ui.rate.textContent = rate === null ? "-" : Math.round(rate).toLocaleString("en-US");
   ui.p50.textContent = p50 === null ? "-" : `${p50.toFixed(1)} ms`;
   ui.max.textContent = max === null ? "-" : `${max.toFixed(1)} ms`;
 }
