@@ -249,7 +249,7 @@ export function drawChart(ctx, series, nowMs, seconds, candles, colors, ratio) {
     ctx.moveTo(gx, pad + plotH);
     ctx.lineTo(gx, pad + plotH + 4 * ratio);
     ctx.stroke();
-    if (gx - labelW / 2 < 0 || gx + labelW / 2 > pad + plotW + scaleW) continue;
+    if (gx - labelW / 2 < 0 || gx + labelW / 2 > pad + plotW) continue; // clear of the price scale
     ctx.fillText(hms(t), gx, pad + plotH + 5 * ratio);
     xLabels.push({ t, text: hms(t) });
   }
