@@ -152,15 +152,13 @@ BACKGROUND = "getComputedStyle(document.body).backgroundColor"
 
 def painted(page: Page, selector: str) -> int:
     """Pixels drawn on the (first) canvas matching the selector."""
-    return page.eval_on_selector(
-        selector,
-        """(canvas) => {
-            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
-            let n = 0;
-            for (let i = 3; i < data.data.length; i += 4) if (data.data[i] !== 0) n++;
-            return n;
-        }""",
-    )
+    script = """(canvas) => {
+        const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+        let n = 0;
+        for (let i = 3; i < data.data.length; i += 4) if (data.data[i] !== 0) n++;
+        return n;
+    }"""
+    return int(page.eval_on_selector(selector, script))
 
 
 def wait_live(page: Page, timeout_ms: float = 10_000) -> None:
@@ -175,9 +173,12 @@ def test_the_page_loads_with_no_console_errors_and_no_failed_requests(
     page.goto(f"{server.url}/?symbols=AAPL,MSFT&mode=all&max_hz=50&token=t0ken")
     wait_live(page)
     assert row_symbols(page) == ["AAPL", "MSFT"]
-    (url,) = sockets  # the address's parameters go through to the handshake
+    # the address's parameters go through to the handshake; the second socket fetches
+    # the history once (with the token too)
+    url, history = sockets
     assert url.startswith(f"ws://127.0.0.1:{server.port}/ws?")
     assert "symbols=AAPL%2CMSFT&mode=all&max_hz=50&token=t0ken" in url
+    assert history == f"ws://127.0.0.1:{server.port}/ws?token=t0ken"
     expect(page.locator("#rows .last").first).not_to_have_text("")
     expect(page.locator("#status-epoch")).not_to_have_text("-")
     page.wait_for_timeout(1000)  # ticks, sparklines, the chart, status updates
@@ -186,12 +187,132 @@ def test_the_page_loads_with_no_console_errors_and_no_failed_requests(
     assert page.evaluate(BACKGROUND) == "rgb(255, 255, 255)"  # light by default
     # the chart follows the selected symbol, in either view, from the keyboard
     page.get_by_role("button", name="Show MSFT in the chart").press("Enter")
-    expect(page.locator("#chart-title")).to_have_text("MSFT: last 5 minutes")
+    expect(page.locator("#chart-title")).to_have_text(re.compile(r"^MSFT: last \d"))
     page.get_by_role("button", name="Candles").press("Enter")
     expect(page.get_by_role("button", name="Candles")).to_have_attribute("aria-pressed", "true")
     page.wait_for_timeout(300)
     assert painted(page, "#chart") > 500 and painted(page, "#rows .spark") > 0
     assert problems == []
+
+
+def wait_for_history(page: Page, server: ServerProcess, symbol: str, wanted: int) -> int:
+    """Counts, not time: wait (up to ~2 min) until the dashboard's history fetch gets at
+    least `wanted` ticks of `symbol`; how many it got (0 if never enough)."""
+    page.goto(f"{server.url}/healthz")
+    return int(
+        page.evaluate(
+            """async ([symbol, wanted]) => {
+                const { fetchHistory } = await import("/static/history.js");
+                for (let i = 0; i < 1200; i++) {
+                  const { ticks } = await fetchHistory("/ws", [symbol]);
+                  const n = ticks.get(symbol)?.length ?? 0;
+                  if (n >= wanted) return n;
+                  await new Promise((resolve) => setTimeout(resolve, 100));
+                }
+                return 0;
+            }""",
+            [symbol, wanted],
+        )
+    )
+
+
+def wait_first_screen(page: Page) -> None:
+    """Until every row has its history and the chart has drawn more than a few bars."""
+    page.wait_for_function(
+        "() => [...window.tickerDashboard.rows.values()].every((row) => row.backfilled > 0)"
+        " && (window.tickerDashboard.chart?.bars ?? 0) > 5"
+        " && [...window.tickerDashboard.rows.values()].every((row) => row.sparkBars > 5)"
+    )
+
+
+HISTORY_WANTED = 400  # ticks of AAPL the server must hold before the page opens: ~10 s
+
+
+def test_the_first_screen_is_backfilled_from_history_with_a_time_axis_and_distinct_prices(
+    page: Page, server: ServerProcess, problems: Problems
+) -> None:
+    assert wait_for_history(page, server, "AAPL", HISTORY_WANTED) >= HISTORY_WANTED
+    page.goto(f"{server.url}/?symbols=AAPL,MSFT,GOOGL")
+    expect(page.locator("#status-rate")).not_to_have_text("0")  # a dash until measured
+    wait_first_screen(page)
+    chart = page.evaluate(
+        """() => {
+            const d = window.tickerDashboard;
+            const series = d.rows.get("AAPL").series;
+            return { ...d.chart, oldest: series.time[series.at(series.length - 1)],
+                     opened: performance.timeOrigin, bars: series.length };
+        }"""
+    )
+    # bars from before the page existed: only the server's history can have drawn them
+    assert chart["oldest"] < chart["opened"] - 5000 and chart["bars"] > 5
+    assert chart["fromMs"] <= chart["oldest"] + 1000
+    times = [label["t"] for label in chart["xLabels"]]
+    assert len(times) >= 2 and times == sorted(set(times))
+    texts = [label["text"] for label in chart["xLabels"]]
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d", text) for text in texts)
+    assert texts == sorted(set(texts))  # increasing, within the same day
+    assert len(chart["yLabels"]) >= 2 and len(set(chart["yLabels"])) == len(chart["yLabels"])
+    span_s = round((chart["toMs"] - chart["fromMs"]) / 1000)
+    assert span_s >= 5
+    expect(page.locator("#chart-title")).to_have_text(re.compile(r"^AAPL: last \d+ (s|min)"))
+    for i in range(3):  # the Trend column: every sparkline drawn, over its backfilled bars
+        assert painted(page, f"#rows tr:nth-child({i + 1}) .spark") > 0
+    assert problems == []
+
+
+def test_the_change_counts_from_the_streams_first_tick_when_the_history_still_has_it(
+    page: Page, problems: Problems
+) -> None:
+    server = ServerProcess(free_port(), "--rate", "100").start()  # ~2 ticks/s per symbol
+    try:
+        assert wait_for_history(page, server, "AAPL", 20) >= 20
+        first = page.evaluate(
+            """async () => {
+                const { fetchHistory } = await import("/static/history.js");
+                return (await fetchHistory("/ws", ["AAPL"])).ticks.get("AAPL")[0];
+            }"""
+        )
+        assert first["q"] == 1  # a young stream: its history starts at the beginning
+        page.goto(f"{server.url}/?symbols=AAPL")
+        wait_live(page)
+        page.wait_for_function("() => window.tickerDashboard.rows.get('AAPL').backfilled > 0")
+        opens = page.evaluate("() => JSON.parse(localStorage.getItem('ticker.opens')).prices")
+        assert opens["AAPL"] == first["p"]  # not the first price this page happened to see
+    finally:
+        server.stop()
+    assert problems == []
+
+
+def test_price_labels_are_distinct_where_the_range_is_one_cent_and_rates_wait_for_a_second(
+    page: Page, server: ServerProcess
+) -> None:
+    page.goto(f"{server.url}/healthz")
+    result = page.evaluate(
+        """async () => {
+            const { priceTicks, timeTicks } = await import("/static/chart.js");
+            const { RollingStats } = await import("/static/stats.js");
+            const label = ({ values, digits }) => values.map((v) => v.toFixed(digits));
+            const stats = new RollingStats(5);
+            const fresh = stats.summary(1_000_000).rate;
+            stats.record([{ t: 1_000_000_000 }], 1_000_000);
+            const sameSecond = stats.summary(1_000_500).rate;
+            const nextSecond = stats.summary(1_001_000).rate;
+            return {
+              cent: label(priceTicks(257.985, 257.995, 4)),
+              wide: label(priceTicks(250, 262, 5)),
+              times: timeTicks(1_000_000, 1_100_000, 6),
+              fresh, sameSecond, nextSecond,
+            };
+        }"""
+    )
+    for labels in (result["cent"], result["wide"]):
+        assert len(labels) >= 2 and len(set(labels)) == len(labels), labels
+    assert result["cent"][0].startswith("257.98")
+    assert result["wide"] == ["250", "255", "260"]
+    steps = {b - a for a, b in pairwise(result["times"])}
+    assert len(steps) == 1 and len(result["times"]) <= 6
+    assert result["fresh"] is None and result["sameSecond"] is None
+    assert result["nextSecond"] == 1
 
 
 def test_a_server_requiring_a_token_shows_the_login_field_then_goes_live_with_one(

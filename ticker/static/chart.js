@@ -34,11 +34,38 @@ export class Series {
       return;
     }
     if (h >= 0 && start < this.time[h]) return; // older than the newest bar: too late to draw
-    const i = (h + 1) % this.capacity;
+    this.push(start, price, price, price, price);
+  }
+
+  /** Append a whole bar as the newest (the oldest drops off when full). */
+  push(start, open, high, low, close) {
+    const i = (this.head + 1) % this.capacity;
     this.head = i;
     this.time[i] = start;
-    this.open[i] = this.high[i] = this.low[i] = this.close[i] = price;
+    this.open[i] = open;
+    this.high[i] = high;
+    this.low[i] = low;
+    this.close[i] = close;
     if (this.length < this.capacity) this.length += 1;
+  }
+
+  /** Put the older trades of `ticks` ({t: µs, p}, oldest first: the server's history)
+   *  before the bars already here, which stay as they are: live bars are never redrawn
+   *  from history, and what does not fit the capacity drops off the old end. */
+  backfill(ticks) {
+    const firstLive = this.length > 0 ? this.time[this.at(this.length - 1)] : Infinity;
+    const merged = new Series(this.capacity);
+    for (const tick of ticks) {
+      const tMs = tick.t / 1000;
+      if (tMs - (tMs % BAR_MS) < firstLive) merged.add(tMs, tick.p);
+    }
+    for (let k = this.length - 1; k >= 0; k--) {
+      const i = this.at(k);
+      merged.push(this.time[i], this.open[i], this.high[i], this.low[i], this.close[i]);
+    }
+    for (const name of ["time", "open", "high", "low", "close"]) this[name].set(merged[name]);
+    this.head = merged.head;
+    this.length = merged.length;
   }
 
   /** Ring index of the k-th newest bar (0 = the newest). */
@@ -109,13 +136,14 @@ function strokeCloses(ctx, series, n, x, y) {
   ctx.stroke();
 }
 
-/** A sparkline of the last `seconds` of closes, coloured by the direction over that time. */
+/** A sparkline of the last `seconds` of closes, coloured by the direction over that time;
+ *  returns how many bars it drew. */
 export function drawSparkline(ctx, series, nowMs, seconds, colors) {
   const { width, height } = ctx.canvas;
   ctx.clearRect(0, 0, width, height);
   const from = visibleFrom(series, nowMs, seconds);
   const r = range(series, from);
-  if (r === null) return;
+  if (r === null) return 0;
   const x = (t) => ((t - from) / (nowMs - from)) * (width - 2) + 1;
   const y = (p) => height - 2 - ((p - r.lo) / (r.hi - r.lo)) * (height - 4);
   const newest = series.at(0);
@@ -123,9 +151,50 @@ export function drawSparkline(ctx, series, nowMs, seconds, colors) {
   ctx.strokeStyle = series.close[newest] >= series.open[oldest] ? colors.up : colors.down;
   ctx.lineWidth = Math.max(1, width / 96);
   strokeCloses(ctx, series, r.n, x, y);
+  return r.n;
 }
 
-/** The large chart: price line or candles over the last `seconds`, with a price scale. */
+/** At most `count` round price levels over [lo, hi]: a step of 1, 2 or 5 times a power of
+ *  ten, and the decimals that step needs, so no two labels read the same. */
+export function priceTicks(lo, hi, count) {
+  const raw = (hi - lo) / Math.max(1, count);
+  let exponent = Math.floor(Math.log10(raw));
+  let mantissa = [1, 2, 5, 10].find((m) => m * 10 ** exponent >= raw);
+  if (mantissa === 10) {
+    mantissa = 1;
+    exponent += 1;
+  }
+  const step = mantissa * 10 ** exponent;
+  const digits = Math.max(0, -exponent);
+  const values = [];
+  for (let k = Math.ceil(lo / step); k * step <= hi; k++) values.push(k * step);
+  return { values, digits };
+}
+
+const TIME_STEPS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600];
+
+/** Round times over [fromMs, toMs] at most `count` of them: whole multiples of a step of
+ *  1 s to 10 min, the smallest one that fits. */
+export function timeTicks(fromMs, toMs, count) {
+  const spanS = (toMs - fromMs) / 1000;
+  const stepS = TIME_STEPS_S.find((s) => spanS / s <= count) ?? TIME_STEPS_S.at(-1);
+  const step = stepS * 1000;
+  const times = [];
+  for (let k = Math.ceil(fromMs / step); k * step <= toMs; k++) times.push(k * step);
+  return times;
+}
+
+const two = (n) => String(n).padStart(2, "0");
+
+/** HH:MM:SS of a time in ms, in the browser's time zone. */
+export function hms(tMs) {
+  const d = new Date(tMs);
+  return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
+
+/** The large chart: price line or candles over the last `seconds`, with a price scale on
+ *  the right and a time axis below. Returns what it drew (span, bars, axis labels) so the
+ *  page can title it and the tests can read it; null when there was nothing to draw. */
 export function drawChart(ctx, series, nowMs, seconds, candles, colors, ratio) {
   const { width, height } = ctx.canvas;
   ctx.clearRect(0, 0, width, height);
@@ -136,32 +205,56 @@ export function drawChart(ctx, series, nowMs, seconds, candles, colors, ratio) {
   if (r === null) {
     ctx.fillStyle = colors.muted;
     ctx.fillText("waiting for ticks...", 12 * ratio, 24 * ratio);
-    return;
+    return null;
   }
   const pad = 8 * ratio;
   const scaleW = 70 * ratio;
+  const axisH = font + 8 * ratio;
   const plotW = width - scaleW - pad;
-  const plotH = height - 2 * pad;
+  const plotH = height - 2 * pad - axisH;
   const span = r.hi - r.lo;
   const lo = r.lo - span * 0.05;
   const hi = r.hi + span * 0.05;
   const x = (t) => pad + ((t - from) / (nowMs - from)) * plotW;
   const y = (p) => pad + (1 - (p - lo) / (hi - lo)) * plotH;
+  const last = series.close[series.at(0)];
+  const { values, digits } = priceTicks(lo, hi, Math.max(2, Math.floor(plotH / (3 * font))));
+  const lastText = last.toFixed(Math.max(2, digits));
 
   ctx.lineWidth = ratio;
   ctx.strokeStyle = colors.line;
   ctx.fillStyle = colors.muted;
   ctx.textBaseline = "middle";
-  const digits = Math.min(6, Math.max(2, Math.ceil(-Math.log10((hi - lo) / 4))));
-  for (let g = 0; g <= 4; g++) {
-    const p = lo + ((hi - lo) * g) / 4;
+  const yLabels = [];
+  for (const p of values) {
     const gy = Math.round(y(p)) + 0.5;
     ctx.beginPath();
     ctx.moveTo(pad, gy);
     ctx.lineTo(pad + plotW, gy);
     ctx.stroke();
-    ctx.fillText(p.toFixed(digits), pad + plotW + 6 * ratio, gy);
+    const text = p.toFixed(digits);
+    // the last price has its own label: a grid label under it would be unreadable
+    if (Math.abs(gy - y(last)) < 1.2 * font || text === lastText) continue;
+    ctx.fillText(text, pad + plotW + 6 * ratio, gy);
+    yLabels.push(text);
   }
+
+  ctx.textBaseline = "top";
+  ctx.textAlign = "center";
+  const xLabels = [];
+  const labelW = ctx.measureText("00:00:00").width;
+  for (const t of timeTicks(from, nowMs, Math.max(1, Math.floor(plotW / (2 * labelW))))) {
+    const gx = Math.round(x(t)) + 0.5;
+    ctx.beginPath();
+    ctx.moveTo(gx, pad + plotH);
+    ctx.lineTo(gx, pad + plotH + 4 * ratio);
+    ctx.stroke();
+    if (gx - labelW / 2 < 0 || gx + labelW / 2 > pad + plotW) continue; // clear of the price scale
+    ctx.fillText(hms(t), gx, pad + plotH + 5 * ratio);
+    xLabels.push({ t, text: hms(t) });
+  }
+  ctx.textAlign = "start";
+  ctx.textBaseline = "middle";
 
   const barW = ((plotW * BAR_MS) / (nowMs - from)) * 0.7;
   if (candles) {
@@ -183,7 +276,8 @@ export function drawChart(ctx, series, nowMs, seconds, candles, colors, ratio) {
     ctx.lineWidth = 2 * ratio;
     strokeCloses(ctx, series, r.n, x, y);
   }
-  const last = series.close[series.at(0)];
   ctx.fillStyle = colors.fg;
-  ctx.fillText(last.toFixed(digits), pad + plotW + 6 * ratio, y(last));
+  ctx.fillText(lastText, pad + plotW + 6 * ratio, y(last));
+  yLabels.push(lastText);
+  return { fromMs: from, toMs: nowMs, bars: r.n, xLabels, yLabels };
 }

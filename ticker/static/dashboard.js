@@ -5,6 +5,7 @@
 // a fixed number of one-second bars per symbol, a fixed number of latency samples.
 
 import { drawChart, drawSparkline, fitCanvas, readColors, Series } from "./chart.js";
+import { fetchHistory } from "./history.js";
 import { RollingStats } from "./stats.js";
 import { TickerClient } from "./ticker-client.js";
 
@@ -56,6 +57,7 @@ let lastSparkPass = -Infinity;
 let chartSize = { width: 0, height: 0 }; // CSS pixels, from the ResizeObserver
 let lastStatus = 0;
 let statusText = "";
+let drawn = null; // what the chart last drew (drawChart's answer), for its title and the tests
 
 // ---- the watchlist: URL and localStorage ----------------------------------------------
 
@@ -123,6 +125,8 @@ function addRow(symbol) {
     removeButton: cell("remove"),
     spark: cell("spark").getContext("2d"),
     series: new Series(HISTORY_S),
+    backfilled: 0, // ticks of history put into the series
+    sparkBars: 0, // bars the sparkline last drew
     last: null,
     bid: null,
     ask: null,
@@ -165,6 +169,7 @@ function addSymbol(text) {
     return say(err.message);
   }
   addRow(symbol);
+  backfill([symbol]);
   if (selected === null) select(symbol);
   saveWatchlist();
   say("");
@@ -191,10 +196,48 @@ function select(symbol) {
     row.tr.classList.toggle("selected", on);
     row.symbolButton.setAttribute("aria-pressed", String(on));
   }
-  ui.chartTitle.textContent = symbol === null ? "Chart" : `${symbol}: last ${HISTORY_S / 60} minutes`;
+  drawn = null;
+  setChartTitle();
   ui.chart.setAttribute("aria-label", symbol === null ? "Price chart" : `Price chart of ${symbol}`);
   chartDirty = true;
   schedule();
+}
+
+/** The title says how much the chart shows: five minutes once it has them, less before. */
+function setChartTitle() {
+  let text = "Chart";
+  if (selected !== null) {
+    const shown = drawn === null ? HISTORY_S : Math.round((drawn.toMs - drawn.fromMs) / 1000);
+    text = `${selected}: last ${spanText(Math.min(HISTORY_S, shown))}`;
+  }
+  if (ui.chartTitle.textContent !== text) ui.chartTitle.textContent = text;
+}
+
+function spanText(seconds) {
+  if (seconds >= HISTORY_S) return `${HISTORY_S / 60} minutes`;
+  return seconds < 60 ? `${seconds} s` : `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+}
+
+/** Fill the bars of these rows from the server's history (see history.js): the chart and
+ *  the sparklines start full instead of growing from the first live tick. */
+function backfill(symbols) {
+  fetchHistory("/ws", symbols, client.token).then(({ epoch, ticks }) => {
+    if (epoch !== client.epoch) return; // counted in another stream than the rows have now
+    for (const [symbol, list] of ticks) {
+      const row = rows.get(symbol);
+      if (row === undefined) continue;
+      row.series.backfill(list);
+      row.backfilled = list.length;
+      row.sparkDirty = true;
+      if (list[0].q === 1 && opens.prices[symbol] !== list[0].p) {
+        opens.prices[symbol] = list[0].p; // the stream's very first tick: the real open
+        row.dirty = true;
+        saveOpens();
+      }
+      if (symbol === selected) chartDirty = true;
+    }
+    schedule();
+  });
 }
 
 function say(text) {
@@ -240,6 +283,7 @@ function onEpoch({ epoch, previous }) {
   }
   saveOpens();
   ui.epoch.textContent = epoch;
+  backfill([...rows.keys()]); // a first load, or a restarted stream's first seconds
 }
 
 function onError(msg) {
@@ -325,7 +369,7 @@ function drawStatus(now) {
     ui.state.dataset.state = status;
   }
   const { rate, p50, max } = stats.summary(now);
-  ui.rate.textContent = Math.round(rate).toLocaleString("en-US");
+  ui.rate.textContent = rate === null ? "-" : Math.round(rate).toLocaleString("en-US");
   ui.p50.textContent = p50 === null ? "-" : `${p50.toFixed(1)} ms`;
   ui.max.textContent = max === null ? "-" : `${max.toFixed(1)} ms`;
 }
@@ -348,7 +392,8 @@ function draw(frameTime) {
       const ratio = fitCanvas(ui.chart, chartSize.width, chartSize.height);
       const series = rows.get(selected)?.series;
       if (series === undefined) ctx.clearRect(0, 0, ui.chart.width, ui.chart.height);
-      else drawChart(ctx, series, now, HISTORY_S, candles, colors, ratio);
+      else drawn = drawChart(ctx, series, now, HISTORY_S, candles, colors, ratio);
+      setChartTitle();
     }
   } else {
     pending = chartDirty;
@@ -359,7 +404,7 @@ function draw(frameTime) {
     for (const row of rows.values()) {
       if (row.sparkDirty) {
         row.sparkDirty = false;
-        drawSparkline(row.spark, row.series, now, SPARK_S, colors);
+        row.sparkBars = drawSparkline(row.spark, row.series, now, SPARK_S, colors);
       }
     }
   } else {
@@ -479,7 +524,13 @@ function start() {
     schedule();
   }, 1000);
 
-  /** For debugging from the console, and for the tests. */
-  window.tickerDashboard = { client, rows };
+  /** For debugging from the console, and for the tests (`chart`: what the chart last drew). */
+  window.tickerDashboard = {
+    client,
+    rows,
+    get chart() {
+      return drawn;
+    },
+  };
   client.connect();
 }

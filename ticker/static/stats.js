@@ -45,7 +45,9 @@ export class RollingStats {
     this.max[i] = max;
   }
 
-  /** {rate, p50, max} over the last `windowS` complete seconds (latencies in ms, or null). */
+  /** {rate, p50, max} over the last `windowS` complete seconds (latencies in ms); each is
+   *  null until there is something to tell: a rate of 0 before the first whole second
+   *  would read as a dead feed. */
   summary(nowMs) {
     const current = Math.floor(nowMs / 1000);
     const from = Math.max(current - this.windowS, this.firstSecond);
@@ -58,8 +60,8 @@ export class RollingStats {
         if (s < current) ticks += this.count[i];
       }
     }
-    const seconds = current - from;
-    const rate = seconds > 0 ? ticks / seconds : 0;
+    const seconds = this.firstSecond < 0 ? 0 : current - from;
+    const rate = seconds > 0 ? ticks / seconds : null;
     const since = nowMs - this.windowS * 1000;
     let n = 0;
     for (let j = 0; j < SAMPLES; j++) {
