@@ -68,31 +68,22 @@ _redis_url.__name__ = "Redis URL (redis://host:port/db)"  # what argparse says o
 class _EnvParser(argparse.ArgumentParser):
     """An ArgumentParser whose options also read ``TICKER_<OPTION>`` from the environment.
 
-    ``one_line_errors``: a mistake is one line on stderr, not the usage (``serve``'s is
-    forty lines that bury it). ``checks`` judge the flags together once they are parsed.
+    A mistake is one line on stderr, not the usage (``serve``'s is forty lines that bury
+    it). ``checks`` judge the flags together once they are parsed.
     """
 
-    def __init__(self, *args: Any, one_line_errors: bool = False, **kw: Any) -> None:
-        self.one_line_errors = one_line_errors
+    def __init__(self, *args: Any, **kw: Any) -> None:
         self.checks: list[Callable[[argparse.Namespace, _EnvParser], str | None]] = []
         self._stock: dict[str, tuple[str, Any]] = {}
         super().__init__(*args, **kw)
-
-    def error(self, message: str) -> NoReturn:
-        """Print the usage and the message, or the message alone; exit 2."""
-        if not self.one_line_errors:
-            super().error(message)
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         """Parse, then run ``checks``: the first problem one finds is the error."""
         parsed, extras = super().parse_known_args(args, namespace)
-        if extras and self.one_line_errors:
-            self.error(
-                f"unrecognized arguments: {' '.join(extras)} ({self.prog} --help lists them)"
-            )
+        if extras:  # named by this subcommand, not by the top-level parser
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
         for check in self.checks:
             problem = check(parsed, self)
             if problem:
@@ -167,7 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the broadcaster",
         description="Run the broadcaster: feeds -> topic bus -> WebSocket clients at /ws.",
-        one_line_errors=True,
     )
     assert isinstance(serve, _EnvParser)
     serve.add_option("--host", default="127.0.0.1", help="address to listen on")

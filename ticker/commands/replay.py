@@ -12,12 +12,11 @@ from feeds.replay.adapter import ReplayFeed
 from ticker.commands.argtypes import non_negative, positive
 from ticker.commands.convert import add_input_options, mapping_from, naming_from
 from ticker.core.ticks import MAX_SYMBOL_LENGTH
-from ticker.core.times import parse_time
+from ticker.core.times import EPOCH, parse_time
 from ticker.progress import Progress
 from ticker.recording.problems import Problems
 from ticker.recording.rotating import SUFFIXES
 from ticker.recording.schedule import ReplayOptions
-from ticker.core.times import EPOCH, parse_time
 
 REPLAY_PREFIX = "replay:"
 RECORD_FORMATS = tuple(s.lstrip(".") for s in SUFFIXES)
