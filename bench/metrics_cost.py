@@ -60,15 +60,12 @@ class Request:
         self.protocol = type("Protocol", (), {"writing_paused": False})()
 
 
-class Response:
-    closed = False
-
-
 async def workload(kind: str) -> None:
     from prometheus_client import generate_latest
 
     from ticker.core.entitlements import ANONYMOUS
     from ticker.server.auth import Admitted
+    from ticker.server.handshake import ConnectParams
     from ticker.server.node import Node
     from ticker.server.settings import Settings
     from ticker.server.websocket import TRANSPORT, Connection
@@ -76,10 +73,11 @@ async def workload(kind: str) -> None:
     node = Node(Settings(metrics=kind == "on"))
     names = [f"S{i:03d}" for i in range(N_SYMBOLS)]
     node.bus.add_symbols(names)
-    node.transport(TRANSPORT)
+    node.clients.traffic(TRANSPORT)
+    params = ConnectParams("all", None, [])
     for c in range(N_CLIENTS):
         admitted = Admitted(ANONYMOUS, node.bus, lambda: None)
-        conn = Connection(node, Response(), Request(), mode="all", max_hz=None, admitted=admitted)  # type: ignore[arg-type]
+        conn = Connection(node.clients, Request(), params, admitted)  # type: ignore[arg-type]
         conn.session.start(
             20.0, [names[(c * PER_CLIENT + k) % N_SYMBOLS] for k in range(PER_CLIENT)]
         )

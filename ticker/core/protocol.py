@@ -99,14 +99,17 @@ def _symbols(obj: dict[str, Any], rid: RequestId) -> list[str]:
     return list(dict.fromkeys(symbols))  # de-duplicated, order kept
 
 
-def parse(data: bytes | str) -> Op:
-    """Parse one text frame from a client."""
+def parse(data: bytes | str, op_name: str | None = None) -> Op:
+    """Parse one text frame from a client; ``op_name``, when given, is its ``op`` (an op
+    over HTTP names it in the path, the body holds the rest)."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise ProtocolError(ErrorCode.BAD_JSON, "the message is not valid JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "the message must be a JSON object")
+    if op_name is not None:
+        obj["op"] = op_name
     rid = _request_id(obj)
     op = obj.get("op")
     if not isinstance(op, str):
