@@ -53,6 +53,8 @@ class SwallowingTransport:
 
 
 class Request:
+    """Just enough of an aiohttp request for a connection that writes nowhere."""
+
     remote = "bench"
 
     def __init__(self) -> None:
@@ -61,6 +63,7 @@ class Request:
 
 
 async def workload(kind: str) -> None:
+    """One measured run: connections, ticks published and flushed, a scrape when on."""
     from prometheus_client import generate_latest
 
     from ticker.core.entitlements import ANONYMOUS
@@ -111,6 +114,7 @@ def count(kind: str) -> int:
 
 
 def main() -> dict[str, Any]:
+    """Instructions per workload under cachegrind, and the cost of the metrics."""
     if shutil.which("valgrind") is None:
         return {"skipped": "valgrind is not installed (apt install valgrind)"}
     counts = {kind: count(kind) for kind in WORKLOADS}

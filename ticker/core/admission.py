@@ -13,6 +13,8 @@ from ticker.core.codes import Refusal
 
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
+    """How many connections may be open at once: in all, per IP, per subject."""
+
     max_connections: int = 10_000
     max_connections_per_ip: int = 0
     """0: no limit (behind a proxy every client has its address)."""

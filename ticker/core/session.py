@@ -75,6 +75,8 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class CloseRequest:
+    """The code and reason a session is to be closed with."""
+
     code: int
     reason: str
 

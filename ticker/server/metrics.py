@@ -164,6 +164,7 @@ class NodeCollector(Collector):
         """The mailbox of every open connection, walked at each scrape."""
 
     def collect(self) -> Iterator[Metric]:
+        """Every family, read now from the plain counters."""
         yield from self._feeds()
         yield from self._traffic()
         yield from self._mailboxes()

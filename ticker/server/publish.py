@@ -208,6 +208,7 @@ class PublishCollector(Collector):
         self.gate = gate
 
     def collect(self) -> Iterator[Metric]:
+        """The publish families, read now from the gate."""
         gate = self.gate
         requests = CounterMetricFamily(
             "ticker_publish_requests",

@@ -69,6 +69,7 @@ class LimitedSocket(web.WebSocketResponse):
     async def close(
         self, *, code: int = CloseCode.NORMAL, message: bytes = b"", drain: bool = True
     ) -> bool:
+        """Close; a 1009 without a reason gets the one that names the limit."""
         if code == CloseCode.TOO_BIG and not message:
             message = self._too_big
         return await super().close(code=code, message=message, drain=drain)
