@@ -31,18 +31,10 @@ FLOORS: dict[str, int] = {
 }
 """A part of the package may import its own modules and those of lower floors only."""
 
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # Being broken on other branches right now (issue 18); the merger empties this list
-    # once they are in. Each entry must be exactly one circle the graph still has.
-    frozenset(
-        {
-            "ticker.server.auth",
-            "ticker.server.connection",
-            "ticker.server.metrics",
-            "ticker.server.node",
-        }
-    ),
-]
+KNOWN_CYCLES: list[frozenset[str]] = []
+"""Circles the graph is allowed to keep: none. Each entry must be exactly one circle the
+graph still has."""
+
 
 Graph = Mapping[str, set[str]]
 

@@ -11,9 +11,12 @@ import pytest
 from ticker.core.codes import (
     ABNORMAL,
     BACKOFF,
+    HTTP_REFUSALS,
     RECONNECT,
     CloseCode,
     ErrorCode,
+    HttpRefusal,
+    Refusal,
     Retry,
     reconnect_rule,
 )
@@ -73,6 +76,35 @@ def test_protocol_doc_close_code_table_matches() -> None:
 def test_protocol_doc_error_code_table_matches() -> None:
     rows = table(section(PROTOCOL, "Error codes"))
     assert set(rows) == {c.value for c in ErrorCode}, "error codes in docs/protocol.md"
+
+
+def retry_prose(row: HttpRefusal) -> str:
+    """The docs' "retry?" cell of an HTTP refusal."""
+    if row.retry is Retry.NEVER:
+        return "no"
+    if row.retry is Retry.LONG_BACKOFF:
+        return "after `Retry-After`"
+    if row.retry_after_s is not None:
+        return f"after `Retry-After` ({row.retry_after_s:g} s)"
+    return "with backoff"
+
+
+def test_every_refusal_has_a_row_and_the_protocol_doc_matches() -> None:
+    assert set(HTTP_REFUSALS) == set(Refusal)
+    rows = table(section(PROTOCOL, "HTTP refusals"))
+    assert set(rows) == {c.value for c in Refusal}, "HTTP refusals in docs/protocol.md"
+    for code, row in HTTP_REFUSALS.items():
+        status, _, retry = rows[code.value]
+        assert int(status) == row.status, f"docs/protocol.md: status of {code}"
+        assert retry == retry_prose(row), f"docs/protocol.md: retry? of {code}"
+
+
+def test_publishing_doc_statuses_match() -> None:
+    text = (ROOT / "docs" / "publishing.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| 4") or line.startswith("| 5")]
+    for line in rows:
+        status, code = (c.strip().strip("`") for c in line.strip("|").split(" | ")[:2])
+        assert HTTP_REFUSALS[Refusal(code)].status == int(status), f"publishing.md: {code}"
 
 
 def test_protocol_doc_reconnecting_section_matches() -> None:

@@ -73,7 +73,7 @@ async def test_sse_ops_by_post_and_their_errors(start_server: StartServer) -> No
         (subscribed,) = await sse_events(stream, "subscribed")
         assert subscribed["data"] == {"type": "subscribed", "id": 7, "symbols": ["AAPL"]}
         async with http.post(url, data=b"x" * 101) as resp:
-            assert resp.status == 413
+            assert resp.status == 413 and (await resp.json())["code"] == "too_large"
         async with http.post(url, data=b"not json") as resp:
             assert resp.status == 202  # the session answers on the stream
         (error,) = await sse_events(stream, "error")
@@ -185,9 +185,21 @@ async def test_sessions_are_bounded(start_server: StartServer) -> None:
         first = await poll(http, server.make_url("/poll"))
         for path in ("/poll", "/sse"):
             async with http.get(server.make_url(path)) as resp:
-                assert resp.status == 503
+                assert resp.status == 503 and (await resp.json())["code"] == "too_many_sessions"
         assert (await poll(http, server.make_url(f"/poll?cursor={first['cursor']}")))["cursor"]
         _, samples = await scrape(server.make_url("/metrics"))
         for transport in ("poll", "sse"):
             labels = {"transport": transport, "reason": "too_many_sessions"}
             assert value(samples, "ticker_handshake_rejections_total", **labels) == 1
+
+
+async def test_every_transport_refuses_a_handshake_while_shutting_down(
+    start_server: StartServer,
+) -> None:
+    node, server = await start_server()
+    node.gate.closing = True  # what Node.shutdown does first
+    async with aiohttp.ClientSession() as http:
+        for path in ("/ws", "/sse", "/poll"):
+            async with http.get(server.make_url(path)) as resp:
+                body = await resp.json()
+                assert resp.status == 503 and body["code"] == "shutting_down", path

@@ -7,24 +7,14 @@ client costs no upgrade. A limit of 0 means no limit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
-
-class Refusal(StrEnum):
-    """Why a connection was not admitted (also the metric's ``reason`` label)."""
-
-    TOO_MANY_CONNECTIONS = "too_many_connections"
-    """The server holds ``max_connections``: HTTP 503."""
-    TOO_MANY_FOR_SUBJECT = "too_many_for_subject"
-    """The token's subject holds its ``max_conns``: HTTP 429."""
-    TOO_MANY_FOR_IP = "too_many_for_ip"
-    """The client's address holds ``max_connections_per_ip``: HTTP 429."""
-    TOO_MANY_HANDSHAKES = "too_many_handshakes"
-    """``max_handshakes`` handshakes are in progress: HTTP 503."""
+from ticker.core.codes import Refusal
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
+    """How many connections may be open at once: in all, per IP, per subject."""
+
     max_connections: int = 10_000
     max_connections_per_ip: int = 0
     """0: no limit (behind a proxy every client has its address)."""

@@ -1,7 +1,7 @@
-"""Close codes and error codes of protocol v1, with the reconnect rule as data, written once.
+"""Close codes, error codes and HTTP refusals of protocol v1, with the reconnect rule, as data.
 
-The Python client decides by these; docs/protocol.md and ticker-client.js keep copies that
-tests/test_codes.py checks against them.
+The Python client decides by these and the server answers by them; docs/protocol.md and
+ticker-client.js keep copies that tests/test_codes.py checks against them.
 """
 
 from __future__ import annotations
@@ -125,3 +125,66 @@ class ErrorCode(StrEnum):
     NO_REPLAY = "no_replay"
     BAD_TOKEN = "bad_token"
     UNKNOWN_SESSION = "unknown_session"
+
+
+class Refusal(StrEnum):
+    """The ``code`` of an HTTP refusal: of a handshake, an op, a poll or a publish request."""
+
+    BAD_REQUEST = "bad_request"
+    BAD_JSON = "bad_json"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    FORBIDDEN_ORIGIN = "forbidden_origin"
+    NOT_ENTITLED = "not_entitled"
+    UNKNOWN_SESSION = "unknown_session"
+    TOO_LARGE = "too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    UNIVERSE_FULL = "universe_full"
+    RATE_LIMITED = "rate_limited"
+    SHUTTING_DOWN = "shutting_down"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    TOO_MANY_FOR_SUBJECT = "too_many_for_subject"
+    TOO_MANY_FOR_IP = "too_many_for_ip"
+    TOO_MANY_HANDSHAKES = "too_many_handshakes"
+    TOO_MANY_DELAYS = "too_many_delays"
+    TOO_MANY_SESSIONS = "too_many_sessions"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRefusal:
+    """How the server answers one refusal, and whether the client should try again."""
+
+    status: int
+    retry: Retry
+    """``NEVER``: the same request is refused again; fix it (or the token) first."""
+    retry_after_s: float | None = None
+    """The ``Retry-After`` sent with it; a rate limit computes its own instead."""
+
+
+_BUSY = HttpRefusal(503, Retry.BACKOFF, 5.0)
+_HELD = HttpRefusal(429, Retry.BACKOFF, 5.0)
+
+HTTP_REFUSALS: dict[Refusal, HttpRefusal] = {
+    Refusal.BAD_REQUEST: HttpRefusal(400, Retry.NEVER),
+    Refusal.BAD_JSON: HttpRefusal(400, Retry.NEVER),
+    Refusal.UNIVERSE_FULL: HttpRefusal(400, Retry.NEVER),
+    Refusal.UNAUTHORIZED: HttpRefusal(401, Retry.NEVER),
+    Refusal.FORBIDDEN: HttpRefusal(403, Retry.NEVER),
+    Refusal.FORBIDDEN_ORIGIN: HttpRefusal(403, Retry.NEVER),
+    Refusal.NOT_ENTITLED: HttpRefusal(403, Retry.NEVER),
+    Refusal.UNKNOWN_SESSION: HttpRefusal(404, Retry.NEVER),
+    Refusal.TOO_LARGE: HttpRefusal(413, Retry.NEVER),
+    Refusal.UNSUPPORTED_MEDIA_TYPE: HttpRefusal(415, Retry.NEVER),
+    Refusal.IDEMPOTENCY_KEY_REUSED: HttpRefusal(422, Retry.NEVER),
+    Refusal.RATE_LIMITED: HttpRefusal(429, Retry.LONG_BACKOFF),
+    Refusal.TOO_MANY_FOR_SUBJECT: _HELD,
+    Refusal.TOO_MANY_FOR_IP: _HELD,
+    Refusal.SHUTTING_DOWN: HttpRefusal(503, Retry.BACKOFF),
+    Refusal.TOO_MANY_CONNECTIONS: _BUSY,
+    Refusal.TOO_MANY_HANDSHAKES: _BUSY,
+    Refusal.TOO_MANY_DELAYS: HttpRefusal(503, Retry.BACKOFF),
+    Refusal.TOO_MANY_SESSIONS: HttpRefusal(503, Retry.BACKOFF),
+}
+"""Status, retry advice and ``Retry-After`` of every HTTP refusal (docs/protocol.md,
+docs/publishing.md)."""

@@ -99,14 +99,17 @@ def _symbols(obj: dict[str, Any], rid: RequestId) -> list[str]:
     return list(dict.fromkeys(symbols))  # de-duplicated, order kept
 
 
-def parse(data: bytes | str) -> Op:
-    """Parse one text frame from a client."""
+def parse(data: bytes | str, op_name: str | None = None) -> Op:
+    """Parse one text frame from a client; ``op_name``, when given, is its ``op`` (an op
+    over HTTP names it in the path, the body holds the rest)."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise ProtocolError(ErrorCode.BAD_JSON, "the message is not valid JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "the message must be a JSON object")
+    if op_name is not None:
+        obj["op"] = op_name
     rid = _request_id(obj)
     op = obj.get("op")
     if not isinstance(op, str):
@@ -236,6 +239,7 @@ def welcome(
     limits: dict[str, float],
     auth: dict[str, Any] | None = None,
 ) -> bytes:
+    """The first frame of every session: its id, epoch, mode and limits."""
     frame = {
         "type": "welcome",
         "protocol": PROTOCOL_VERSION,
@@ -271,14 +275,17 @@ def subscription(
 
 
 def symbols_list(symbols: list[str], rid: RequestId = None) -> bytes:
+    """The answer to ``list``: the symbols the client may see."""
     return _dumps(_with_id({"type": "symbols", "symbols": symbols}, rid))
 
 
 def pong(server_time: int, rid: RequestId = None) -> bytes:
+    """The answer to ``ping``, with the server's clock."""
     return _dumps(_with_id({"type": "pong", "server_time": server_time}, rid))
 
 
 def heartbeat(server_time: int) -> bytes:
+    """Sent after ``heartbeat_s`` of silence, so a client can tell quiet from dead."""
     return _dumps({"type": "heartbeat", "server_time": server_time})
 
 
@@ -295,6 +302,7 @@ def error(
     id: RequestId = None,
     symbols: list[str] | None = None,
 ) -> bytes:
+    """An ``error`` frame: its code, why, and the request's ``id`` when it had one."""
     frame = _with_id({"type": "error", "code": str(code), "message": message}, id)
     if symbols is not None:
         frame["symbols"] = symbols
@@ -312,6 +320,7 @@ def ticks(encoded: list[bytes]) -> bytes:
 
 
 def snapshot(encoded: list[bytes]) -> bytes:
+    """The last value of each symbol, from the bus's encoded ticks."""
     return b"".join((_SNAPSHOT_HEAD, b",".join(encoded), _TAIL))
 
 
@@ -333,6 +342,7 @@ def replay_started(
     speed: float,
     rid: RequestId = None,
 ) -> bytes:
+    """The answer to ``replay``: what will be replayed, and how fast."""
     frame = {
         "type": "replay",
         "source": source,

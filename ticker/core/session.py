@@ -75,6 +75,8 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class CloseRequest:
+    """The code and reason a session is to be closed with."""
+
     code: int
     reason: str
 
@@ -232,12 +234,13 @@ class Session:
 
     # -- what the client sent -------------------------------------------------------------
 
-    def receive(self, data: bytes | str) -> None:
-        """Handle one text frame. Errors become error frames; nothing here raises."""
+    def receive(self, data: bytes | str, op_name: str | None = None) -> None:
+        """Handle one text frame (or the body of an op named ``op_name``, over HTTP).
+        Errors become error frames; nothing here raises."""
         if not self._admit():
             return
         try:
-            self._run(protocol.parse(data))
+            self._run(protocol.parse(data, op_name))
         except ProtocolError as exc:
             self._error(exc)
 

@@ -11,6 +11,8 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ticker.server import poll, publish, sse
+from ticker.server.auth import GATE
+from ticker.server.connection import CLIENTS
 from ticker.server.node import NODE_KEY, Node
 from ticker.server.settings import url_host
 from ticker.server.web import add_routes as add_dashboard_routes
@@ -37,6 +39,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """The node's metrics, in the Prometheus text format."""
     node = request.app[NODE_KEY]
     body = generate_latest(node.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -78,11 +81,13 @@ def create_app(node: Node, metrics_sockets: Sequence[socket.socket] = ()) -> web
     """The routes and lifecycle of ``node``; ``metrics_sockets``: see ``metrics_site``."""
     app = web.Application()
     app[NODE_KEY] = node
+    app[GATE] = node.gate
+    app[CLIENTS] = node.clients
     app.router.add_get("/ws", websocket_handler)
-    node.transport(TRANSPORT)  # its metric series exist from the start
+    node.clients.traffic(TRANSPORT)  # its metric series exist from the start
     for transport in (sse, poll):  # the same sessions over plain HTTP
         transport.add_routes(app)
-        node.transport(transport.TRANSPORT)
+        node.clients.traffic(transport.TRANSPORT)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     settings = node.settings
@@ -91,7 +96,7 @@ def create_app(node: Node, metrics_sockets: Sequence[socket.socket] = ()) -> web
     elif settings.metrics:
         app.cleanup_ctx.append(metrics_site(metrics_sockets))
     if settings.publish is not None:
-        publish.add_routes(app, settings.publish)
+        publish.add_routes(app, node.bus, node.metrics.registry, settings.publish)
     add_dashboard_routes(app)
 
     async def feeds(app: web.Application) -> AsyncIterator[None]:

@@ -1,26 +1,65 @@
 """What every transport's connection shares: one session, flushed by the node's ``Flusher``.
 
-A transport subclass says how a frame looks on its wire (``encode``), whether it can take
-bytes now (``paused``), how to write them (``write``) and how to close (``_close``); the
-rest — control frames before one frame of ticks, ``max_hz``, backpressure from the
-socket, heartbeats, the close deadline, leaving the node with its metrics — is here, once,
-for WebSocket, SSE and long polling alike.
+A transport subclass says how it opens (``prepare``), how a frame looks on its wire
+(``encode``), whether it can take bytes now (``paused``), how to write them (``write``)
+and how to close (``_close``); the rest — control frames before one frame of ticks,
+``max_hz``, backpressure from the socket, heartbeats, the close deadline, joining and
+leaving the node's ``Clients`` with its metrics — is here, once, for WebSocket, SSE and
+long polling alike. ``lifecycle.py`` runs the steps in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from aiohttp import web
 
 from ticker.core.codes import CloseCode
-from ticker.core.session import Session
+from ticker.core.mailbox import Mailbox
+from ticker.core.session import ReplayHost, Session
 from ticker.server.auth import Admitted
-from ticker.server.node import Node
+from ticker.server.flusher import Flusher
+from ticker.server.handshake import ConnectParams
+from ticker.server.metrics import Metrics
+from ticker.server.settings import Settings
+from ticker.server.stats import Stats, Traffic
 
 log = logging.getLogger("ticker.server")
+
+
+class Clients:
+    """The open connections of a node and what they share: its settings, flusher and
+    counters. A connection joins when its session starts and leaves when it is over; the
+    node walks ``open`` for heartbeats, token deadlines and shutdown."""
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics, stats: Stats, flusher: Flusher
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.stats = stats
+        self.flusher = flusher
+        self.open: set[ClientConnection] = set()
+        self.sessions: dict[str, ClientConnection] = {}
+        """Open SSE and long-polling sessions by id: their ops and polls find them here."""
+        self.replays: ReplayHost | None = None
+        """Serves the replay ops (``--replay-dir``); None: they answer "not enabled"."""
+
+    def traffic(self, transport: str) -> Traffic:
+        """The counters of a transport (``ws``...), its metric series created at 0."""
+        if transport not in self.stats.traffic:
+            self.metrics.prepare(transport)
+        return self.stats.transport(transport)
+
+    def mailboxes(self) -> Iterator[Mailbox]:
+        """The mailbox of every open connection (the metrics read them at scrape time)."""
+        return (conn.session.mailbox for conn in self.open)
+
+
+CLIENTS = web.AppKey("clients", Clients)
+"""The node's clients, as the handlers find them."""
 
 
 class ClientConnection:
@@ -28,6 +67,9 @@ class ClientConnection:
 
     TRANSPORT = ""
     """The transport's metric label (``ws``, ``sse``, ``poll``)."""
+    HTTP_SESSION = False
+    """Its ops come over plain HTTP (SSE, long polling): it is found by session id in
+    ``Clients.sessions``, and at most ``max_http_sessions`` are open."""
 
     __slots__ = (
         "_drainer",
@@ -36,12 +78,12 @@ class ClientConnection:
         "_leave",
         "_loop",
         "_marked",
+        "clients",
         "closing",
         "frames",
         "last_send",
         "min_interval",
         "next_ticks",
-        "node",
         "opened_at",
         "peer",
         "protocol",
@@ -52,45 +94,43 @@ class ClientConnection:
     )
 
     def __init__(
-        self,
-        node: Node,
-        request: web.Request,
-        *,
-        mode: str,
-        max_hz: float | None,
-        admitted: Admitted,
+        self, clients: Clients, request: web.Request, params: ConnectParams, admitted: Admitted
     ) -> None:
-        self.node = node
+        self.clients = clients
         self.transport = request.transport
         self.protocol = request.protocol
         self.peer = request.remote
-        self._flusher = node.flusher
-        self.traffic = node.transport(self.TRANSPORT)
+        self._flusher = clients.flusher
+        self.traffic = clients.traffic(self.TRANSPORT)
         self._loop = asyncio.get_running_loop()
         self._marked = False
         self._drainer: asyncio.Task[None] | None = None
         self._hz_timer: asyncio.TimerHandle | None = None
         self.closing: asyncio.Task[None] | None = None
         self._leave: Callable[[], None] | None = admitted.leave
-        settings = node.settings
+        settings = clients.settings
         self.session = Session(
             admitted.bus,
-            mode=mode,
+            mode=params.mode,
             limits=settings.limits,
             wake=self.wake,
-            error_counts=node.stats.errors,
-            replays=node.replays,
+            error_counts=clients.stats.errors,
+            replays=clients.replays,
             principal=admitted.principal,
             authenticate=None if settings.auth is None else settings.auth.verify,
             welcome_limits=settings.connection_limits.as_dict(),
         )
-        self.min_interval = 1.0 / max_hz if max_hz else 0.0
+        self.min_interval = 1.0 / params.max_hz if params.max_hz else 0.0
         self.next_ticks = 0.0
         self.opened_at = self.last_send = self._loop.time()
         self.frames = 0
         self.ticks = 0
 
     # -- what a transport provides ----------------------------------------------------------
+
+    async def prepare(self, request: web.Request) -> None:
+        """The transport's own upgrade or first response, inside the gate (a failure
+        frees the connection slot); long polling has none."""
 
     def encode(self, frame: bytes) -> bytes:
         """One protocol frame (JSON) as this transport's bytes on the wire."""
@@ -101,6 +141,7 @@ class ClientConnection:
         return self.encode(frame)
 
     def is_open(self) -> bool:
+        """The client can still be written to."""
         transport = self.transport
         return transport is not None and not transport.is_closing()
 
@@ -109,6 +150,7 @@ class ClientConnection:
         return bool(self.protocol.writing_paused)
 
     def write(self, data: bytes) -> None:
+        """Hand bytes to the client's transport (the flusher's only way out)."""
         assert self.transport is not None
         self.transport.write(data)
 
@@ -213,11 +255,13 @@ class ClientConnection:
             self.wake()
 
     def heartbeat_due(self, now: float, heartbeat_s: float) -> None:
+        """A heartbeat frame when nothing was sent for ``heartbeat_s``."""
         if now - self.last_send >= heartbeat_s and self.session.close_request is None:
             self.last_send = now
             self.session.heartbeat()
 
     def start_close(self) -> None:
+        """Start the transport's close, once."""
         if self.closing is None:
             self.closing = asyncio.ensure_future(self._close())
 
@@ -234,7 +278,7 @@ class ClientConnection:
         self.session.request_close(CloseCode.GOING_AWAY, "connection lost")
         self.start_close()
         assert self.closing is not None
-        grace = self.node.settings.close_grace_s + 0.5
+        grace = self.clients.settings.close_grace_s + 0.5
         try:
             done, _ = await asyncio.wait([self.closing], timeout=grace)
             if not done:
@@ -246,18 +290,19 @@ class ClientConnection:
     def finish(self) -> None:
         """Leave the node: unsubscribe, count and log the close. Synchronous on purpose,
         so that it runs to the end even when the handler is being cancelled."""
-        session, node = self.session, self.node
+        session, clients = self.session, self.clients
         request = session.close_request
         if self._hz_timer is not None:
             self._hz_timer.cancel()
-        node.stats.conflated_gone += session.mailbox.conflated  # in step with leaving the set
+        clients.stats.conflated_gone += session.mailbox.conflated  # in step with leaving
         session.end()
-        node.connections.discard(self)
+        clients.open.discard(self)
+        self._forget()
         if self._leave is not None:  # the connection slot the handshake took
             leave, self._leave = self._leave, None
             leave()
         code = request.code if request else CloseCode.GOING_AWAY
-        node.metrics.closed(self.TRANSPORT, code, session.mode)
+        clients.metrics.closed(self.TRANSPORT, code, session.mode)
         log.info(
             "close session=%s transport=%s code=%s reason=%s frames=%d ticks=%d duration=%.1fs",
             session.id,
@@ -269,18 +314,26 @@ class ClientConnection:
             self._loop.time() - self.opened_at,
         )
 
-    def opened(self, symbols: list[str], max_hz: float | None) -> None:
-        """Join the node and count and log the open."""
-        node = self.node
-        node.connections.add(self)
-        node.metrics.opened(self.TRANSPORT)
+    def _forget(self) -> None:
+        """Leave ``Clients.sessions`` (long polling keeps its close for the next poll)."""
+        self.clients.sessions.pop(self.session.id, None)
+
+    def start(self, params: ConnectParams) -> None:
+        """Join the node, count and log the open, and start the session: its welcome,
+        the connect-time subscription and what a resume replays."""
+        clients, session = self.clients, self.session
+        clients.open.add(self)
+        if self.HTTP_SESSION:
+            clients.sessions[session.id] = self
+        clients.metrics.opened(self.TRANSPORT)
         log.info(
             "open session=%s transport=%s peer=%s sub=%s mode=%s max_hz=%s symbols=%s",
-            self.session.id,
+            session.id,
             self.TRANSPORT,
             self.peer,
-            self.session.principal.sub or "-",
-            self.session.mode,
-            max_hz or "-",
-            ",".join(symbols) or "-",
+            session.principal.sub or "-",
+            session.mode,
+            params.max_hz or "-",
+            ",".join(params.symbols) or "-",
         )
+        session.start(clients.settings.heartbeat_s, params.symbols, params.resume)

@@ -1,8 +1,8 @@
 """The handshake every transport shares: query parameters in, a refusal or a go-ahead out.
 
-``admit`` is the first function each transport's handler calls before it opens a session
-(WebSocket before the upgrade, SSE before the stream starts, long polling before a new
-session); the second is ``auth.handshake``, the gate (Origin, token, connection slot).
+``admit`` is the first step of every connection's life (``lifecycle.py``: WebSocket
+before the upgrade, SSE before the stream starts, long polling before a new session); the
+second is ``Gate.handshake``, the gate (Origin, token, connection slot).
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import orjson
 from aiohttp import web
 
+from ticker.core.codes import Refusal
 from ticker.core.history import Positions, parse_position, parse_since
 from ticker.core.session import MODES
-from ticker.server.metrics import Rejection
-from ticker.server.node import Node
+from ticker.server.auth import Gate
 
 MAX_HZ_LIMIT = 1000.0
 
@@ -30,6 +29,8 @@ class ConnectError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ConnectParams:
+    """What a client asks for when it connects: its mode, rate and first symbols."""
+
     mode: str
     max_hz: float | None
     symbols: list[str]
@@ -70,20 +71,13 @@ def _resume(query: Mapping[str, str], last_event_id: str | None) -> Resume | Non
         raise ConnectError(str(exc)) from None
 
 
-def bad_handshake(message: str) -> web.HTTPBadRequest:
-    body = {"type": "error", "code": "bad_request", "message": message}
-    return web.HTTPBadRequest(text=orjson.dumps(body).decode(), content_type="application/json")
-
-
-def admit(node: Node, request: web.Request, transport: str) -> ConnectParams:
+def admit(gate: Gate, request: web.Request, transport: str) -> ConnectParams:
     """Parse the handshake and decide whether this client may open a session; raises the
     HTTP answer of a refusal (400 bad parameters, 503 shutting down)."""
     try:
         params = connect_params(request.query, request.headers.get("Last-Event-ID"))
     except ConnectError as exc:
-        node.metrics.rejected(transport, Rejection.BAD_REQUEST)
-        raise bad_handshake(str(exc)) from None
-    if node.closing:
-        node.metrics.rejected(transport, Rejection.SHUTTING_DOWN)
-        raise web.HTTPServiceUnavailable(text="server shutting down")
+        raise gate.refuse(transport, Refusal.BAD_REQUEST, str(exc)) from None
+    if gate.closing:
+        raise gate.refuse(transport, Refusal.SHUTTING_DOWN, "server shutting down")
     return params

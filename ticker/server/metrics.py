@@ -10,9 +10,8 @@ each metric means and what to do when it moves.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from enum import StrEnum
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -33,46 +32,36 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from feeds.base import ReportsProgress
-from ticker.core.codes import CloseCode, ErrorCode
+from feeds.supervisor import FeedSupervisor
+from ticker.core.bus import Bus
+from ticker.core.codes import CloseCode, ErrorCode, Refusal
+from ticker.core.mailbox import Mailbox
 from ticker.core.session import MODES
-from ticker.server.stats import Buckets
+from ticker.server.delayed import DelayPump
+from ticker.server.stats import Buckets, Stats
 
-if TYPE_CHECKING:
-    from ticker.server.node import Node
-
-disable_created_metrics()  # no ``*_created`` twin of every counter: half the series, no loss
+# no ``*_created`` twin of every counter: half the series, no loss (the function is untyped)
+cast(Callable[[], None], disable_created_metrics)()
 
 QUEUE_BOUNDS_BYTES = (0, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 """``ticker_queue_bytes`` buckets: empty, then 1 KiB to 16 MiB by fours."""
 
 
-class Rejection(StrEnum):
-    """Why a handshake was refused (``ticker_handshake_rejections_total{reason}``).
-
-    Add a member for a new kind of refusal (authentication, origin, connection limits):
-    its series then exists from the start, at 0.
-    """
-
-    BAD_REQUEST = "bad_request"
-    """A bad query parameter (``mode``, ``max_hz``): HTTP 400."""
-    SHUTTING_DOWN = "shutting_down"
-    """The node is closing: HTTP 503."""
-    UNAUTHORIZED = "unauthorized"
-    """No token, or a bad, expired or not yet valid one: HTTP 401."""
-    FORBIDDEN_ORIGIN = "forbidden_origin"
-    """A browser Origin not allowed (``--allowed-origin``): HTTP 403."""
-    TOO_MANY_CONNECTIONS = "too_many_connections"
-    """``--max-connections`` reached: HTTP 503."""
-    TOO_MANY_FOR_SUBJECT = "too_many_for_subject"
-    """The token's subject holds its ``max_conns``: HTTP 429."""
-    TOO_MANY_FOR_IP = "too_many_for_ip"
-    """``--max-connections-per-ip`` reached: HTTP 429."""
-    TOO_MANY_HANDSHAKES = "too_many_handshakes"
-    """``--max-handshakes`` in progress: HTTP 503."""
-    TOO_MANY_DELAYS = "too_many_delays"
-    """A token's delay would open one delay line too many: HTTP 503."""
-    TOO_MANY_SESSIONS = "too_many_sessions"
-    """SSE and long polling: ``max_http_sessions`` are open already: HTTP 503."""
+REJECTION_REASONS: tuple[Refusal, ...] = (
+    Refusal.BAD_REQUEST,
+    Refusal.SHUTTING_DOWN,
+    Refusal.UNAUTHORIZED,
+    Refusal.FORBIDDEN_ORIGIN,
+    Refusal.TOO_MANY_CONNECTIONS,
+    Refusal.TOO_MANY_FOR_SUBJECT,
+    Refusal.TOO_MANY_FOR_IP,
+    Refusal.TOO_MANY_HANDSHAKES,
+    Refusal.TOO_MANY_DELAYS,
+    Refusal.TOO_MANY_SESSIONS,
+)
+"""The ``reason`` labels of ``ticker_handshake_rejections_total``, each series there from the
+start at 0: the refusals of the handshake gate (an op or a poll on another subject's
+session counts as ``unauthorized``)."""
 
 
 def close_label(code: int) -> str:
@@ -125,10 +114,11 @@ class Metrics:
             self.connections_closed.labels(transport, label)
         for mode in MODES:
             self.slow_consumer_closes.labels(transport, mode)
-        for reason in Rejection:
+        for reason in REJECTION_REASONS:
             self.handshake_rejections.labels(transport, reason.value)
 
     def opened(self, transport: str) -> None:
+        """Count an accepted connection."""
         self.connections.labels(transport).inc()
         self.connections_opened.labels(transport).inc()
 
@@ -139,11 +129,13 @@ class Metrics:
         if code == CloseCode.SLOW_CONSUMER:
             self.slow_consumer_closes.labels(transport, mode).inc()
 
-    def rejected(self, transport: str, reason: Rejection) -> None:
+    def rejected(self, transport: str, reason: Refusal) -> None:
+        """Count a refused handshake (``reason``: one of ``REJECTION_REASONS``)."""
         self.handshake_rejections.labels(transport, reason.value).inc()
 
 
 def histogram(name: str, doc: str, buckets: Buckets) -> HistogramMetricFamily:
+    """A histogram family of one unlabelled series, read from plain ``Buckets``."""
     family = HistogramMetricFamily(name, doc, labels=[])
     family.add_metric([], buckets.cumulative(), buckets.sum)
     return family
@@ -152,31 +144,43 @@ def histogram(name: str, doc: str, buckets: Buckets) -> HistogramMetricFamily:
 class NodeCollector(Collector):
     """Reads the node's plain counters at scrape time: no cost on the hot path.
 
-    The walk over connections (queue bytes, conflated ticks) is the scrape's only cost
+    The walk over mailboxes (queue bytes, conflated ticks) is the scrape's only cost
     that grows with the number of clients: a couple of microseconds per connection.
     """
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(
+        self,
+        stats: Stats,
+        bus: Bus,
+        feeds: Sequence[FeedSupervisor],
+        delays: DelayPump,
+        mailboxes: Callable[[], Iterable[Mailbox]],
+    ) -> None:
+        self.stats = stats
+        self.bus = bus
+        self.feeds = feeds
+        self.delays = delays
+        self.mailboxes = mailboxes
+        """The mailbox of every open connection, walked at each scrape."""
 
     def collect(self) -> Iterator[Metric]:
+        """Every family, read now from the plain counters."""
         yield from self._feeds()
         yield from self._traffic()
         yield from self._mailboxes()
         yield from self._subscriptions()
         yield from self._delays()
-        node = self.node
         errors = CounterMetricFamily(
             "ticker_client_errors", "Error frames sent to clients, by code.", labels=["code"]
         )
-        counts = node.stats.errors
+        counts = self.stats.errors
         for code in ErrorCode:
             errors.add_metric([code.value], counts.get(code.value, 0))
         yield errors
         yield histogram(
             "ticker_event_loop_lag_seconds",
             "How late the event loop ran a periodic probe: time it spent on other work.",
-            node.stats.loop_lag,
+            self.stats.loop_lag,
         )
 
     def _feeds(self) -> Iterator[Metric]:
@@ -201,7 +205,7 @@ class NodeCollector(Collector):
             "How much of its source a replaying feed has done, 0 to 1.",
             labels=["feed"],
         )
-        for sup in self.node.supervisors:
+        for sup in self.feeds:
             name = [sup.adapter.name]
             published.add_metric(name, sup.ticks)
             restarts.add_metric(name, sup.restarts)
@@ -235,7 +239,7 @@ class NodeCollector(Collector):
             "From a frame's oldest tick's time t to the frame handed to the transport.",
             labels=["transport"],
         )
-        for name, traffic in self.node.stats.traffic.items():
+        for name, traffic in self.stats.traffic.items():
             ticks.add_metric([name], traffic.ticks)
             frames.add_metric([name], traffic.frames)
             sent.add_metric([name], traffic.bytes)
@@ -245,9 +249,8 @@ class NodeCollector(Collector):
 
     def _mailboxes(self) -> Iterator[Metric]:
         queues = {mode: Buckets(QUEUE_BOUNDS_BYTES) for mode in MODES}
-        conflated = self.node.stats.conflated_gone
-        for conn in self.node.connections:
-            mailbox = conn.session.mailbox
+        conflated = self.stats.conflated_gone
+        for mailbox in self.mailboxes():
             queues[mailbox.mode].observe(mailbox.nbytes)
             conflated += mailbox.conflated
         yield CounterMetricFamily(
@@ -275,13 +278,13 @@ class NodeCollector(Collector):
             "Ticks a full delay line dropped (a gap for its clients), by delay in seconds.",
             labels=["delay"],
         )
-        for delay, line in self.node.delays.lines.items():  # at most MAX_DELAY_LINES
+        for delay, line in self.delays.lines.items():  # at most MAX_DELAY_LINES
             held.add_metric([f"{delay:g}"], line.nbytes)
             dropped.add_metric([f"{delay:g}"], line.dropped)
         yield from (held, dropped)
 
     def _subscriptions(self) -> Iterator[Metric]:
-        bus = self.node.bus
+        bus = self.bus
         yield GaugeMetricFamily(
             "ticker_subscriptions",
             'Client subscriptions across all topics, "*" counting as one.',

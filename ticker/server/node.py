@@ -1,7 +1,9 @@
 """The node: one broadcaster process — its bus, its feeds and its open connections.
 
-The node starts the feeds under supervision and, at shutdown, stops them and closes every
-client with 1001 at once (not one by one: one stuck client must not hold up the rest).
+The node builds the parts and hands each handler the narrow one it needs (``Gate`` for
+the handshake, ``Clients`` for connections, the metrics registry); it starts the feeds
+under supervision and, at shutdown, stops them and closes every client with 1001 at once
+(not one by one: one stuck client must not hold up the rest).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -20,21 +21,22 @@ from ticker.cluster.broker import Broker, LocalBroker
 from ticker.core.admission import Admission
 from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
+from ticker.core.session import ReplayHost
+from ticker.server.auth import Gate
+from ticker.server.connection import ClientConnection, Clients
 from ticker.server.delayed import DelayPump
 from ticker.server.flusher import Flusher
 from ticker.server.metrics import Metrics, NodeCollector
 from ticker.server.probes import probe_loop_lag
 from ticker.server.settings import Settings
-from ticker.server.stats import Stats, Traffic
-
-if TYPE_CHECKING:
-    from ticker.core.session import ReplayHost
-    from ticker.server.connection import ClientConnection
+from ticker.server.stats import Stats
 
 log = logging.getLogger("ticker.server")
 
 
 class Node:
+    """One broadcaster process: builds its parts from ``Settings`` and runs their tasks."""
+
     def __init__(
         self,
         settings: Settings,
@@ -49,7 +51,7 @@ class Node:
         self.metrics = Metrics()
         self.stats = Stats(metrics=settings.metrics)
         self.flusher = Flusher(after_pass=self.stats.settle if settings.metrics else None)
-        self.connections: set[ClientConnection] = set()
+        self.clients = Clients(settings, self.metrics, self.stats, self.flusher)
         self.supervisors = [
             FeedSupervisor(
                 feed,
@@ -62,14 +64,34 @@ class Node:
         self._local_symbols = [s for feed in feeds for s in feed.symbols()]
         self.bus.add_symbols(self._local_symbols)
         self._feed_tasks: list[asyncio.Task[None]] = []
-        self.closing = False
         self.admission = Admission(settings.connection_limits)
         """Open connections in all, per IP and per token subject (``ticker/server/auth.py``)."""
         self.delays = DelayPump(self.bus, settings.delay_max_bytes)
-        self.replays: ReplayHost | None = None
-        """Serves the replay ops (``--replay-dir``); None: they answer "not enabled"."""
-        self.metrics.registry.register(NodeCollector(self))
+        self.gate = Gate(settings, self.metrics, self.admission, self.bus, self.delays)
+        collector = NodeCollector(
+            self.stats, self.bus, self.supervisors, self.delays, self.clients.mailboxes
+        )
+        self.metrics.registry.register(collector)
         self.broker.register(self.metrics.registry)
+
+    @property
+    def connections(self) -> set[ClientConnection]:
+        """The open client connections, of every transport."""
+        return self.clients.open
+
+    @property
+    def replays(self) -> ReplayHost | None:
+        """Serves the replay ops (``--replay-dir``); None: they answer "not enabled"."""
+        return self.clients.replays
+
+    @replays.setter
+    def replays(self, host: ReplayHost | None) -> None:
+        self.clients.replays = host
+
+    @property
+    def closing(self) -> bool:
+        """Shutting down: new sessions are refused."""
+        return self.gate.closing
 
     @property
     def ready(self) -> bool:
@@ -79,13 +101,8 @@ class Node:
             bool(self.supervisors) or self.broker.ready
         )
 
-    def transport(self, name: str) -> Traffic:
-        """The counters of a transport (``ws``...), its metric series created at 0."""
-        if name not in self.stats.traffic:
-            self.metrics.prepare(name)
-        return self.stats.transport(name)
-
     async def start(self) -> None:
+        """Start the broker, the feeds and the node's periodic tasks."""
         await self.broker.start(self.bus, self._local_symbols, self._restart_clients)
         self._feed_tasks = [
             asyncio.create_task(s.run(), name=f"feed:{s.adapter.name}") for s in self.supervisors
@@ -108,6 +125,7 @@ class Node:
                 conn.session.check_deadlines()  # token expiry, idle timeout
 
     async def stop_feeds(self) -> None:
+        """Stop the feeds and the periodic tasks, then the broker."""
         for task in self._feed_tasks:
             task.cancel()
         for task in self._feed_tasks:
@@ -123,7 +141,7 @@ class Node:
 
     async def shutdown(self) -> None:
         """Stop producing, then close every client with 1001 within the grace period."""
-        self.closing = True
+        self.gate.closing = True
         await self.stop_feeds()
         connections = list(self.connections)
         for conn in connections:
@@ -142,3 +160,4 @@ class Node:
 
 
 NODE_KEY = web.AppKey("node", Node)
+"""The node, for the routes that report on all of it (health, readiness, metrics)."""

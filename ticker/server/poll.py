@@ -18,18 +18,13 @@ import logging
 from aiohttp import web
 
 from ticker.core import protocol
-from ticker.core.codes import CloseCode
-from ticker.server.auth import Admitted, handshake
-from ticker.server.connection import ClientConnection
-from ticker.server.handshake import admit, bad_handshake
-from ticker.server.http_ops import (
-    SESSIONS,
-    add_route,
-    make_room,
-    same_principal,
-    unknown_session,
-)
-from ticker.server.node import NODE_KEY, Node
+from ticker.core.codes import CloseCode, Refusal
+from ticker.server.auth import Admitted
+from ticker.server.connection import CLIENTS, ClientConnection, Clients
+from ticker.server.handshake import ConnectParams
+from ticker.server.http_ops import add_route, same_principal, unknown_session
+from ticker.server.lifecycle import open_connection
+from ticker.server.refusals import refusal
 
 log = logging.getLogger("ticker.server")
 
@@ -45,22 +40,14 @@ class PollConnection(ClientConnection):
     """
 
     TRANSPORT = TRANSPORT
+    HTTP_SESSION = True
 
-    __slots__ = ("_batch", "_expiry", "_sessions", "final", "last_answer", "seq", "waiting")
+    __slots__ = ("_batch", "_expiry", "final", "last_answer", "seq", "waiting")
 
     def __init__(
-        self,
-        node: Node,
-        request: web.Request,
-        *,
-        mode: str,
-        max_hz: float | None,
-        admitted: Admitted,
-        sessions: dict[str, ClientConnection],
+        self, clients: Clients, request: web.Request, params: ConnectParams, admitted: Admitted
     ) -> None:
-        super().__init__(node, request, mode=mode, max_hz=max_hz, admitted=admitted)
-        self._sessions = sessions
-        sessions[self.session.id] = self
+        super().__init__(clients, request, params, admitted)
         self.seq = 0
         """Answers given; the cursor ``session:seq`` asks for the next one."""
         self.waiting: asyncio.Future[bytes] | None = None
@@ -69,32 +56,40 @@ class PollConnection(ClientConnection):
         self.final: bytes | None = None
         """The close message, kept for the next poll when none was waiting."""
         self._expiry: asyncio.TimerHandle | None = None
-        self._arm_expiry()
+        """Ends the session when no poll comes in ``poll_session_s`` (armed between polls)."""
 
     def cursor(self, seq: int) -> str:
+        """What a client passes back to have the answer after ``seq``."""
         return f"{self.session.id}:{seq}"
 
-    encode = staticmethod(bytes)
+    def encode(self, frame: bytes) -> bytes:
+        """A message of the answer is the protocol frame itself."""
+        return frame
 
     def is_open(self) -> bool:
+        """The session has not closed."""
         return self.final is None
 
     def paused(self) -> bool:
+        """No poll is waiting for an answer: the client is backed up."""
         return self.waiting is None
 
     def _wait_for_drain(self) -> None:
         pass  # the next poll wakes the connection
 
     def write(self, data: bytes) -> None:
+        """Add to the answer of the waiting poll."""
         self._batch.append(data)
 
     def wrote(self) -> None:
+        """Answer the waiting poll with what the flush wrote."""
         self._answer()
 
     def heartbeat_due(self, now: float, heartbeat_s: float) -> None:
-        pass  # a held poll answers empty after poll_hold_s: that is the heartbeat
+        """None: a held poll answers empty after ``poll_hold_s``; that is the heartbeat."""
 
     def abort(self) -> None:
+        """Drop the waiting poll's connection, if any, and end the session."""
         if self.waiting is not None and self.transport is not None:
             self.transport.abort()
         self.session.request_close(CloseCode.SERVER_ERROR, "aborted")
@@ -116,7 +111,8 @@ class PollConnection(ClientConnection):
         if seq == self.seq - 1 and self.last_answer:
             return self.last_answer  # the previous answer was lost: the same again
         if seq != self.seq:
-            raise bad_handshake(f"stale cursor: the session is at {self.cursor(self.seq)}")
+            message = f"stale cursor: the session is at {self.cursor(self.seq)}"
+            raise refusal(Refusal.BAD_REQUEST, message)
         if self.final is not None:
             return self._closed_answer()
         if self.waiting is not None:  # a second poll at once: the first answers empty
@@ -131,7 +127,8 @@ class PollConnection(ClientConnection):
         except TimeoutError:
             if self.waiting is waiting:
                 self._answer()
-            return waiting.result()
+            answer: bytes = waiting.result()
+            return answer
         except asyncio.CancelledError:  # the client left: what is pending waits for it
             if self.waiting is waiting:
                 self.waiting = None
@@ -157,9 +154,9 @@ class PollConnection(ClientConnection):
 
     def _arm_expiry(self) -> None:
         self._disarm_expiry()
-        if self._sessions.get(self.session.id) is not self:
+        if self.clients.sessions.get(self.session.id) is not self:
             return  # dropped already: nothing to expire
-        self._expiry = self._loop.call_later(self.node.settings.poll_session_s, self._expired)
+        self._expiry = self._loop.call_later(self.clients.settings.poll_session_s, self._expired)
 
     def _disarm_expiry(self) -> None:
         if self._expiry is not None:
@@ -175,38 +172,31 @@ class PollConnection(ClientConnection):
     def _drop(self) -> None:
         """Forget the session (its close message was delivered, or nobody came for it)."""
         self._disarm_expiry()
-        self._sessions.pop(self.session.id, None)
+        self.clients.sessions.pop(self.session.id, None)
+
+    def _forget(self) -> None:
+        """Not yet when it leaves the node: the close message waits for the next poll."""
 
 
 async def poll_handler(request: web.Request) -> web.Response:
-    node: Node = request.app[NODE_KEY]
-    sessions = request.app[SESSIONS]
+    """``GET /poll``: the first opens a session, each next one (with its cursor) waits
+    for what the session has."""
+    clients = request.app[CLIENTS]
     cursor = request.query.get("cursor")
     if cursor:
         session_id, _, seq = cursor.partition(":")
-        conn = sessions.get(session_id)
+        conn = clients.sessions.get(session_id)
         if not isinstance(conn, PollConnection) or not seq.isdigit() or len(seq) > 15:
-            return unknown_session()
+            raise unknown_session()
         same_principal(request, conn)
     else:
-        params = admit(node, request, TRANSPORT)
-        with handshake(request, TRANSPORT) as admitted:
-            make_room(node, sessions, TRANSPORT)
-            conn = PollConnection(
-                node,
-                request,
-                mode=params.mode,
-                max_hz=params.max_hz,
-                admitted=admitted,
-                sessions=sessions,
-            )
-        conn.opened(params.symbols, params.max_hz)
-        conn.session.start(node.settings.heartbeat_s, params.symbols, params.resume)
+        conn = await open_connection(request, PollConnection)
         seq = "0"
-    body = await conn.poll(int(seq), request, node.settings.poll_hold_s)
+    body = await conn.poll(int(seq), request, clients.settings.poll_hold_s)
     return web.Response(body=body, headers=HEADERS)
 
 
 def add_routes(app: web.Application) -> None:
+    """``GET /poll`` and the ops of its sessions."""
     app.router.add_get("/poll", poll_handler)
     add_route(app, TRANSPORT)

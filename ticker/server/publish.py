@@ -4,8 +4,9 @@ Thin adapters: who is asking (a token with a ``pub`` claim, or, without an auth 
 only a loopback client; a browser only from an allowed origin), the body read within its
 bound, then ``ticker.core.publish`` checks it and ``PublishGate`` publishes all of it or
 none. Every HTTP refusal is JSON ``{"error": code, "message": ..., ...}`` with the status
-docs/publishing.md lists. The WebSocket handler answers each frame before it reads the
-next, so a publisher that outruns the server is slowed by TCP, never buffered.
+of its code in ``HTTP_REFUSALS`` (``refusals.py``; docs/publishing.md lists them). The
+WebSocket handler answers each frame before it reads the next, so a publisher that
+outruns the server is slowed by TCP, never buffered.
 """
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ from collections.abc import Iterator
 
 import orjson
 from aiohttp import WSMsgType, hdrs, web
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ticker.core.bus import Bus
+from ticker.core.codes import Refusal
 from ticker.core.entitlements import EVERYTHING, Entitlements, TokenError
 from ticker.core.idempotency import KeyReused, digest
 from ticker.core.publish import PublishLimits, PublishRefused, parse_publish
-from ticker.core.publish_gate import WS, PublishGate, retry_after
-from ticker.server.auth import BEARER_PROTOCOL, origin_allowed, token_from
-from ticker.server.node import NODE_KEY
+from ticker.core.publish_gate import WS, PublishGate
+from ticker.server.auth import BEARER_PROTOCOL, GATE, origin_allowed, token_from
+from ticker.server.refusals import refusal
 
 TRANSPORT = "http"
 PUBLISH_GATE = web.AppKey("publish_gate", PublishGate)
@@ -44,7 +48,7 @@ def _loopback(remote: str | None) -> bool:
 
 def publisher(request: web.Request) -> tuple[str, Entitlements]:
     """(who, what it may publish) of the request's sender, or a 401/403 refusal."""
-    settings = request.app[NODE_KEY].settings
+    settings = request.app[GATE].settings
     if not origin_allowed(
         request.headers.get(hdrs.ORIGIN), request.headers.get(hdrs.HOST), settings.allowed_origins
     ):
@@ -101,17 +105,11 @@ def _idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-def _refusal(exc: PublishRefused) -> web.Response:
-    headers = {}
-    if exc.status == 401:
-        headers[hdrs.WWW_AUTHENTICATE] = 'Bearer error="invalid_token"'
-    if exc.retry_after_s is not None:
-        headers[hdrs.RETRY_AFTER] = retry_after(exc.retry_after_s)
-    return web.json_response(exc.to_json(), status=exc.status, headers=headers, dumps=_dumps)
-
-
-def _dumps(obj: object) -> str:
-    return orjson.dumps(obj).decode()
+def _refused(exc: PublishRefused) -> web.HTTPException:
+    """The HTTP answer of a refused request, in the publish body shape."""
+    return refusal(
+        Refusal(exc.code), exc.message, body=exc.to_json(), retry_after_s=exc.retry_after_s
+    )
 
 
 async def publish_handler(request: web.Request) -> web.Response:
@@ -145,7 +143,7 @@ async def publish_handler(request: web.Request) -> web.Response:
         answer = orjson.dumps(gate.publish(who, allowed, batch))
     except PublishRefused as exc:
         gate.count(TRANSPORT, exc.code, ticks)
-        return _refusal(exc)
+        raise _refused(exc) from None
     if key is not None:
         gate.idempotency.remember(who, key, body_digest, 200, answer)
     gate.count(TRANSPORT, "accepted")
@@ -155,16 +153,16 @@ async def publish_handler(request: web.Request) -> web.Response:
 async def publisher_socket(request: web.Request) -> web.StreamResponse:
     """A long-lived publisher: one ``ack`` or ``error`` frame per ``publish`` frame."""
     gate = request.app[PUBLISH_GATE]
-    node = request.app[NODE_KEY]
+    node_gate = request.app[GATE]
     try:
         who, allowed = publisher(request)
-        if node.closing:
+        if node_gate.closing:
             raise PublishRefused(503, "shutting_down", "the server is shutting down")
     except PublishRefused as exc:
         gate.count(WS, exc.code)
-        return _refusal(exc)
+        raise _refused(exc) from None
     ws = web.WebSocketResponse(
-        heartbeat=node.settings.ping_interval_s,
+        heartbeat=node_gate.settings.ping_interval_s,
         max_msg_size=gate.limits.max_bytes,  # aiohttp closes with 1009 past it
         compress=False,
         decode_text=False,
@@ -196,7 +194,7 @@ async def close_publishers(app: web.Application) -> None:
     sockets = list(open_now)
     if not sockets:
         return
-    grace = app[NODE_KEY].settings.close_grace_s
+    grace = app[GATE].settings.close_grace_s
     closing = [ws.close(code=1001, message=b"server shutting down") for ws in sockets]
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(grace):
@@ -210,6 +208,7 @@ class PublishCollector(Collector):
         self.gate = gate
 
     def collect(self) -> Iterator[Metric]:
+        """The publish families, read now from the gate."""
         gate = self.gate
         requests = CounterMetricFamily(
             "ticker_publish_requests",
@@ -241,12 +240,13 @@ class PublishCollector(Collector):
         )
 
 
-def add_routes(app: web.Application, limits: PublishLimits) -> None:
-    """``/publish`` on the node's bus, and its metrics in the node's registry."""
-    node = app[NODE_KEY]
-    gate = app[PUBLISH_GATE] = PublishGate(node.bus, limits, clock=time.monotonic)
+def add_routes(
+    app: web.Application, bus: Bus, registry: CollectorRegistry, limits: PublishLimits
+) -> None:
+    """``/publish`` on ``bus`` (the node's), and its metrics in ``registry``."""
+    gate = app[PUBLISH_GATE] = PublishGate(bus, limits, clock=time.monotonic)
     app[PUBLISHER_SOCKETS] = set()
-    node.metrics.registry.register(PublishCollector(gate))
+    registry.register(PublishCollector(gate))
     app.router.add_post("/publish", publish_handler)
     app.router.add_get("/publish", publisher_socket)
     app.on_shutdown.append(close_publishers)

@@ -18,11 +18,11 @@ from aiohttp import HttpVersion11, web
 
 from ticker.core import protocol
 from ticker.core.history import format_positions
-from ticker.server.auth import Admitted, handshake
-from ticker.server.connection import ClientConnection
-from ticker.server.handshake import Resume, admit
-from ticker.server.http_ops import SESSIONS, add_route, make_room
-from ticker.server.node import NODE_KEY, Node
+from ticker.server.auth import Admitted
+from ticker.server.connection import ClientConnection, Clients
+from ticker.server.handshake import ConnectParams
+from ticker.server.http_ops import add_route
+from ticker.server.lifecycle import open_connection, serve
 
 log = logging.getLogger("ticker.server")
 
@@ -47,6 +47,7 @@ def sse_event(frame: bytes, event_id: str | None = None) -> bytes:
 
 
 def http_chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk (the stream is chunked; HTTP/1.0 is not)."""
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
@@ -54,31 +55,44 @@ class SseConnection(ClientConnection):
     """One SSE client; in mode ``all``, ``positions`` is what its events' ``id:`` says."""
 
     TRANSPORT = TRANSPORT
+    HTTP_SESSION = True
 
-    __slots__ = ("chunked", "ended", "positions")
+    __slots__ = ("chunked", "ended", "positions", "response")
 
     def __init__(
-        self,
-        node: Node,
-        request: web.Request,
-        *,
-        mode: str,
-        max_hz: float | None,
-        admitted: Admitted,
+        self, clients: Clients, request: web.Request, params: ConnectParams, admitted: Admitted
     ) -> None:
-        super().__init__(node, request, mode=mode, max_hz=max_hz, admitted=admitted)
+        super().__init__(clients, request, params, admitted)
         self.chunked = request.version >= HttpVersion11
         self.ended = asyncio.Event()
-        self.positions: dict[str, int] | None = {} if mode == "all" else None
+        self.response = web.StreamResponse(headers=HEADERS)
+        self.response.force_close()  # the stream is the connection: no keep-alive after it
+        self.positions: dict[str, int] | None = None
+        if params.mode == "all":
+            self.positions = self._resumed_at(params)
 
-    def resume_from(self, symbols: list[str], resume: Resume | None) -> None:
+    def _resumed_at(self, params: ConnectParams) -> dict[str, int]:
         """A resumed client is where it said it was (a symbol it missed nothing of gets no
         frame to move its position); a snapshot or replayed ticks move it on from there."""
-        positions = self.positions
-        if positions is None or resume is None or resume[0] != self.session.bus.epoch:
-            return
+        resume, symbols = params.resume, params.symbols
+        if resume is None or resume[0] != self.session.bus.epoch:
+            return {}
         every = "*" in symbols
-        positions.update((s, q) for s, q in resume[1].items() if every or s in symbols)
+        return {s: q for s, q in resume[1].items() if every or s in symbols}
+
+    async def prepare(self, request: web.Request) -> None:
+        """The stream's headers."""
+        await self.response.prepare(request)
+
+    async def wait_ended(self) -> None:
+        """Nothing to read: wait for the close, checking now and then that the peer is
+        there (a server that does not cancel handlers would not tell us otherwise)."""
+        while not self.ended.is_set() and self.is_open():
+            try:
+                async with asyncio.timeout(1.0):
+                    await self.ended.wait()
+            except TimeoutError:
+                pass
 
     def _event(self, frame: bytes, event_id: str | None) -> bytes:
         data = sse_event(frame, event_id)
@@ -94,9 +108,11 @@ class SseConnection(ClientConnection):
         return self._event(frame, self._position())
 
     def encode_ticks(self, frame: bytes) -> bytes:
+        """A ``ticks`` frame as an event; in mode ``all`` its ``id:`` is the position."""
         return self._event(frame, None if self.positions is None else self._position())
 
     def took_ticks(self) -> tuple[bytes, int]:
+        """The next ticks frame, the last ``q`` of each symbol noted as the position."""
         return self.session.take_ticks(self.positions)  # notes the last q of each symbol
 
     def _position(self) -> str:
@@ -113,7 +129,7 @@ class SseConnection(ClientConnection):
         try:
             if self.is_open():
                 self.write(self.encode(protocol.close(request.code, request.reason)))
-                async with asyncio.timeout(self.node.settings.close_grace_s):
+                async with asyncio.timeout(self.clients.settings.close_grace_s):
                     await self._flushed_or_abort()
         except TimeoutError:
             log.info("session=%s did not read its close event in time: aborted", self.session.id)
@@ -123,39 +139,13 @@ class SseConnection(ClientConnection):
 
 
 async def sse_handler(request: web.Request) -> web.StreamResponse:
-    node: Node = request.app[NODE_KEY]
-    params = admit(node, request, TRANSPORT)
-    sessions = request.app[SESSIONS]
-    with handshake(request, TRANSPORT) as admitted:
-        make_room(node, sessions, TRANSPORT)
-        response = web.StreamResponse(headers=HEADERS)
-        response.force_close()  # the stream is the connection: no keep-alive after it
-        await response.prepare(request)
-        conn = SseConnection(
-            node, request, mode=params.mode, max_hz=params.max_hz, admitted=admitted
-        )
-    sessions[conn.session.id] = conn
-    conn.opened(params.symbols, params.max_hz)
-    conn.resume_from(params.symbols, params.resume)
-    conn.session.start(node.settings.heartbeat_s, params.symbols, params.resume)
-    try:
-        # Nothing to read: wait for a close, checking now and then that the peer is there
-        # (a server that does not cancel handlers would not tell us otherwise).
-        while not conn.ended.is_set() and conn.is_open():
-            try:
-                async with asyncio.timeout(1.0):
-                    await conn.ended.wait()
-            except TimeoutError:
-                pass
-    finally:
-        try:
-            await conn.closed_by_deadline()
-        finally:
-            sessions.pop(conn.session.id, None)
-            conn.finish()
-    return response
+    """``GET /sse``: one client's stream, open until its session closes."""
+    conn = await open_connection(request, SseConnection)
+    await serve(conn, conn.wait_ended)
+    return conn.response
 
 
 def add_routes(app: web.Application) -> None:
+    """``GET /sse`` and the ops of its sessions."""
     app.router.add_get("/sse", sse_handler)
     add_route(app, TRANSPORT)

@@ -17,10 +17,10 @@ from typing import Any
 from aiohttp import WebSocketError, WSMsgType, web
 
 from ticker.core.codes import CloseCode
-from ticker.server.auth import BEARER_PROTOCOL, Admitted, handshake
-from ticker.server.connection import ClientConnection
-from ticker.server.handshake import admit
-from ticker.server.node import NODE_KEY, Node
+from ticker.server.auth import BEARER_PROTOCOL, Admitted
+from ticker.server.connection import ClientConnection, Clients
+from ticker.server.handshake import ConnectParams
+from ticker.server.lifecycle import open_connection, serve
 
 log = logging.getLogger("ticker.server")
 
@@ -69,6 +69,7 @@ class LimitedSocket(web.WebSocketResponse):
     async def close(
         self, *, code: int = CloseCode.NORMAL, message: bytes = b"", drain: bool = True
     ) -> bool:
+        """Close; a 1009 without a reason gets the one that names the limit."""
         if code == CloseCode.TOO_BIG and not message:
             message = self._too_big
         return await super().close(code=code, message=message, drain=drain)
@@ -86,23 +87,31 @@ class Connection(ClientConnection):
     __slots__ = ("ws",)
 
     def __init__(
-        self,
-        node: Node,
-        ws: web.WebSocketResponse,
-        request: web.Request,
-        *,
-        mode: str,
-        max_hz: float | None,
-        admitted: Admitted,
+        self, clients: Clients, request: web.Request, params: ConnectParams, admitted: Admitted
     ) -> None:
-        self.ws = ws
-        super().__init__(node, request, mode=mode, max_hz=max_hz, admitted=admitted)
+        settings = clients.settings
+        self.ws = LimitedSocket(
+            heartbeat=settings.ping_interval_s,
+            max_msg_size=settings.limits.max_message_bytes,
+            # off: per-client deflate costs memory and CPU, and inflating a client's frames
+            # is a decompression bomb to bound; max_msg_size bounds what we read
+            compress=False,
+            autoclose=False,
+            decode_text=False,  # bytes to orjson; bad UTF-8 is then bad_json, not a close
+            protocols=(BEARER_PROTOCOL,),  # echoed when the token came as a subprotocol
+        )
+        super().__init__(clients, request, params, admitted)
+
+    async def prepare(self, request: web.Request) -> None:
+        """The upgrade."""
+        await self.ws.prepare(request)
 
     def encode(self, frame: bytes) -> bytes:
         """A protocol frame as one prebuilt WebSocket text frame."""
         return text_frame(frame)
 
     def is_open(self) -> bool:
+        """The socket is not closed (nor its transport closing)."""
         return super().is_open() and not self.ws.closed
 
     async def _close(self) -> None:
@@ -111,7 +120,7 @@ class Connection(ClientConnection):
         request = self.session.close_request
         assert request is not None
         try:
-            async with asyncio.timeout(self.node.settings.close_grace_s):
+            async with asyncio.timeout(self.clients.settings.close_grace_s):
                 await self.ws.close(code=request.code, message=request.reason.encode())
                 await self._flushed_or_abort()
         except TimeoutError:
@@ -121,6 +130,7 @@ class Connection(ClientConnection):
             pass
 
     async def read_loop(self) -> None:
+        """Hand every frame the client sends to the session, until it is to close."""
         ws, session = self.ws, self.session
         while session.close_request is None:
             try:
@@ -149,33 +159,7 @@ class Connection(ClientConnection):
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    node: Node = request.app[NODE_KEY]
-    settings = node.settings
-    params = admit(node, request, TRANSPORT)
-    with handshake(request, TRANSPORT) as admitted:
-        ws = LimitedSocket(
-            heartbeat=settings.ping_interval_s,
-            max_msg_size=settings.limits.max_message_bytes,
-            # off: per-client deflate costs memory and CPU, and inflating a client's frames
-            # is a decompression bomb to bound; max_msg_size bounds what we read
-            compress=False,
-            autoclose=False,
-            decode_text=False,  # bytes to orjson; bad UTF-8 is then bad_json, not a close
-            protocols=(BEARER_PROTOCOL,),  # echoed when the token came as a subprotocol
-        )
-        await ws.prepare(request)
-        conn = Connection(
-            node, ws, request, mode=params.mode, max_hz=params.max_hz, admitted=admitted
-        )
-    conn.opened(params.symbols, params.max_hz)
-    conn.session.start(settings.heartbeat_s, params.symbols, params.resume)
-    try:
-        await conn.read_loop()
-    except ConnectionError:
-        pass
-    finally:
-        try:
-            await conn.closed_by_deadline()
-        finally:
-            conn.finish()
-    return ws
+    """``GET /ws``: one client's whole connection."""
+    conn = await open_connection(request, Connection)
+    await serve(conn, conn.read_loop)
+    return conn.ws
