@@ -3,9 +3,11 @@
 Thin adapters: who is asking (a token with a ``pub`` claim, or, without an auth key,
 only a loopback client; a browser only from an allowed origin), the body read within its
 bound, then ``ticker.core.publish`` checks it and ``PublishGate`` publishes all of it or
-none. Every HTTP refusal is JSON ``{"error": code, "message": ..., ...}`` with the status
-docs/publishing.md lists. The WebSocket handler answers each frame before it reads the
-next, so a publisher that outruns the server is slowed by TCP, never buffered.
+none: into the node's bus, or, in a cluster, through the broker's sequencer, which has
+Redis number it for every node. Every HTTP refusal is JSON ``{"error": code, "message":
+..., ...}`` with the status docs/publishing.md lists. The WebSocket handler answers each
+frame before it reads the next, so a publisher that outruns the server is slowed by TCP,
+never buffered.
 """
 
 from __future__ import annotations
@@ -21,16 +23,20 @@ from aiohttp import WSMsgType, hdrs, web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ticker.cluster.broker import Sequencer
+from ticker.cluster.sequencer import Idempotency
 from ticker.core.entitlements import EVERYTHING, Entitlements, TokenError
-from ticker.core.idempotency import KeyReused, digest
+from ticker.core.idempotency import digest
 from ticker.core.publish import PublishLimits, PublishRefused, parse_publish
 from ticker.core.publish_gate import WS, PublishGate, retry_after
+from ticker.core.ticks import TickBatch
 from ticker.server.auth import BEARER_PROTOCOL, origin_allowed, token_from
 from ticker.server.node import NODE_KEY
 
 TRANSPORT = "http"
 PUBLISH_GATE = web.AppKey("publish_gate", PublishGate)
 PUBLISHER_SOCKETS = web.AppKey("publisher_sockets", set[web.WebSocketResponse[bool]])
+SEQUENCER: web.AppKey[Sequencer | None] = web.AppKey("sequencer")
 MAX_IDEMPOTENCY_KEY = 255
 REPLAYED = "Idempotent-Replayed"
 
@@ -114,6 +120,27 @@ def _dumps(obj: object) -> str:
     return orjson.dumps(obj).decode()
 
 
+async def publish_batch(
+    app: web.Application,
+    who: str,
+    allowed: Entitlements,
+    batch: TickBatch,
+    idempotency: Idempotency | None,
+) -> tuple[bytes, bool]:
+    """Publish a checked batch, all or nothing: (the answer, whether an earlier request's
+    answer is given again). One node: into its bus. A cluster: the gate's checks, then one
+    call to the broker's sequencer, which may find the key used on another node."""
+    gate = app[PUBLISH_GATE]
+    sequencer = app[SEQUENCER]
+    if sequencer is None:
+        return orjson.dumps(gate.publish(who, allowed, batch)), False
+    gate.admit(who, allowed, batch)
+    done = await sequencer(batch, idempotency)
+    if not done.replayed:
+        gate.ticks += len(batch)
+    return orjson.dumps({"accepted": len(batch), "q": done.q}), done.replayed
+
+
 async def publish_handler(request: web.Request) -> web.Response:
     """One request: every tick published, or none and every reason why."""
     gate = request.app[PUBLISH_GATE]
@@ -124,14 +151,7 @@ async def publish_handler(request: web.Request) -> web.Response:
         body = await read_body(request, gate.limits.max_bytes)
         body_digest = digest(body)
         if key is not None:
-            try:
-                found = gate.idempotency.lookup(who, key, body_digest)
-            except KeyReused:
-                raise PublishRefused(
-                    422,
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used with another body: use a new key per request",
-                ) from None
+            found = gate.lookup(who, key, body_digest, "Idempotency-Key")
             if found is not None:
                 gate.count(TRANSPORT, "replayed")
                 return web.Response(
@@ -142,14 +162,18 @@ async def publish_handler(request: web.Request) -> web.Response:
                 )
         batch = parse_publish(request.headers.get(hdrs.CONTENT_TYPE), body, gate.limits)
         ticks = len(batch)
-        answer = orjson.dumps(gate.publish(who, allowed, batch))
+        idempotency = None
+        if key is not None:
+            idempotency = Idempotency(who, key, body_digest, gate.limits.idempotency_ttl_s)
+        answer, replayed = await publish_batch(request.app, who, allowed, batch, idempotency)
     except PublishRefused as exc:
         gate.count(TRANSPORT, exc.code, ticks)
         return _refusal(exc)
     if key is not None:
         gate.idempotency.remember(who, key, body_digest, 200, answer)
-    gate.count(TRANSPORT, "accepted")
-    return web.Response(body=answer, content_type="application/json")
+    gate.count(TRANSPORT, "replayed" if replayed else "accepted")
+    headers = {REPLAYED: "true"} if replayed else None
+    return web.Response(body=answer, content_type="application/json", headers=headers)
 
 
 async def publisher_socket(request: web.Request) -> web.StreamResponse:
@@ -177,7 +201,7 @@ async def publisher_socket(request: web.Request) -> web.StreamResponse:
     try:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
-                reply = gate.publish_frame(who, allowed, msg.data)
+                reply = await _publish_frame(request.app, who, allowed, msg.data)
             elif msg.type is WSMsgType.BINARY:
                 reply = b'{"type":"error","code":"bad_request","message":"send text frames"}'
             else:
@@ -188,6 +212,22 @@ async def publisher_socket(request: web.Request) -> web.StreamResponse:
         sockets.discard(ws)
         gate.publishers -= 1
     return ws
+
+
+async def _publish_frame(
+    app: web.Application, who: str, allowed: Entitlements, data: bytes
+) -> bytes:
+    """The ``ack`` or ``error`` frame answering one publisher frame."""
+    gate = app[PUBLISH_GATE]
+    frame = gate.open_frame(who, data)
+    if isinstance(frame, bytes):
+        return frame
+    idempotency = Idempotency(who, frame.key, frame.digest, gate.limits.idempotency_ttl_s)
+    try:
+        answer, replayed = await publish_batch(app, who, allowed, frame.batch, idempotency)
+    except PublishRefused as exc:
+        return gate.error_frame(frame.batch_id, exc, len(frame.batch))
+    return gate.acked(who, frame, answer, replayed=replayed)
 
 
 async def close_publishers(app: web.Application) -> None:
@@ -246,6 +286,7 @@ def add_routes(app: web.Application, limits: PublishLimits) -> None:
     node = app[NODE_KEY]
     gate = app[PUBLISH_GATE] = PublishGate(node.bus, limits, clock=time.monotonic)
     app[PUBLISHER_SOCKETS] = set()
+    app[SEQUENCER] = node.broker.take_publishes()
     node.metrics.registry.register(PublishCollector(gate))
     app.router.add_post("/publish", publish_handler)
     app.router.add_get("/publish", publisher_socket)
