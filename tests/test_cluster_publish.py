@@ -175,13 +175,21 @@ async def test_without_redis_a_publish_is_refused_whole_and_said_so(
     absent = RedisServer(require("redis-server"), tmp_path)  # never started
     _, server = await start_node(absent.url)
     async with aiohttp.ClientSession() as http:
-        status, body, _ = await post(http, server.make_url("/publish"), [{"s": "A", "p": 1}])
-        assert (status, body["error"]) == (503, "cluster_unavailable")
+        status, body, headers = await post(http, server.make_url("/publish"), [{"s": "A", "p": 1}])
+        assert (status, body["error"], headers["Retry-After"]) == (503, "cluster_unavailable", "1")
         assert "nothing was published" in body["message"]
+        ws = await http.ws_connect(server.make_url("/publish"))
+        await ws.send_json({"op": "publish", "id": 1, "ticks": [{"s": "A", "p": 1}]})
+        error = await ws.receive_json()
+        assert (error["code"], error["id"], error["retry_after"]) == ("cluster_unavailable", 1, 1)
+        await ws.close()
         async with http.get(server.make_url("/metrics")) as resp:
             metrics = await resp.text()
-    line = 'ticker_publish_requests_total{result="cluster_unavailable",transport="http"} 1.0'
-    assert line in metrics
+    for transport in ("http", "ws"):
+        line = (
+            f'ticker_publish_requests_total{{result="cluster_unavailable",transport="{transport}"}}'
+        )
+        assert f"{line} 1.0" in metrics
 
 
 async def test_q_goes_on_after_redis_lost_its_data(

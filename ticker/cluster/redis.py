@@ -54,12 +54,12 @@ from ticker.cluster.sequencer import (
     Sequenced,
     sequence_call,
     sequenced,
+    unavailable,
 )
 from ticker.cluster.stats import RedisStats
 from ticker.cluster.wire import Keys, decode_tick, origin_prefix, valid_symbol
 from ticker.core.backoff import Backoff
 from ticker.core.bus import WILDCARD, Bus
-from ticker.core.publish import PublishRefused
 from ticker.core.ticks import Tick, TickBatch, now_us
 
 log = logging.getLogger("ticker.cluster")
@@ -148,9 +148,7 @@ class RedisBroker:
         """
         script = self._sequence
         if script is None or not self.stats.link_up:
-            raise PublishRefused(
-                503, "cluster_unavailable", "redis is unreachable: nothing was published; retry"
-            )
+            raise unavailable("redis is unreachable: nothing was published; retry")
         call = sequence_call(
             self.keys,
             self._bus.epoch,
@@ -166,15 +164,11 @@ class RedisBroker:
         except EpochMoved:
             self._refresh = True  # join the cluster's epoch, then publishers may retry
             self._work.set()
-            raise PublishRefused(
-                503, "cluster_unavailable", "this node is joining the cluster's epoch: retry"
-            ) from None
+            raise unavailable("this node is joining the cluster's epoch: retry") from None
         except (RedisError, OSError) as exc:
-            raise PublishRefused(
-                503,
-                "cluster_unavailable",
+            raise unavailable(
                 f"redis did not answer ({type(exc).__name__}): the batch may or may not have"
-                " been published; retry with the same Idempotency-Key or batch id",
+                " been published; retry with the same Idempotency-Key or batch id"
             ) from None
 
     @property

@@ -182,6 +182,15 @@ def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
+RETRY_AFTER_S = 1.0
+"""What a publisher refused for a Redis outage is told to wait (``Retry-After``)."""
+
+
+def unavailable(message: str) -> PublishRefused:
+    """The cluster cannot take a batch now: 503, never queued; the publisher retries."""
+    return PublishRefused(503, "cluster_unavailable", message, retry_after_s=RETRY_AFTER_S)
+
+
 class EpochMoved(Exception):
     """Redis holds another epoch than the node's: the node must join it before publishing."""
 
