@@ -9,9 +9,7 @@ the headline: publishes to both nodes for one symbol, at once, make one gap-free
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,8 +20,8 @@ from aiohttp.test_utils import TestServer
 
 from tests.net import free_port, wait_ready
 from tests.redis_server import RedisServer
+from tests.test_redis_cluster import config, eventually, spawn
 from ticker.client import Publisher
-from ticker.cluster.config import RedisConfig
 from ticker.cluster.redis import RedisBroker
 from ticker.cluster.sequencer import (
     PUBLISHED_ORIGIN,
@@ -101,10 +99,6 @@ def test_replies_become_answers_or_refusals() -> None:
 # -- in-process nodes on a real Redis ---------------------------------------------------
 
 
-def config(url: str) -> RedisConfig:
-    return RedisConfig(url, backoff_initial=0.05, backoff_max=0.2, timeout=1.0, ping_interval=0.5)
-
-
 StartNode = Callable[..., Awaitable[tuple[Node, TestServer]]]
 
 
@@ -120,12 +114,6 @@ async def start_node(aiohttp_server: Any) -> StartNode:
 async def post(http: aiohttp.ClientSession, url: Any, ticks: list[Msg], **headers: str) -> Any:
     async with http.post(url, json={"ticks": ticks}, headers=headers) as resp:
         return resp.status, await resp.json(), resp.headers
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 async def ticks_until(
@@ -218,19 +206,6 @@ async def test_q_goes_on_after_redis_lost_its_data(
 
 
 # -- two node processes ------------------------------------------------------------------
-
-
-async def spawn(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ticker",
-        *args,
-        "--log-level",
-        "warning",
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
 
 
 async def watch(http: aiohttp.ClientSession, port: int) -> aiohttp.ClientWebSocketResponse:
