@@ -6,13 +6,15 @@ import asyncio
 import io
 import os
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from tests.redis_server import RedisServer
 from ticker.core.session import Limits
 from ticker.server.app import create_app
 from ticker.server.node import Node
@@ -41,6 +43,15 @@ class TtyBuffer(io.StringIO):
 
 
 StartServer = Callable[..., Awaitable[tuple[Node, TestServer]]]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh ``redis-server`` of the test's own, stopped (by its PID) after it."""
+    server = RedisServer(require("redis-server"), tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,6 @@ from ticker.server.node import Node
 from ticker.server.settings import Settings
 
 Msg = dict[str, Any]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(require("redis-server"), tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def config(url: str, **overrides: Any) -> RedisConfig:

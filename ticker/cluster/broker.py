@@ -9,16 +9,22 @@ the bus through its two hooks: ``on_publish`` (forward what local feeds publish)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from ticker.cluster.sequencer import Idempotency, Sequenced
 from ticker.core.bus import Bus
+from ticker.core.ticks import TickBatch
 
 RestartClients = Callable[[], None]
 """Asks the node to close its clients with 1001: the cluster's stream restarted (a new
 epoch), so their ``q`` values no longer compare; they reconnect and resubscribe."""
+
+Sequencer = Callable[[TickBatch, Idempotency | None], Awaitable[Sequenced]]
+"""Publishes a checked batch to the whole cluster, which numbers it (``sequencer.py``);
+raises ``PublishRefused`` when the cluster cannot take it."""
 
 
 class Broker(Protocol):
@@ -27,6 +33,12 @@ class Broker(Protocol):
     @property
     def ready(self) -> bool:
         """The broker can serve what it is for (a Redis broker: its link is up and synced)."""
+        ...
+
+    def take_publishes(self) -> Sequencer | None:
+        """The node accepts publishers (``--publish``), called before ``start``: where their
+        batches go. None: straight into the node's bus, which numbers them; else to the
+        cluster, which gives ``q`` whichever node took them."""
         ...
 
     async def start(
@@ -53,6 +65,9 @@ class LocalBroker:
 
     name = "local"
     ready = True
+
+    def take_publishes(self) -> None:
+        return None
 
     async def start(
         self, bus: Bus, local_symbols: Iterable[str], restart_clients: RestartClients

@@ -65,6 +65,10 @@ class Continuity:
             fresh.append(tick)
         return fresh, gapped
 
+    def last(self, symbol: str) -> int:
+        """The highest ``q`` seen of ``symbol`` (0: none): where a lost counter restarts."""
+        return self._seen.get(symbol, 0)
+
     def forget_channel(self, channel: str) -> None:
         """A channel was (re)subscribed: its next message number is the new baseline."""
         for key in [k for k in self._numbers if k[1] == channel]:

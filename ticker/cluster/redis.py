@@ -38,6 +38,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ticker.cluster.broker import RestartClients
@@ -46,11 +47,20 @@ from ticker.cluster.continuity import Continuity
 from ticker.cluster.inbox import Inbox
 from ticker.cluster.metrics import RedisCollector
 from ticker.cluster.outbox import ROUND_SCRIPT, Outbox
+from ticker.cluster.sequencer import (
+    SEQUENCE_SCRIPT,
+    EpochMoved,
+    Idempotency,
+    Sequenced,
+    sequence_call,
+    sequenced,
+    unavailable,
+)
 from ticker.cluster.stats import RedisStats
 from ticker.cluster.wire import Keys, decode_tick, origin_prefix, valid_symbol
 from ticker.core.backoff import Backoff
 from ticker.core.bus import WILDCARD, Bus
-from ticker.core.ticks import Tick
+from ticker.core.ticks import Tick, TickBatch, now_us
 
 log = logging.getLogger("ticker.cluster")
 
@@ -99,6 +109,8 @@ class RedisBroker:
         self._out = Outbox(own, self._channel, config.max_pending_bytes, self.stats)
         self._in = Inbox(own, self._channel, self.stats, self.continuity)
         self._relaying = False
+        self._publishing = False  # publishers may send batches through this node
+        self._sequence: AsyncScript | None = None  # SEQUENCE_SCRIPT on the link, while up
         self._refresh = False  # an origin announced itself: re-read epoch and universe
         # Lifecycle.
         self._outgoing_ready = asyncio.Event()
@@ -120,6 +132,44 @@ class RedisBroker:
     @property
     def ready(self) -> bool:
         return self.stats.link_up
+
+    def take_publishes(self) -> RedisBroker:
+        """Publishers' batches go to Redis, which numbers them (``__call__``); like an
+        origin, the node then sets the cluster's epoch if Redis has none."""
+        self._publishing = True
+        return self
+
+    async def __call__(self, batch: TickBatch, idempotency: Idempotency | None) -> Sequenced:
+        """Publish a checked batch to the cluster in one script call (``sequencer.py``).
+
+        Refused with 503 while the link is down: nothing is queued, the publisher retries.
+        A call that failed on the way may still have been run: a retry with the same
+        idempotency key is then answered, not published again.
+        """
+        script = self._sequence
+        if script is None or not self.stats.link_up:
+            raise unavailable("redis is unreachable: nothing was published; retry")
+        call = sequence_call(
+            self.keys,
+            self._bus.epoch,
+            batch,
+            now_us(),
+            self._channel,
+            self.continuity.last,
+            idempotency,
+        )
+        try:
+            reply = await script(keys=call.keys, args=call.args)
+            return sequenced(reply, call.symbols)
+        except EpochMoved:
+            self._refresh = True  # join the cluster's epoch, then publishers may retry
+            self._work.set()
+            raise unavailable("this node is joining the cluster's epoch: retry") from None
+        except (RedisError, OSError) as exc:
+            raise unavailable(
+                f"redis did not answer ({type(exc).__name__}): the batch may or may not have"
+                " been published; retry with the same Idempotency-Key or batch id"
+            ) from None
 
     @property
     def subscribed(self) -> frozenset[str]:
@@ -246,6 +296,7 @@ class RedisBroker:
             self._connected = True
             await self._handshake(client)
             await pubsub.subscribe(self.keys.control)
+            self._sequence = client.register_script(SEQUENCE_SCRIPT)
             self._link_up()
             self._work.set()  # subscribe what local clients want
             self._outgoing_ready.set()
@@ -254,6 +305,7 @@ class RedisBroker:
             )
         finally:
             self._connected = False
+            self._sequence = None
             if self._stopping:
                 self.stats.link_up = False
             self._in.subscribed = set()  # a new link starts with no subscription
@@ -313,13 +365,14 @@ class RedisBroker:
         """Join the cluster's epoch; an origin continues ``q`` from the hash and re-syncs it."""
         keys, out = self.keys, self._out
         local = out.local
-        if local:
+        if local or self._publishing:
             await client.set(keys.epoch, self._bus.epoch, nx=True)
         await self._read_epoch(client)
         if local:
             await self._continue_sequences(client)
             pipe = client.pipeline(transaction=False)
             pipe.sadd(keys.symbols, *local)
+            pipe.sadd(keys.fed, *local)
             if out.latest:
                 pipe.hset(keys.last, mapping=dict(out.latest.items()))
             pipe.publish(keys.control, b"hello")
@@ -405,6 +458,7 @@ class RedisBroker:
         pipe = client.pipeline(transaction=False)
         if taken.undeclared:
             pipe.sadd(keys.symbols, *taken.undeclared)
+            pipe.sadd(keys.fed, *taken.undeclared)
         if taken.script_args is not None:
             pipe.eval(ROUND_SCRIPT, 1, keys.last, *taken.script_args)
         if taken.undeclared:

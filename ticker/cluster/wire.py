@@ -50,6 +50,21 @@ class Keys:
         return f"{self.prefix}:symbols"
 
     @property
+    def fed(self) -> str:
+        """A set: the symbols origins' feeds serve (their q is the feed's: never published)."""
+        return f"{self.prefix}:fed"
+
+    @property
+    def counters(self) -> str:
+        """A hash: symbol -> the last q given to a published tick (``sequencer.py``)."""
+        return f"{self.prefix}:q"
+
+    @property
+    def numbers(self) -> str:
+        """A hash: channel -> the number of the last published message on it."""
+        return f"{self.prefix}:n"
+
+    @property
     def control(self) -> str:
         """A channel: origins announce themselves here (epoch or universe may have changed)."""
         return f"{self.prefix}:control"

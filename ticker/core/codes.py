@@ -149,6 +149,8 @@ class Refusal(StrEnum):
     TOO_MANY_HANDSHAKES = "too_many_handshakes"
     TOO_MANY_DELAYS = "too_many_delays"
     TOO_MANY_SESSIONS = "too_many_sessions"
+    FED_SYMBOL = "fed_symbol"
+    CLUSTER_UNAVAILABLE = "cluster_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,7 @@ HTTP_REFUSALS: dict[Refusal, HttpRefusal] = {
     Refusal.UNKNOWN_SESSION: HttpRefusal(404, Retry.NEVER),
     Refusal.TOO_LARGE: HttpRefusal(413, Retry.NEVER),
     Refusal.UNSUPPORTED_MEDIA_TYPE: HttpRefusal(415, Retry.NEVER),
+    Refusal.FED_SYMBOL: HttpRefusal(409, Retry.NEVER),
     Refusal.IDEMPOTENCY_KEY_REUSED: HttpRefusal(422, Retry.NEVER),
     Refusal.RATE_LIMITED: HttpRefusal(429, Retry.LONG_BACKOFF),
     Refusal.TOO_MANY_FOR_SUBJECT: _HELD,
@@ -185,6 +188,7 @@ HTTP_REFUSALS: dict[Refusal, HttpRefusal] = {
     Refusal.TOO_MANY_HANDSHAKES: _BUSY,
     Refusal.TOO_MANY_DELAYS: HttpRefusal(503, Retry.BACKOFF),
     Refusal.TOO_MANY_SESSIONS: HttpRefusal(503, Retry.BACKOFF),
+    Refusal.CLUSTER_UNAVAILABLE: HttpRefusal(503, Retry.BACKOFF, 1.0),
 }
 """Status, retry advice and ``Retry-After`` of every HTTP refusal (docs/protocol.md,
 docs/publishing.md)."""

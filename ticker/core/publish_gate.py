@@ -4,6 +4,8 @@ The transports (``POST /publish``, the publisher WebSocket) decode and check a r
 with ``ticker.core.publish``, learn who sent it, and hand the batch here. The gate
 refuses the whole batch or publishes the whole batch, in one synchronous call, so no
 other publish can interleave with it and no subscriber ever sees part of a refused one.
+In a cluster the transport asks ``admit`` only and hands the batch to the cluster's
+sequencer instead (``ticker/cluster/sequencer.py``), which numbers it for every node.
 It also keeps the plain counters the metrics collector reads at scrape time.
 """
 
@@ -13,13 +15,14 @@ import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ticker.core.bus import Bus
 from ticker.core.entitlements import Entitlements
-from ticker.core.idempotency import IdempotencyCache, KeyReused, digest
+from ticker.core.idempotency import IdempotencyCache, KeyReused, Remembered, digest
 from ticker.core.publish import PublishLimits, PublishRefused, accepted, check_ticks
 from ticker.core.ratelimit import TokenBucket
 from ticker.core.ticks import TickBatch
@@ -28,6 +31,24 @@ MAX_BATCH_ID = 64
 MAX_PUBLISHERS = 10_000
 """Rate buckets kept at once, least recently used dropped first (a dropped publisher
 starts again with a full bucket: the bound costs at most one extra burst)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A publisher WebSocket's frame, decoded and checked, not yet published."""
+
+    batch_id: object
+    key: str
+    """The frame's idempotency key (scoped to the publisher like an ``Idempotency-Key``)."""
+    digest: bytes
+    batch: TickBatch
+
+
+def key_reused(what: str) -> PublishRefused:
+    """The refusal of a retry key seen before with another body."""
+    return PublishRefused(
+        422, "idempotency_key_reused", f"this {what} was used for another batch: use a new one"
+    )
 
 
 class PublishGate:
@@ -51,7 +72,15 @@ class PublishGate:
         """Publisher WebSockets open now."""
 
     def publish(self, who: str, allowed: Entitlements, batch: TickBatch) -> dict[str, Any]:
-        """Publishes the whole batch or raises ``PublishRefused``; returns the answer."""
+        """Publishes the whole batch into the bus or raises ``PublishRefused``; returns the
+        answer."""
+        self.admit(who, allowed, batch)
+        self.bus.publish(batch)
+        self.ticks += len(batch)
+        return accepted(batch)
+
+    def admit(self, who: str, allowed: Entitlements, batch: TickBatch) -> None:
+        """Raises ``PublishRefused`` unless this publisher may publish all of it, now."""
         symbols = list(dict.fromkeys(tick["s"] for tick in batch))
         _, refused = allowed.split(symbols)
         if refused:
@@ -80,9 +109,6 @@ class PublishGate:
                 f" retry in {wait:.1f} s",
                 retry_after_s=wait,
             )
-        bus.publish(batch)
-        self.ticks += len(batch)
-        return accepted(batch)
 
     def _bucket(self, who: str) -> TokenBucket:
         buckets = self._buckets
@@ -97,8 +123,16 @@ class PublishGate:
             buckets.move_to_end(who)
         return bucket
 
-    def publish_frame(self, who: str, allowed: Entitlements, data: bytes) -> bytes:
-        """The answer to one publisher WebSocket frame: an ``ack`` or an ``error`` frame.
+    def lookup(self, who: str, key: str, body_digest: bytes, what: str) -> Remembered | None:
+        """The first answer to a retried key, None for a new one; 422 for another body."""
+        try:
+            return self.idempotency.lookup(who, key, body_digest)
+        except KeyReused:
+            raise key_reused(what) from None
+
+    def open_frame(self, who: str, data: bytes) -> Frame | bytes:
+        """A publisher WebSocket frame, checked and ready to publish, or its answer now
+        (an ``error`` frame, or the first ``ack`` again).
 
         ``{"op": "publish", "id": ID, "ticks": [...]}``; an id acked before within the TTL
         (the same frame resent after a reconnect) gets its first ack again, marked
@@ -110,30 +144,32 @@ class PublishGate:
             batch_id, items = self._publish_op(data)
             ticks = len(items)
             key, body_digest = f"ws:{batch_id}", digest(data)
-            try:
-                found = self.idempotency.lookup(who, key, body_digest)
-            except KeyReused:
-                raise PublishRefused(
-                    422, "idempotency_key_reused", "this batch id was used for another batch"
-                ) from None
+            found = self.lookup(who, key, body_digest, "batch id")
             if found is not None:
                 self.count(WS, "replayed")
                 return _ack(batch_id, found.answer, replayed=True)
-            answer = orjson.dumps(self.publish(who, allowed, check_ticks(items)))
+            return Frame(batch_id, key, body_digest, check_ticks(items))
         except PublishRefused as exc:
-            self.count(WS, exc.code, ticks)
-            frame: dict[str, Any] = {"type": "error"}
-            if batch_id is not None:
-                frame["id"] = batch_id
-            body = exc.to_json()
-            frame["code"] = body.pop("error")
-            frame.update(body)
-            if exc.retry_after_s is not None:
-                frame["retry_after"] = round(exc.retry_after_s, 3)
-            return orjson.dumps(frame)
-        self.idempotency.remember(who, key, body_digest, 200, answer)
-        self.count(WS, "accepted")
-        return _ack(batch_id, answer, replayed=False)
+            return self.error_frame(batch_id, exc, ticks)
+
+    def acked(self, who: str, frame: Frame, answer: bytes, *, replayed: bool = False) -> bytes:
+        """The ``ack`` of a published frame (remembered for its retries)."""
+        self.idempotency.remember(who, frame.key, frame.digest, 200, answer)
+        self.count(WS, "replayed" if replayed else "accepted")
+        return _ack(frame.batch_id, answer, replayed=replayed)
+
+    def error_frame(self, batch_id: object, exc: PublishRefused, ticks: int) -> bytes:
+        """The ``error`` frame of a refused batch (counted)."""
+        self.count(WS, exc.code, ticks)
+        frame: dict[str, Any] = {"type": "error"}
+        if batch_id is not None:
+            frame["id"] = batch_id
+        body = exc.to_json()
+        frame["code"] = body.pop("error")
+        frame.update(body)
+        if exc.retry_after_s is not None:
+            frame["retry_after"] = round(exc.retry_after_s, 3)
+        return orjson.dumps(frame)
 
     def _publish_op(self, data: bytes) -> tuple[object, list[Any]]:
         try:

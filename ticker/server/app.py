@@ -96,7 +96,13 @@ def create_app(node: Node, metrics_sockets: Sequence[socket.socket] = ()) -> web
     elif settings.metrics:
         app.cleanup_ctx.append(metrics_site(metrics_sockets))
     if settings.publish is not None:
-        publish.add_routes(app, node.bus, node.metrics.registry, settings.publish)
+        publish.add_routes(
+            app,
+            node.bus,
+            node.metrics.registry,
+            settings.publish,
+            node.broker.take_publishes(),
+        )
     add_dashboard_routes(app)
 
     async def feeds(app: web.Application) -> AsyncIterator[None]:

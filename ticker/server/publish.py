@@ -3,10 +3,11 @@
 Thin adapters: who is asking (a token with a ``pub`` claim, or, without an auth key,
 only a loopback client; a browser only from an allowed origin), the body read within its
 bound, then ``ticker.core.publish`` checks it and ``PublishGate`` publishes all of it or
-none. Every HTTP refusal is JSON ``{"error": code, "message": ..., ...}`` with the status
-of its code in ``HTTP_REFUSALS`` (``refusals.py``; docs/publishing.md lists them). The
-WebSocket handler answers each frame before it reads the next, so a publisher that
-outruns the server is slowed by TCP, never buffered.
+none: into the node's bus, or, in a cluster, through the broker's sequencer, which has
+Redis number it for every node. Every HTTP refusal is JSON ``{"error": code, "message":
+..., ...}`` with the status of its code in ``HTTP_REFUSALS`` (``refusals.py``;
+docs/publishing.md lists them). The WebSocket handler answers each frame before it reads
+the next, so a publisher that outruns the server is slowed by TCP, never buffered.
 """
 
 from __future__ import annotations
@@ -23,18 +24,22 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ticker.cluster.broker import Sequencer
+from ticker.cluster.sequencer import Idempotency
 from ticker.core.bus import Bus
 from ticker.core.codes import Refusal
 from ticker.core.entitlements import EVERYTHING, Entitlements, TokenError
-from ticker.core.idempotency import KeyReused, digest
+from ticker.core.idempotency import digest
 from ticker.core.publish import PublishLimits, PublishRefused, parse_publish
 from ticker.core.publish_gate import WS, PublishGate
+from ticker.core.ticks import TickBatch
 from ticker.server.auth import BEARER_PROTOCOL, GATE, origin_allowed, token_from
 from ticker.server.refusals import refusal
 
 TRANSPORT = "http"
 PUBLISH_GATE = web.AppKey("publish_gate", PublishGate)
 PUBLISHER_SOCKETS = web.AppKey("publisher_sockets", set[web.WebSocketResponse[bool]])
+SEQUENCER: web.AppKey[Sequencer | None] = web.AppKey("sequencer")
 MAX_IDEMPOTENCY_KEY = 255
 REPLAYED = "Idempotent-Replayed"
 
@@ -112,6 +117,27 @@ def _refused(exc: PublishRefused) -> web.HTTPException:
     )
 
 
+async def publish_batch(
+    app: web.Application,
+    who: str,
+    allowed: Entitlements,
+    batch: TickBatch,
+    idempotency: Idempotency | None,
+) -> tuple[bytes, bool]:
+    """Publish a checked batch, all or nothing: (the answer, whether an earlier request's
+    answer is given again). One node: into its bus. A cluster: the gate's checks, then one
+    call to the broker's sequencer, which may find the key used on another node."""
+    gate = app[PUBLISH_GATE]
+    sequencer = app[SEQUENCER]
+    if sequencer is None:
+        return orjson.dumps(gate.publish(who, allowed, batch)), False
+    gate.admit(who, allowed, batch)
+    done = await sequencer(batch, idempotency)
+    if not done.replayed:
+        gate.ticks += len(batch)
+    return orjson.dumps({"accepted": len(batch), "q": done.q}), done.replayed
+
+
 async def publish_handler(request: web.Request) -> web.Response:
     """One request: every tick published, or none and every reason why."""
     gate = request.app[PUBLISH_GATE]
@@ -122,14 +148,7 @@ async def publish_handler(request: web.Request) -> web.Response:
         body = await read_body(request, gate.limits.max_bytes)
         body_digest = digest(body)
         if key is not None:
-            try:
-                found = gate.idempotency.lookup(who, key, body_digest)
-            except KeyReused:
-                raise PublishRefused(
-                    422,
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used with another body: use a new key per request",
-                ) from None
+            found = gate.lookup(who, key, body_digest, "Idempotency-Key")
             if found is not None:
                 gate.count(TRANSPORT, "replayed")
                 return web.Response(
@@ -140,14 +159,18 @@ async def publish_handler(request: web.Request) -> web.Response:
                 )
         batch = parse_publish(request.headers.get(hdrs.CONTENT_TYPE), body, gate.limits)
         ticks = len(batch)
-        answer = orjson.dumps(gate.publish(who, allowed, batch))
+        idempotency = None
+        if key is not None:
+            idempotency = Idempotency(who, key, body_digest, gate.limits.idempotency_ttl_s)
+        answer, replayed = await publish_batch(request.app, who, allowed, batch, idempotency)
     except PublishRefused as exc:
         gate.count(TRANSPORT, exc.code, ticks)
         raise _refused(exc) from None
     if key is not None:
         gate.idempotency.remember(who, key, body_digest, 200, answer)
-    gate.count(TRANSPORT, "accepted")
-    return web.Response(body=answer, content_type="application/json")
+    gate.count(TRANSPORT, "replayed" if replayed else "accepted")
+    headers = {REPLAYED: "true"} if replayed else None
+    return web.Response(body=answer, content_type="application/json", headers=headers)
 
 
 async def publisher_socket(request: web.Request) -> web.StreamResponse:
@@ -175,7 +198,7 @@ async def publisher_socket(request: web.Request) -> web.StreamResponse:
     try:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
-                reply = gate.publish_frame(who, allowed, msg.data)
+                reply = await _publish_frame(request.app, who, allowed, msg.data)
             elif msg.type is WSMsgType.BINARY:
                 reply = b'{"type":"error","code":"bad_request","message":"send text frames"}'
             else:
@@ -186,6 +209,22 @@ async def publisher_socket(request: web.Request) -> web.StreamResponse:
         sockets.discard(ws)
         gate.publishers -= 1
     return ws
+
+
+async def _publish_frame(
+    app: web.Application, who: str, allowed: Entitlements, data: bytes
+) -> bytes:
+    """The ``ack`` or ``error`` frame answering one publisher frame."""
+    gate = app[PUBLISH_GATE]
+    frame = gate.open_frame(who, data)
+    if isinstance(frame, bytes):
+        return frame
+    idempotency = Idempotency(who, frame.key, frame.digest, gate.limits.idempotency_ttl_s)
+    try:
+        answer, replayed = await publish_batch(app, who, allowed, frame.batch, idempotency)
+    except PublishRefused as exc:
+        return gate.error_frame(frame.batch_id, exc, len(frame.batch))
+    return gate.acked(who, frame, answer, replayed=replayed)
 
 
 async def close_publishers(app: web.Application) -> None:
@@ -241,11 +280,17 @@ class PublishCollector(Collector):
 
 
 def add_routes(
-    app: web.Application, bus: Bus, registry: CollectorRegistry, limits: PublishLimits
+    app: web.Application,
+    bus: Bus,
+    registry: CollectorRegistry,
+    limits: PublishLimits,
+    sequencer: Sequencer | None = None,
 ) -> None:
-    """``/publish`` on ``bus`` (the node's), and its metrics in ``registry``."""
+    """``/publish`` on ``bus`` (the node's), and its metrics in ``registry``; with a
+    ``sequencer`` (a cluster's broker), batches are numbered in Redis instead."""
     gate = app[PUBLISH_GATE] = PublishGate(bus, limits, clock=time.monotonic)
     app[PUBLISHER_SOCKETS] = set()
+    app[SEQUENCER] = sequencer
     registry.register(PublishCollector(gate))
     app.router.add_post("/publish", publish_handler)
     app.router.add_get("/publish", publisher_socket)
