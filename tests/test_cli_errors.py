@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import StartServer
-from ticker.commands.refusals import Refused
+from ticker.client.state import Refusals, ServerError, SubscriptionRefused
+from ticker.commands.refusals import nothing_left_line
 from ticker.core.tokens import TokenVerifier, mint
 from ticker.recording.formats import load
 from ticker.recording.problems import Problems
@@ -146,15 +147,21 @@ def test_a_renamed_lobster_file_takes_its_symbol_and_date_by_hand(tmp_path: Path
 
 
 def test_refused_symbols_add_up_until_nothing_asked_is_left() -> None:
-    refused = Refused(["A", "B", "C"])
-    assert not refused.add("not entitled to: A", ["A"])
-    assert not refused.add("rate limited", [])  # names no symbol: refuses none
-    assert refused.add("unknown symbol(s): B, C", ["B", "C"])
-    assert refused.line("tail") == (
+    refusals = Refusals(["A", "B", "C"])
+    assert not refusals.add(ServerError("not_entitled", "not entitled to: A", ("A",)))
+    assert refusals.add(ServerError("unknown_symbol", "unknown symbol(s): B, C", ("B", "C")))
+    refused = SubscriptionRefused(refusals.errors)
+    assert refused.symbols == ("A", "B", "C")
+    assert nothing_left_line("tail", refused) == (
         "ticker tail: error: not entitled to: A; unknown symbol(s): B, C: nothing to tail "
         "(check the names; '*' = every symbol)"
     )
-    assert not Refused(["*", "NOPE"]).add("unknown symbol(s): NOPE", ["NOPE"])
+    assert not Refusals(["*", "NOPE"]).add(ServerError("unknown_symbol", "-", ("NOPE",)))
+    too_many = ServerError("too_many_symbols", "at most 2 symbols per connection; ...")
+    assert Refusals(["A", "B", "C"]).add(too_many)  # the request as a whole
+    assert nothing_left_line("record", SubscriptionRefused([too_many])) == (
+        "ticker record: error: at most 2 symbols per connection; ...: nothing to record"
+    )
 
 
 async def _auth_server(start_server: StartServer) -> str:

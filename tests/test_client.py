@@ -13,9 +13,19 @@ from aiohttp import web
 
 from tests.conftest import SYMBOLS, StartServer
 from tests.net import free_port
-from ticker.client import Connected, Disconnected, FeedClosed, Gap, ServerError, Tick, connect
+from ticker.client import (
+    Connected,
+    Disconnected,
+    Feed,
+    FeedClosed,
+    Gap,
+    ServerError,
+    SubscriptionRefused,
+    Tick,
+    connect,
+)
 from ticker.client.state import Backoff, Continuity
-from ticker.core.tokens import TokenVerifier
+from ticker.core.tokens import TokenVerifier, mint
 from ticker.server.app import create_app
 from ticker.server.node import Node
 from ticker.server.settings import Settings
@@ -181,6 +191,69 @@ async def test_error_frames_are_events(start_server: StartServer) -> None:
             first = await anext(events)
             assert first == ServerError("unknown_symbol", "unknown symbol(s): NOPE", ("NOPE",))
             assert isinstance(await anext(events), Connected)  # AAPL is subscribed
+
+
+async def _refused(feed: Feed) -> SubscriptionRefused:
+    """What ends a feed the server refused in full, read as the quick start reads it."""
+    with pytest.raises(SubscriptionRefused) as refused:
+        async with asyncio.timeout(5):
+            async for _ in feed:
+                pass
+    return refused.value
+
+
+@pytest.mark.parametrize("path", ["ws", "sse", "poll"])
+async def test_only_unknown_symbols_end_the_feed_with_the_reason(
+    start_server: StartServer, path: str
+) -> None:
+    """The quick start's ``async for tick in feed`` with a typo: an exception, not silence."""
+    _, server = await start_server()
+    scheme = "ws" if path == "ws" else "http"
+    url = f"{scheme}://{server.host}:{server.port}/{path}"
+    async with connect(url, ["NOPE", "APPL"]) as feed:
+        refused = await _refused(feed)
+    assert refused.symbols == ("NOPE", "APPL")
+    assert str(refused) == "unknown symbol(s): NOPE, APPL"
+    assert refused.errors == (
+        ServerError("unknown_symbol", "unknown symbol(s): NOPE, APPL", ("NOPE", "APPL")),
+    )
+
+
+async def test_symbols_the_token_does_not_allow_are_an_event_or_the_end(
+    start_server: StartServer,
+) -> None:
+    secret = "k" * 32
+    _, server = await start_server(auth=TokenVerifier.from_secret(secret))
+    url = f"ws://{server.host}:{server.port}/ws"
+    token = mint(secret, sub="alice", symbols=["AAPL"], ttl_s=60)
+    async with connect(url, ["MSFT", "NOPE"], token=token) as feed:
+        refused = await _refused(feed)
+    assert refused.symbols == ("MSFT", "NOPE")  # NOPE is not allowed either: no leak
+    assert str(refused) == "not entitled to: MSFT, NOPE"
+    async with connect(url, ["AAPL", "MSFT"], token=token) as feed:
+        events = feed.events()
+        async with asyncio.timeout(5):
+            first, second = await anext(events), await anext(events)
+    assert first == ServerError("not_entitled", "not entitled to: MSFT", ("MSFT",))
+    assert isinstance(second, Connected)  # AAPL streams
+    wide = mint(secret, sub="bob", symbols=["A*"], ttl_s=60)
+    async with connect(url, ["MSFT", "AXXX"], token=wide) as feed:
+        refused = await _refused(feed)  # one refusal each way, together everything
+    assert [e.code for e in refused.errors] == ["not_entitled", "unknown_symbol"]
+    assert refused.symbols == ("MSFT", "AXXX")
+
+
+async def test_a_subscription_refused_as_a_whole_ends_the_feed(start_server: StartServer) -> None:
+    _, server = await start_server(limits={"max_symbols": 2})
+    async with connect(f"ws://{server.host}:{server.port}/ws", SYMBOLS[:3]) as feed:
+        events: list[object] = []
+        with pytest.raises(SubscriptionRefused) as refused:
+            async with asyncio.timeout(5):
+                async for event in feed.events():
+                    events.append(event)
+    assert [e.code for e in refused.value.errors] == ["too_many_symbols"]
+    assert refused.value.symbols == () and "at most 2 symbols" in str(refused.value)
+    assert events == [Disconnected(1000, str(refused.value), None)]  # and no retry
 
 
 async def test_a_server_that_breaks_the_protocol_ends_the_iteration(aiohttp_server: Any) -> None:

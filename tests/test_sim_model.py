@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from feeds.sim.adapter import SimulatedFeed
 from feeds.sim.model import (
     LOT,
     MAX_HALF_SPREAD,
@@ -15,7 +16,13 @@ from feeds.sim.model import (
     MarketModel,
     Ticks,
 )
-from feeds.sim.symbols import WELL_KNOWN, symbol_names
+from feeds.sim.symbols import (
+    REFERENCE_DATE,
+    REFERENCE_PRICES,
+    WELL_KNOWN,
+    reference_prices,
+    symbol_names,
+)
 
 STEPS = [(1, 0.01), (1000, 0.01), (0, 0.5), (5000, 1.0), (37, 0.001)]
 
@@ -179,3 +186,27 @@ def test_symbol_names() -> None:
     assert symbol_names(0) == []
 
     assert symbol_names(12_000) == symbol_names(12_000)
+
+
+def test_start_prices_fix_some_symbols_whatever_the_seed() -> None:
+    fixed = [250.0, None, 26.5]
+    a, b = (MarketModel(5, seed=s, start_prices=fixed) for s in (1, 2))
+    assert a.start_price[[0, 2]].tolist() == b.start_price[[0, 2]].tolist() == [250.0, 26.5]
+    drawn = MarketModel(5, seed=1)  # the others: the same draws as without start_prices
+    assert a.start_price[[1, 3, 4]].tolist() == drawn.start_price[[1, 3, 4]].tolist()
+    assert a.volatility.tolist() == drawn.volatility.tolist()
+    for bad in ([1.0] * 6, [0.0], [math.nan]):
+        with pytest.raises(ValueError, match="start_prices"):
+            MarketModel(5, seed=1, start_prices=bad)
+
+
+def test_real_tickers_start_at_their_reference_price() -> None:
+    assert set(REFERENCE_PRICES) == set(WELL_KNOWN) and REFERENCE_DATE
+    names = symbol_names(60)
+    prices = reference_prices(names)
+    assert prices[:2] == [REFERENCE_PRICES["AAPL"], REFERENCE_PRICES["MSFT"]]
+    assert prices[50:] == [None] * 10  # made-up names are drawn
+    starts = [SimulatedFeed(60, seed=seed).model.start_price for seed in (None, 1, 2)]
+    for start in starts:
+        assert start[:50].tolist() == [REFERENCE_PRICES[n] for n in WELL_KNOWN]
+    assert starts[1][50:].tolist() != starts[2][50:].tolist()

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 import numpy as np
 
 from feeds.sim.model import MarketModel
-from feeds.sim.symbols import symbol_names
+from feeds.sim.symbols import reference_prices, symbol_names
 from ticker.core.ticks import TickBatch
 
 MAX_BATCH_SECONDS = 0.25
@@ -49,8 +49,10 @@ class SimulatedFeed:
         self.name = name
         self.rate = rate
         self.interval = interval
-        self.model = MarketModel(n_symbols, seed=seed, skew=skew)
         self._names = symbol_names(n_symbols)
+        self.model = MarketModel(
+            n_symbols, seed=seed, skew=skew, start_prices=reference_prices(self._names)
+        )
         self._name_array = np.array(self._names, dtype=object)  # idx -> the same str objects
         self._clock = clock
         self._sleep = sleep

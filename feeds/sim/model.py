@@ -8,6 +8,7 @@ maths. Same seed, same calls: same ticks.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -45,7 +46,8 @@ class MarketModel:
     """``n_symbols`` independent GBM prices (zero drift) sampled at random ticks.
 
     Each symbol gets a start price (log-uniform over ``price_range``) and an annual
-    volatility (uniform over ``volatility_range``) drawn from ``seed``. A tick moves its
+    volatility (uniform over ``volatility_range``) drawn from ``seed``; ``start_prices``
+    fixes the start of some (one per symbol, None: drawn), whatever the seed. A tick moves its
     symbol by a GBM increment over the time since that symbol's previous tick, so the
     variance per second is the same for busy and quiet symbols.
     """
@@ -59,11 +61,17 @@ class MarketModel:
         tick_size: float = 0.01,
         price_range: tuple[float, float] = (20.0, 500.0),
         volatility_range: tuple[float, float] = (0.15, 0.80),
+        start_prices: Sequence[float | None] = (),
     ) -> None:
         if n_symbols < 1:
             raise ValueError("n_symbols must be >= 1")
         if not skew >= 0:
             raise ValueError("skew must be >= 0")
+        if len(start_prices) > n_symbols:
+            raise ValueError("start_prices: at most one per symbol")
+        fixed = [(i, p) for i, p in enumerate(start_prices) if p is not None]
+        if not all(math.isfinite(p) and p > 0 for _, p in fixed):
+            raise ValueError("start_prices must be positive numbers (or None)")
         if not (math.isfinite(tick_size) and tick_size > 0):
             raise ValueError("tick_size must be a positive number")
         decimals = next(
@@ -81,6 +89,8 @@ class MarketModel:
 
         low, high = price_range
         start = np.exp(rng.uniform(math.log(low), math.log(high), n_symbols))
+        for i, price in fixed:  # after the draw: the other symbols' draws stay the same
+            start[i] = price
         start_ticks = np.maximum(np.rint(start / tick_size), MIN_PRICE_TICKS)
         self.start_price = self._price(start_ticks.astype(np.int64))
         self.volatility = rng.uniform(*volatility_range, n_symbols)

@@ -16,7 +16,15 @@ from __future__ import annotations
 from ticker.client.feed import Feed, FeedClosed, connect
 from ticker.client.links import LinkError
 from ticker.client.publisher import Ack, Publisher, PublishError
-from ticker.client.state import Connected, Disconnected, Event, Gap, ServerError, Tick
+from ticker.client.state import (
+    Connected,
+    Disconnected,
+    Event,
+    Gap,
+    ServerError,
+    SubscriptionRefused,
+    Tick,
+)
 
 __all__ = [
     "Ack",
@@ -30,6 +38,7 @@ __all__ = [
     "PublishError",
     "Publisher",
     "ServerError",
+    "SubscriptionRefused",
     "Tick",
     "connect",
 ]

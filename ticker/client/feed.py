@@ -23,7 +23,9 @@ from ticker.client.state import (
     Continuity,
     Disconnected,
     Event,
+    Refusals,
     ServerError,
+    SubscriptionRefused,
     Tick,
 )
 from ticker.core.codes import ABNORMAL, CloseCode
@@ -139,11 +141,11 @@ class Feed:
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event: ticks, gaps (mode ``all``), connects, disconnects and the server's
-        error frames (``ServerError``).
+        error frames (``ServerError``: symbols refused while others stream).
 
         Ends when the feed is closed; raises ``FeedClosed`` when the server ended it for
         good (1000, 1008, 1009, or a handshake refused with 400, 401, 403 or 404, or
-        answered with no upgrade).
+        answered with no upgrade), ``SubscriptionRefused`` when it refused every symbol.
         """
         while not self._ended:
             event = await self._queue.get()
@@ -175,12 +177,15 @@ class Feed:
         while True:
             link: Link | None = None
             status: int | None = None
+            refused: SubscriptionRefused | None = None
             try:
                 link = await open_link(
                     self._http, self.url, self._query(), ssl=self._ssl, headers=self._headers
                 )
                 await self._read(link)
                 code, reason = link.close_code or ABNORMAL, link.close_reason
+            except SubscriptionRefused as exc:  # the same subscribe would be refused again
+                code, reason, refused = CloseCode.NORMAL, str(exc), exc
             except LinkError as exc:
                 code, reason, status = _close_code_of(exc.status), str(exc), exc.status
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -188,10 +193,10 @@ class Feed:
             finally:
                 if link is not None:
                     await link.close()
-            delay = self._backoff.next(code)
+            delay = None if refused else self._backoff.next(code)
             if delay is None:
                 await self._queue.put(Disconnected(code, reason, None))
-                await self._queue.put(_End(FeedClosed(code, reason, status)))
+                await self._queue.put(_End(refused or FeedClosed(code, reason, status)))
                 return
             log.info("disconnected (%s %s); reconnecting in %.1f s", code, reason, delay)
             await self._queue.put(Disconnected(code, reason, delay))
@@ -205,9 +210,14 @@ class Feed:
 
     async def _read(self, link: Link) -> None:
         """One session: subscribe after the welcome (resuming if the stream is the same),
-        then hand on what arrives. Silence past twice the heartbeat ends it."""
+        then hand on what arrives. Silence past twice the heartbeat ends it.
+
+        The server's errors about the subscription are held until it says ``subscribed``
+        (then they come out before ``Connected``); if it refuses everything, no
+        ``subscribed`` comes and ``SubscriptionRefused`` ends the session."""
         silence: float | None = None
         connected = Connected("", "", False)
+        refusals: Refusals | None = None
         put = self._queue.put
         continuity = self.continuity
         while True:
@@ -232,19 +242,25 @@ class Feed:
                 if transport_of(self.url) != "poll":  # a held poll is silent by design
                     silence = 2 * float(message["heartbeat_s"]) + 1
                 await link.send(self._subscribe(message["epoch"]))
+                refusals = Refusals(self.symbols)
                 connected = Connected(
                     message["session"], message["epoch"], continuity.welcome(message["epoch"])
                 )
             elif kind == "subscribed" and message.get("id") == _SUBSCRIBE_ID:
+                for error in refusals.errors if refusals else ():
+                    await self._report(error)
+                refusals = None
                 await put(connected)  # streaming now: what was published since is coming
             elif kind == "error":
-                error = ServerError(
-                    str(message.get("code")),
-                    str(message.get("message")),
-                    tuple(message.get("symbols") or ()),
-                )
-                log.warning("server error %s: %s", error.code, error.message)
-                await put(error)
+                error = ServerError.from_wire(message)
+                if refusals is None or message.get("id") != _SUBSCRIBE_ID:
+                    await self._report(error)
+                elif refusals.add(error):
+                    raise SubscriptionRefused(refusals.errors)
+
+    async def _report(self, error: ServerError) -> None:
+        log.warning("server error %s: %s", error.code, error.message)
+        await self._queue.put(error)
 
     def _subscribe(self, epoch: str) -> dict[str, Any]:
         op: dict[str, Any] = {"op": "subscribe", "symbols": self.symbols, "id": _SUBSCRIBE_ID}

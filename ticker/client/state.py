@@ -9,10 +9,12 @@ already seen dropped, and in mode ``all`` every jump of ``q`` reported as a ``Ga
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ticker.core.codes import ABNORMAL, BACKOFF, reconnect_rule
+from ticker.core.bus import WILDCARD
+from ticker.core.codes import ABNORMAL, BACKOFF, ErrorCode, reconnect_rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +87,48 @@ class ServerError:
     message: str
     symbols: tuple[str, ...] = ()
 
+    @classmethod
+    def from_wire(cls, frame: dict[str, Any]) -> ServerError:
+        return cls(
+            str(frame.get("code")), str(frame.get("message")), tuple(frame.get("symbols") or ())
+        )
+
 
 Event = Tick | Gap | Connected | Disconnected | ServerError
+
+SYMBOL_REFUSALS = frozenset({ErrorCode.UNKNOWN_SYMBOL, ErrorCode.NOT_ENTITLED})
+"""The errors that refuse some symbols of a subscription and let the others through."""
+
+
+class SubscriptionRefused(Exception):
+    """The server refused the whole subscription: every symbol asked for is unknown or
+    not allowed by the token, or the request itself was refused (``too_many_symbols``,
+    ``bad_request``). Nothing would ever stream, so the feed ends."""
+
+    def __init__(self, errors: Iterable[ServerError]) -> None:
+        self.errors = tuple(errors)
+        """The server's error frames, in the order they came."""
+        self.symbols = tuple(s for e in self.errors for s in e.symbols)
+        """The refused symbols, as the server named them (empty for a refused request)."""
+        super().__init__("; ".join(e.message for e in self.errors))
+
+
+class Refusals:
+    """The server's errors about one subscription until it says ``subscribed``: to tell
+    when none of the symbols asked for is left, so there is nothing to wait for."""
+
+    def __init__(self, asked: Iterable[str]) -> None:
+        self.asked = set(asked)
+        self.errors: list[ServerError] = []
+        self._refused: set[str] = set()
+
+    def add(self, error: ServerError) -> bool:
+        """One error frame about the subscription; True when it refused everything."""
+        self.errors.append(error)
+        if error.code not in SYMBOL_REFUSALS:
+            return True
+        self._refused.update(error.symbols)
+        return WILDCARD not in self.asked and self.asked <= self._refused
 
 
 class Continuity:

@@ -26,7 +26,8 @@ import aiohttp
 import orjson
 
 from ticker.client.links import LinkError, refusal
-from ticker.commands.refusals import Refused, is_mistake, refused_line
+from ticker.client.state import Refusals, ServerError, SubscriptionRefused
+from ticker.commands.refusals import is_mistake, nothing_left_line, refused_line
 from ticker.progress import Progress
 from ticker.recording.formats import TickWriter, open_writer, remove
 from ticker.recording.problems import RecordingError
@@ -80,9 +81,9 @@ class Recording:
         self.close_reason: str | None = None
         """Why the server ended the stream, if it did."""
         asked = dict(parse_qsl(urlsplit(url).query)).get("symbols", "*").split(",")
-        self.refused: Refused | None = Refused(asked)
+        self.refusals: Refusals | None = Refusals(asked)
         """What the server refused of the symbols asked, until it says ``subscribed``."""
-        self.nothing_left = False
+        self.refused: SubscriptionRefused | None = None
         """The server refused every symbol asked for: the recording stopped at once."""
 
     def stop(self) -> None:
@@ -126,7 +127,7 @@ class Recording:
                 if progress is not None:
                     progress.advance(len(frame["ticks"]))
             elif kind == "subscribed":
-                self.refused = None
+                self.refusals = None
             elif kind == "error":
                 if self._refuse(frame):
                     return
@@ -138,12 +139,13 @@ class Recording:
         self.close_reason = f"closed by the server ({ws.close_code} {reason or ''})".strip()
 
     def _refuse(self, frame: dict[str, Any]) -> bool:
-        """An error frame refusing symbols; True when none of those asked for is left."""
-        if self.refused is None:
+        """An error frame about the subscription; True when none of those asked for is
+        left."""
+        if self.refusals is None:
             return False
-        symbols = frame.get("symbols") or ()
-        self.nothing_left = self.refused.add(str(frame.get("message")), symbols)
-        return self.nothing_left
+        if self.refusals.add(ServerError.from_wire(frame)):
+            self.refused = SubscriptionRefused(self.refusals.errors)
+        return self.refused is not None
 
 
 async def _main(args: argparse.Namespace, writer: TickWriter) -> int:
@@ -168,8 +170,8 @@ async def _main(args: argparse.Namespace, writer: TickWriter) -> int:
     finally:
         writer.close()
         progress.done()
-    if recording.refused is not None and recording.nothing_left:
-        mistake = recording.refused.line("record")
+    if recording.refused is not None:
+        mistake = nothing_left_line("record", recording.refused)
     if mistake is not None:
         remove(args.out)  # nothing was recorded: a second try must not find it in the way
         print(mistake, file=sys.stderr)

@@ -3,9 +3,9 @@ names the thing and what to do (exit status 2). Shared by ``tail`` and ``record`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from ticker.client.state import SubscriptionRefused
+from ticker.core.bus import WILDCARD
 
-WILDCARD = "*"
 TOKEN_HINT = "pass --token (or set TICKER_TOKEN) with a token this server accepts"
 ENDPOINTS_HINT = (
     "a ticker server's URLs are ws(s)://HOST/ws, http(s)://HOST/sse, http(s)://HOST/poll"
@@ -24,29 +24,7 @@ def refused_line(command: str, url: str, reason: str, status: int) -> str:
     return f"ticker {command}: error: {url}: {reason}" + (f"; {hint}" if hint else "")
 
 
-class Refused:
-    """The symbols of the first subscription the server refused (``unknown_symbol``,
-    ``not_entitled``), to tell when nothing asked for is left: then there is nothing to
-    wait for."""
-
-    def __init__(self, asked: Iterable[str]) -> None:
-        self.asked = set(asked)
-        self.symbols: set[str] = set()
-        self.messages: list[str] = []
-
-    def add(self, message: str, symbols: Iterable[str]) -> bool:
-        """One error frame; True when every symbol asked for has been refused (an error
-        that names no symbols refuses none)."""
-        symbols = list(symbols)
-        if not symbols:
-            return False
-        self.messages.append(message)
-        self.symbols.update(symbols)
-        return WILDCARD not in self.asked and self.asked <= self.symbols
-
-    def line(self, command: str) -> str:
-        """The one line for nothing left: the server's words and what to do."""
-        return (
-            f"ticker {command}: error: {'; '.join(self.messages)}: nothing to {command} "
-            f"(check the names; '{WILDCARD}' = every symbol)"
-        )
+def nothing_left_line(command: str, refused: SubscriptionRefused) -> str:
+    """The one line for a subscription refused in full: the server's words and what to do."""
+    hint = f" (check the names; '{WILDCARD}' = every symbol)" if refused.symbols else ""
+    return f"ticker {command}: error: {refused}: nothing to {command}{hint}"

@@ -26,8 +26,17 @@ from typing import Any, TextIO
 
 import orjson
 
-from ticker.client import Connected, Disconnected, FeedClosed, Gap, ServerError, Tick, connect
-from ticker.commands.refusals import Refused, refused_line
+from ticker.client import (
+    Connected,
+    Disconnected,
+    FeedClosed,
+    Gap,
+    ServerError,
+    SubscriptionRefused,
+    Tick,
+    connect,
+)
+from ticker.commands.refusals import nothing_left_line, refused_line
 from ticker.core.ticks import MicrosClock, now_us
 
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
@@ -192,7 +201,6 @@ async def tail(
 ) -> int:
     """Print the feed until it ends (exit 1) or the task is cancelled; a refused token or
     nothing valid to subscribe to is the user's to fix (one line, exit 2)."""
-    refused: Refused | None = Refused(symbols)  # until the first subscription is made
     table = TickTable() if out.isatty() and not as_json else None
     screen = Screen(out)
     redraw: asyncio.Task[None] | None = None
@@ -212,17 +220,8 @@ async def tail(
             if table is not None:
                 redraw = asyncio.create_task(redraw_now_and_then())
             async for event in feed.events():
-                if isinstance(event, Connected):
-                    refused = None
-                elif (
-                    isinstance(event, ServerError)
-                    and refused is not None
-                    and refused.add(event.message, event.symbols)
-                ):
-                    failure = EXIT_BAD_INPUT, refused.line("tail")
-                    break
-                elif isinstance(event, Disconnected) and event.retry_in is None:
-                    continue  # for good: FeedClosed follows and says why, once
+                if isinstance(event, Disconnected) and event.retry_in is None:
+                    continue  # for good: the exception that follows says why, once
                 if not isinstance(event, Tick):
                     if table is None:
                         print(news(event), file=err, flush=True)
@@ -236,6 +235,8 @@ async def tail(
                 else:
                     out.write(tick_line(event) + "\n")
                     out.flush()
+    except SubscriptionRefused as exc:
+        failure = EXIT_BAD_INPUT, nothing_left_line("tail", exc)
     except FeedClosed as exc:
         if exc.status is not None:  # the handshake was refused: a token, a parameter
             failure = EXIT_BAD_INPUT, refused_line("tail", url, exc.reason, exc.status)
