@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 
 from ticker.core.entitlements import EVERYTHING, Entitlements, TokenError
 from ticker.core.idempotency import KeyReused, digest
-from ticker.core.publish import PublishLimits, PublishRefused, parse_publish
+from ticker.core.publish import PublishLimits, PublishRefused, check_ticks, decode_body
 from ticker.core.publish_gate import WS, PublishGate, retry_after
 from ticker.server.auth import BEARER_PROTOCOL, origin_allowed, token_from
 from ticker.server.node import NODE_KEY
@@ -140,8 +140,9 @@ async def publish_handler(request: web.Request) -> web.Response:
                     content_type="application/json",
                     headers={REPLAYED: "true"},
                 )
-        batch = parse_publish(request.headers.get(hdrs.CONTENT_TYPE), body, gate.limits)
-        ticks = len(batch)
+        items = decode_body(request.headers.get(hdrs.CONTENT_TYPE), body, gate.limits)
+        ticks = len(items)  # a refused batch's ticks count as rejected, as on the WebSocket
+        batch = check_ticks(items)
         answer = orjson.dumps(gate.publish(who, allowed, batch))
     except PublishRefused as exc:
         gate.count(TRANSPORT, exc.code, ticks)
