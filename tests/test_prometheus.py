@@ -19,6 +19,7 @@ from feeds.base import FeedProgress
 from tests.conftest import SYMBOLS, StartServer, next_of, require
 from tests.net import free_port
 from tests.scrape import scrape
+from ticker.core.publish import PublishLimits
 from ticker.core.ticks import TickBatch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +27,14 @@ GRAFANA = ROOT / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "ticker.json"
 RULES = GRAFANA / "alerts.yml"
 JOB = "ticker"  # the job name the alerts and the example prometheus.yml use
-ROWS = ["Traffic", "Clients", "Latency", "Feeds", "Process"]
+ROWS = ["Traffic", "Clients", "Latency", "Feeds", "Publishing", "Process"]
+PUBLISH_METRICS = [
+    "ticker_publish_requests_total",
+    "ticker_publish_ticks_total",
+    "ticker_publish_rejected_ticks_total",
+    "ticker_publishers",
+    "ticker_publish_idempotency_keys",
+]
 
 
 class Replay:
@@ -68,6 +76,26 @@ async def attach_clients(http: aiohttp.ClientSession, url: Any) -> list[asyncio.
     return [asyncio.create_task(drain(ws)) for ws in sockets]
 
 
+async def attach_publisher(
+    http: aiohttp.ClientSession, url: Any
+) -> aiohttp.ClientWebSocketResponse:
+    """Publishing of every kind: a POST accepted, one replayed, one refused (its ticks
+    rejected), and a publisher WebSocket, acked once, left open."""
+    batch = {"ticks": [{"s": "AAPL", "p": 1.5}, {"s": "MSFT", "p": 2.5}]}
+    for body, key, status in (
+        (batch, "once", 200),
+        (batch, "once", 200),
+        ({"ticks": [{"s": "AAPL", "p": True}, {"s": "MSFT"}]}, None, 400),
+    ):
+        headers = {"Idempotency-Key": key} if key else {}
+        async with http.post(url("/publish"), json=body, headers=headers) as resp:
+            assert resp.status == status, await resp.text()
+    ws = await http.ws_connect(url("/publish"))
+    await ws.send_json({"op": "publish", "id": 1, **batch})
+    assert (await ws.receive_json())["type"] == "ack"
+    return ws
+
+
 def dashboard_exprs() -> list[str]:
     panels = json.loads(DASHBOARD.read_text())["panels"]
     return [t["expr"] for p in panels for t in p.get("targets", [])]
@@ -95,14 +123,22 @@ def substitute(expr: str) -> str:
 
 async def test_promtool_finds_nothing_wrong_with_live_metrics(start_server: StartServer) -> None:
     promtool = require("promtool")
-    _, server = await start_server(feeds=(Replay(),))
+    _, server = await start_server(feeds=(Replay(),), publish=PublishLimits())
     async with aiohttp.ClientSession() as http:
         readers = await attach_clients(http, server.make_url)
+        publisher = await attach_publisher(http, server.make_url)
         await asyncio.sleep(0.1)  # ticks flow
         text, samples = await scrape(server.make_url("/metrics"))
         for task in readers:
             task.cancel()
+        await publisher.close()
     assert samples[("ticker_connections", frozenset({("transport", "ws")}))] == 2
+    assert samples[("ticker_publishers", frozenset())] == 1
+    assert samples[("ticker_publish_ticks_total", frozenset())] == 4
+    assert (
+        samples[("ticker_publish_rejected_ticks_total", frozenset({("reason", "bad_request")}))]
+        == 2
+    )
     assert samples[("ticker_tick_latency_seconds_count", frozenset({("transport", "ws")}))] > 0
     check = await asyncio.create_subprocess_exec(
         promtool, "check", "metrics", stdin=PIPE, stdout=PIPE, stderr=STDOUT
@@ -141,6 +177,8 @@ def test_dashboard_takes_its_datasource_from_a_variable_and_has_the_rows() -> No
     for name in ("job", "instance"):
         assert variables[name]["datasource"]["uid"] == "${datasource}"
     assert any(p["type"] == "heatmap" for p in graphs)
+    for metric in PUBLISH_METRICS:  # the Publishing row shows every publishing metric
+        assert any(metric in expr for expr in dashboard_exprs()), metric
     # no uid of someone's Grafana anywhere: only the variable
     uids = re.findall(r'"uid": "([^"]*)"', DASHBOARD.read_text())
     assert set(uids) == {"${datasource}", dashboard["uid"]}
@@ -167,6 +205,7 @@ def test_every_alert_has_a_runbook() -> None:
         "TickerLatencyP99High",
         "TickerSlowConsumerClosesSpiking",
         "TickerEventLoopLag",
+        "TickerPublishRejected",
     }
     for name, rule in alerts.items():
         notes = rule["annotations"]
@@ -230,9 +269,10 @@ async def test_real_prometheus_runs_every_dashboard_and_alert_expression(
     start_server: StartServer, prometheus: tuple[Any, Path]
 ) -> None:
     start, log = prometheus
-    _, server = await start_server(feeds=(Replay(),))
-    base = start(f"{server.host}:{server.port}")
+    _, server = await start_server(feeds=(Replay(),), publish=PublishLimits())
     async with aiohttp.ClientSession() as http:
+        publisher = await attach_publisher(http, server.make_url)  # before the first scrape
+        base = start(f"{server.host}:{server.port}")
         readers = await attach_clients(http, server.make_url)
         scraped = "count_over_time(up{job=%r}[1m])" % JOB  # noqa: UP031 - PromQL quotes
         async with asyncio.timeout(30):
@@ -270,3 +310,4 @@ async def test_real_prometheus_runs_every_dashboard_and_alert_expression(
         assert {r["name"]: r["health"] for r in rules} == {r["name"]: "ok" for r in rules}
         for task in readers:
             task.cancel()
+        await publisher.close()

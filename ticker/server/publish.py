@@ -30,7 +30,7 @@ from ticker.core.bus import Bus
 from ticker.core.codes import Refusal
 from ticker.core.entitlements import EVERYTHING, Entitlements, TokenError
 from ticker.core.idempotency import digest
-from ticker.core.publish import PublishLimits, PublishRefused, parse_publish
+from ticker.core.publish import PublishLimits, PublishRefused, check_ticks, decode_body
 from ticker.core.publish_gate import WS, PublishGate
 from ticker.core.ticks import TickBatch
 from ticker.server.auth import BEARER_PROTOCOL, GATE, origin_allowed, token_from
@@ -157,8 +157,9 @@ async def publish_handler(request: web.Request) -> web.Response:
                     content_type="application/json",
                     headers={REPLAYED: "true"},
                 )
-        batch = parse_publish(request.headers.get(hdrs.CONTENT_TYPE), body, gate.limits)
-        ticks = len(batch)
+        items = decode_body(request.headers.get(hdrs.CONTENT_TYPE), body, gate.limits)
+        ticks = len(items)  # a refused batch's ticks count as rejected, as on the WebSocket
+        batch = check_ticks(items)
         idempotency = None
         if key is not None:
             idempotency = Idempotency(who, key, body_digest, gate.limits.idempotency_ttl_s)
