@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Lint plus the type checker (strict on ticker/core); CI runs this before the tests.
+# Lint plus the type checker (mypy, strict); CI runs this before the tests.
 check: lint
 	$(BIN)/mypy
 

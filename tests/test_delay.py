@@ -28,7 +28,7 @@ def setup(max_bytes: int = 1 << 30) -> tuple[Bus, DelayLine, Clock]:
     live = Bus(clock=clock, epoch="e1")
     live.add_symbols(["AAPL", "MSFT"])
     line = DelayLine(D, live, clock=clock, max_bytes=max_bytes)
-    live.subscribe(line, [WILDCARD])  # type: ignore[arg-type]
+    live.subscribe(line, [WILDCARD])
     return live, line, clock
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from ticker.recording.formats import load, open_writer
 from ticker.recording.problems import Problems, RecordingError
-from ticker.recording.table import TickTable
+from ticker.recording.table import TickTable, concat
 
 DATA = Path(__file__).parent / "data"
 SAMPLES = [
@@ -220,3 +220,13 @@ def test_a_directory_of_files_is_merged_by_time(tmp_path: Path) -> None:
     _write(folder / "b.npz", [TICKS[1]])
     assert load([folder], Problems()).ticks() == TICKS
     assert TickTable.empty().first_disorder() is None
+
+
+def test_concat_merges_symbol_tables_and_keeps_source_lines_only_if_all_have_them() -> None:
+    first, second = TickTable.from_ticks(TICKS[:2]), TickTable.from_ticks(TICKS[2:])
+    first.lines = np.array([3, 4])
+    joined = concat([first, second])
+    assert joined.ticks() == TICKS and joined.lines is None
+    second.lines = np.array([9])
+    assert concat([first, second]).lines.tolist() == [3, 4, 9]
+    assert concat([first, second]).take(np.array([2, 0])).ticks() == [TICKS[2], TICKS[0]]

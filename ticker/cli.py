@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import socket
 import ssl
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from feeds.base import FeedAdapter
 from feeds.replay.adapter import ReplayFeed
@@ -30,7 +29,8 @@ from ticker.commands import (
     tail,
     token,
 )
-from ticker.commands.argtypes import env_name, non_negative, port, positive
+from ticker.commands.argtypes import non_negative, port, positive
+from ticker.commands.envparser import EnvParser
 from ticker.core.session import Limits
 from ticker.recording.problems import RecordingError
 from ticker.server import redact
@@ -47,15 +47,6 @@ LOOPBACK_OF = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 """A browser cannot open "every address": the dashboard URL of a wildcard host."""
 
 
-def _switch(text: str) -> bool:
-    word = text.strip().lower()
-    if word in ("1", "true", "yes", "on"):
-        return True
-    if word in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("use 1 or 0 (true/false, yes/no, on/off)")
-
-
 def _redis_url(text: str) -> str:
     if not text.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must start with redis://, rediss:// or unix://")
@@ -65,101 +56,20 @@ def _redis_url(text: str) -> str:
 _redis_url.__name__ = "Redis URL (redis://host:port/db)"  # what argparse says of a bad one
 
 
-class _EnvParser(argparse.ArgumentParser):
-    """An ArgumentParser whose options also read ``TICKER_<OPTION>`` from the environment.
-
-    A mistake is one line on stderr, not the usage (``serve``'s is forty lines that bury
-    it). ``checks`` judge the flags together once they are parsed.
-    """
-
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        self.checks: list[Callable[[argparse.Namespace, _EnvParser], str | None]] = []
-        self._stock: dict[str, tuple[str, Any]] = {}
-        super().__init__(*args, **kw)
-
-    def parse_known_args(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        """Parse, then run ``checks``: the first problem one finds is the error."""
-        parsed, extras = super().parse_known_args(args, namespace)
-        if extras:  # named by this subcommand, not by the top-level parser
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        for check in self.checks:
-            problem = check(parsed, self)
-            if problem:
-                self.error(problem)
-        return parsed, extras
-
-    def flag(self, dest: str) -> str:
-        """The flag that sets ``dest`` (``start`` is ``--from``)."""
-        return str(self._stock[dest][0])
-
-    def given(self, args: argparse.Namespace, dest: str) -> str | None:
-        """The flag of ``dest`` (and its variable, if set) when it was set, by either, to
-        something other than its built-in default; None when it was not."""
-        flag, stock = self._stock[dest]
-        if getattr(args, dest) == stock:
-            return None
-        env = env_name(flag)
-        return f"{flag} (or {env})" if env in os.environ else flag
-
-    def add_option(
-        self, flag: str, *, type: Callable[[str], Any] = str, default: Any = None, **kw: Any
-    ) -> None:
-        """An option and its variable; ``action="store_true"`` makes a switch (env 1 or 0)."""
-        env = env_name(flag)
-        switch = kw.get("action") == "store_true"
-        if switch:
-            type, default = _switch, bool(default)
-        stock = default
-        raw = os.environ.get(env)
-        if raw is not None:
-            try:
-                default = type(raw)
-            except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
-                self.error(f"environment variable {env}={raw!r} is invalid: {exc}")
-            if kw.get("choices") and default not in kw["choices"]:
-                self.error(f"environment variable {env}={raw!r}: choose from {kw['choices']}")
-        help_text = kw.pop("help", "")
-        kw["help"] = f"{help_text} [env {env}; default: %(default)s]"
-        if switch:
-            action = self.add_argument(flag, default=default, **kw)
-        else:
-            action = self.add_argument(flag, type=type, default=default, **kw)
-        self._stock[action.dest] = (flag, stock)
-
-    def error(self, message: str) -> NoReturn:
-        """One line, not the usage block (issue 19: a mistake is one line that names it);
-        the usage is a ``--help`` away."""
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-    def add_flag(self, flag: str, *, help: str) -> None:
-        """An on/off option; ``TICKER_<OPTION>`` set to 1, true or yes turns it on."""
-        env = env_name(flag)
-        raw = os.environ.get(env, "")
-        if raw.lower() not in ("", "0", "false", "no", "1", "true", "yes"):
-            self.error(f"environment variable {env}={raw!r}: use 1/true/yes or 0/false/no")
-        default = raw.lower() in ("1", "true", "yes")
-        action = self.add_argument(
-            flag, action="store_true", default=default, help=f"{help} [env {env}]"
-        )
-        self._stock[action.dest] = (flag, False)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _EnvParser(  # for its one-line errors
+    parser = EnvParser(
         prog="ticker",
         description="Real-time market-data broadcaster over WebSocket, SSE and long polling.",
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_EnvParser
+        dest="command", required=True, metavar="COMMAND", parser_class=EnvParser
     )
     serve = commands.add_parser(
         "serve",
         help="run the broadcaster",
         description="Run the broadcaster: feeds -> topic bus -> WebSocket clients at /ws.",
+        refuse_extras=True,
     )
-    assert isinstance(serve, _EnvParser)
     serve.add_option("--host", default="127.0.0.1", help="address to listen on")
     serve.add_option("--port", type=port, default=8080, help="TCP port to listen on")
     _add_feed_options(serve)
@@ -238,7 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a feed into Redis, with no server (a cluster's publisher)",
         description="Run a feed and publish its ticks to Redis for every node of the cluster.",
     )
-    assert isinstance(feed, _EnvParser)
     _add_feed_options(feed)
     _add_redis_options(feed, "the cluster's Redis (required), e.g. redis://host:6379/0")
     feed.checks.append(_feed_flags_apply)
@@ -251,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_feed_options(parser: _EnvParser) -> None:
+def _add_feed_options(parser: EnvParser) -> None:
     """The same choices for both commands, so one TICKER_FEED works for either."""
     parser.add_option(
         "--feed",
@@ -285,7 +194,7 @@ def _add_feed_options(parser: _EnvParser) -> None:
     replay.add_replay_options(parser)
 
 
-def _add_redis_options(parser: _EnvParser, help_text: str) -> None:
+def _add_redis_options(parser: EnvParser, help_text: str) -> None:
     parser.add_option("--redis", type=_redis_url, default=None, help=help_text)
     parser.add_option(
         "--redis-shards",
@@ -304,7 +213,7 @@ REPLAY_ONLY = (
 """The options only a replay feed reads."""
 
 
-def _feed_flags_apply(args: argparse.Namespace, parser: _EnvParser) -> str | None:
+def _feed_flags_apply(args: argparse.Namespace, parser: EnvParser) -> str | None:
     """A flag the chosen feed would ignore (``--speed`` with sim) is refused, not dropped."""
     foreign: tuple[str, ...]
     if args.feed.startswith(replay.REPLAY_PREFIX):
@@ -320,7 +229,7 @@ def _feed_flags_apply(args: argparse.Namespace, parser: _EnvParser) -> str | Non
     return None
 
 
-def _serve_flags_agree(args: argparse.Namespace, parser: _EnvParser) -> str | None:
+def _serve_flags_agree(args: argparse.Namespace, parser: EnvParser) -> str | None:
     """Flags that mean nothing without another one, or clash with it."""
     if args.feed == "none" and args.redis is None:
         return "--feed none serves only what comes through Redis: it needs --redis URL"

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
 
+from ticker.commands.envparser import Commands, EnvParser
 from ticker.progress import Progress
 from ticker.recording.formats import (
     READ_FORMATS,
@@ -35,16 +35,16 @@ WRITE_CHUNK = 65536
 EXIT_BAD_INPUT = 2
 
 
-def add_input_options(parser: argparse.ArgumentParser) -> None:
+def add_input_options(parser: EnvParser) -> None:
     """How to read recordings: shared by ``convert`` and the replay feed of ``serve``."""
-    add = parser.add_option  # type: ignore[attr-defined]
+    add = parser.add_option
     add("--format", default=None, choices=READ_FORMATS, help="input format (default: detected)")
     add("--columns", default=None, help="plain CSV column mapping, e.g. t=time,s=sym,p=price")
     add("--time-unit", default="us", choices=tuple(TIME_UNITS), help="plain CSV time unit")
     add("--on-error", default="stop", choices=ON_ERROR, help="a bad line: stop (exit 2) or skip")
     add("--symbol", default=None, help="LOBSTER: the symbol, for a file not named SYMBOL_DATE_...")
     add("--date", type=_day, default=None, help="LOBSTER: the trading day (YYYY-MM-DD), likewise")
-    parser.add_flag("--sort", help="sort ticks that are out of time order")  # type: ignore[attr-defined]
+    parser.add_flag("--sort", help="sort ticks that are out of time order")
 
 
 def _day(text: str) -> date:
@@ -73,7 +73,7 @@ def naming_from(args: argparse.Namespace) -> Naming | None:
     return Naming(args.symbol, args.date)
 
 
-def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
+def add_parser(commands: Commands) -> None:
     """``convert IN... OUT`` with the input options and ``--force``."""
     parser = commands.add_parser(
         "convert",

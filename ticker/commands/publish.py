@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ticker.commands.argtypes import positive
+from ticker.commands.envparser import Commands
 from ticker.progress import Progress
 
 CHUNK = 1 << 16
@@ -28,7 +29,7 @@ EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     parser = commands.add_parser(
         "publish",
         help="publish ticks from a file or stdin into a server (ticker serve --publish)",
@@ -38,7 +39,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("url", help="the server, e.g. http://127.0.0.1:8080")
     parser.add_argument("file", nargs="?", default="-", help="the input; - = stdin (default)")
-    add = parser.add_option  # type: ignore[attr-defined]
+    add = parser.add_option
     add("--token", default=None, help="a token with a pub claim (ticker token --publish)")
     add("--batch", type=positive(int), default=1000, help="ticks per batch at most")
     parser.add_argument(

@@ -10,18 +10,19 @@ from __future__ import annotations
 import argparse
 
 from ticker.commands.argtypes import positive
+from ticker.commands.envparser import EnvParser
 from ticker.core.publish import PublishLimits
 
 DEFAULT = PublishLimits()
 
 
-def add_publish_options(parser: argparse.ArgumentParser) -> None:
+def add_publish_options(parser: EnvParser) -> None:
     """The flags, each with its ``TICKER_*`` variable."""
-    parser.add_flag(  # type: ignore[attr-defined]
+    parser.add_flag(
         "--publish",
         help="accept ticks at POST /publish (without an auth key: from loopback clients only)",
     )
-    add = parser.add_option  # type: ignore[attr-defined]
+    add = parser.add_option
     add(
         "--max-publish-ticks",
         type=positive(int),

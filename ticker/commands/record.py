@@ -27,6 +27,7 @@ import orjson
 
 from ticker.client.links import LinkError, refusal
 from ticker.client.state import Refusals, ServerError, SubscriptionRefused
+from ticker.commands.envparser import Commands
 from ticker.commands.refusals import is_mistake, nothing_left_line, refused_line
 from ticker.progress import Progress
 from ticker.recording.formats import TickWriter, open_writer, remove
@@ -36,7 +37,7 @@ EXIT_LOST = 1
 EXIT_BAD_INPUT = 2
 
 
-def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
+def add_parser(commands: Commands) -> None:
     """``record URL --out PATH`` (``--token`` and its ``TICKER_TOKEN`` as for ``tail``)."""
     parser = commands.add_parser(
         "record",

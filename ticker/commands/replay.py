@@ -11,6 +11,7 @@ from pathlib import Path
 from feeds.replay.adapter import ReplayFeed
 from ticker.commands.argtypes import non_negative, positive
 from ticker.commands.convert import add_input_options, mapping_from, naming_from
+from ticker.commands.envparser import EnvParser
 from ticker.core.ticks import MAX_SYMBOL_LENGTH
 from ticker.core.times import EPOCH, parse_time
 from ticker.progress import Progress
@@ -50,23 +51,23 @@ def symbols_arg(text: str) -> int | list[str]:
     return names
 
 
-def add_replay_options(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_option  # type: ignore[attr-defined]
+def add_replay_options(parser: EnvParser) -> None:
+    add = parser.add_option
     add(
         "--speed",
         type=non_negative(float, "speed"),
         default=1.0,
         help="replay: 1 = as recorded, 0 = flat out",
     )
-    parser.add_flag("--loop", help="replay: start over at the end (q and time keep rising)")  # type: ignore[attr-defined]
-    parser.add_flag("--keep-time", help="replay: keep recorded timestamps (default: re-based)")  # type: ignore[attr-defined]
+    parser.add_flag("--loop", help="replay: start over at the end (q and time keep rising)")
+    parser.add_flag("--keep-time", help="replay: keep recorded timestamps (default: re-based)")
     add("--from", dest="start", type=parse_time, default=None, help="replay: from (ISO or µs)")
     add("--to", dest="end", type=parse_time, default=None, help="replay: up to, excluded")
     add_input_options(parser)
 
 
-def add_record_options(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_option  # type: ignore[attr-defined]
+def add_record_options(parser: EnvParser) -> None:
+    add = parser.add_option
     add("--replay-dir", type=Path, default=None, help="recordings clients may replay on demand")
     add("--record", type=Path, default=None, help="log every published tick into this directory")
     add("--record-format", default="jsonl.gz", choices=RECORD_FORMATS, help="--record's format")

@@ -12,6 +12,7 @@ import ssl
 from typing import Any
 
 from ticker.commands.argtypes import non_negative, positive, readable_file
+from ticker.commands.envparser import EnvParser
 from ticker.core.admission import ConnectionLimits
 from ticker.core.delay import DEFAULT_MAX_BYTES
 from ticker.server.tls import server_context
@@ -31,8 +32,8 @@ def _origins(text: str) -> list[str]:
     return origins
 
 
-def add_security_options(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_option  # type: ignore[attr-defined]
+def add_security_options(parser: EnvParser) -> None:
+    add = parser.add_option
     parser.add_argument(  # not add_option: --help would print the secret from the environment
         "--auth-secret",
         default=os.environ.get(SECRET_ENV) or None,

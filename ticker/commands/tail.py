@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TextIO
 
 import orjson
 
@@ -36,6 +36,7 @@ from ticker.client import (
     Tick,
     connect,
 )
+from ticker.commands.envparser import Commands
 from ticker.commands.refusals import nothing_left_line, refused_line
 from ticker.core.ticks import MicrosClock, now_us
 
@@ -45,7 +46,7 @@ EXIT_CLOSED = 1
 EXIT_BAD_INPUT = 2
 
 
-def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
+def add_parser(commands: Commands) -> None:
     """``tail [URL] SYMBOL...`` and its options (``--token``: ``TICKER_TOKEN``)."""
     parser = commands.add_parser(
         "tail",

@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ticker.commands.envparser import Commands
 from ticker.commands.security import SECRET_ENV
 
 DEFAULT_TTL_S = 3600.0
 
 
-def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
+def add_parser(commands: Commands) -> None:
     parser = commands.add_parser(
         "token",
         help="mint an access token (JWT) for a ticker server",

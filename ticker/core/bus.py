@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 import orjson
 
 from ticker.core.history import Ring, missed
-from ticker.core.mailbox import Delivery, Mailbox
+from ticker.core.mailbox import Delivery, Subscriber
 from ticker.core.ticks import MAX_SYMBOL_LENGTH, MicrosClock, TickBatch, now_us
 
 WILDCARD = "*"
@@ -44,7 +44,7 @@ class Topic:
         self.last: bytes | None = None
         self.ring = ring
         """The last ticks of the symbol (``--history``); None: no history kept."""
-        self.subscribers: set[Mailbox] = set()
+        self.subscribers: set[Subscriber] = set()
 
 
 def new_epoch(clock: MicrosClock = now_us) -> str:
@@ -68,7 +68,7 @@ class Bus:
         self.epoch = epoch or new_epoch(clock)
         self.history = history
         self._topics: dict[str, Topic] = {}
-        self._wildcard: set[Mailbox] = set()
+        self._wildcard: set[Subscriber] = set()
         self.published = 0
         """Ticks published since start (a counter for metrics and readiness)."""
         self.on_interest: InterestHook | None = None
@@ -145,7 +145,7 @@ class Bus:
         # compact: orjson's result sits in a ~4 KiB allocation whatever its length, so
         # each kept tick is copied once to its exact size (a join copies anyway).
         latest = {symbol: _compact(run[-1]) for symbol, run in runs.items()}
-        offered: set[Mailbox] = set(self._wildcard)
+        offered: set[Subscriber] = set(self._wildcard)
         for symbol, last in latest.items():
             topic = topics[symbol]
             topic.last = last
@@ -174,7 +174,7 @@ class Bus:
     def forward(self, delivery: Delivery) -> None:
         """Route a batch another bus encoded and stamped (a delay line's): last values,
         then every subscriber of its symbols."""
-        offered: set[Mailbox] = set(self._wildcard)
+        offered: set[Subscriber] = set(self._wildcard)
         for symbol, last in delivery.latest.items():
             topic = self._topic(symbol)
             topic.last = last
@@ -185,7 +185,7 @@ class Bus:
 
     # -- subscriptions ----------------------------------------------------------------
 
-    def subscribe(self, mailbox: Mailbox, symbols: Iterable[str]) -> None:
+    def subscribe(self, mailbox: Subscriber, symbols: Iterable[str]) -> None:
         """Route these topics ("*" for every symbol, present and future) to ``mailbox``.
 
         Take the snapshot right after, before returning to the loop: nothing can be
@@ -232,7 +232,7 @@ class Bus:
             if (topic := topics.get(symbol)) is not None:
                 topic.last = None
 
-    def unsubscribe(self, mailbox: Mailbox, symbols: Iterable[str]) -> None:
+    def unsubscribe(self, mailbox: Subscriber, symbols: Iterable[str]) -> None:
         symbols = list(symbols)
         named = [s for s in symbols if s != WILDCARD]
         hook = self.on_interest

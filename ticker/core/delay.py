@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ticker.core.bus import Bus
-from ticker.core.mailbox import Delivery
+from ticker.core.mailbox import Delivery, Follows
 from ticker.core.ticks import MicrosClock, now_us
 
 PER_SYMBOL_BYTES = 140
@@ -74,7 +74,7 @@ class DelayLine:
         self._wake = wake
         self._held: deque[tuple[int, Delivery, int]] = deque()
         self._last_due = 0
-        self.follows = None  # every symbol: subscribed to "*" of the live bus
+        self.follows: Follows = None  # every symbol: subscribed to "*" of the live bus
         self.nbytes = 0
         self.dropped = 0
         """Ticks dropped because the line was over ``max_bytes`` (a metric)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 MAX_FRAME_BYTES = 256 * 1024
 """A frame's worth of ticks: big enough to amortise a write, small enough to stay fair."""
@@ -344,3 +344,12 @@ def _note(positions: dict[str, int], symbols: list[str], last_qs: list[int | Non
 
 
 Mailbox = ConflatingMailbox | QueueMailbox
+
+
+class Subscriber(Protocol):
+    """What the bus routes to: a client's mailbox, or a delay line that publishes again."""
+
+    follows: Follows
+
+    def offer(self, delivery: Delivery) -> None:
+        """Take this batch's share; called inside the bus's publish, so never blocks."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -27,6 +28,9 @@ DTYPES: dict[str, np.dtype] = {
     "v": np.dtype("<f8"),
     "q": np.dtype("<i8"),
 }
+TickField = Literal["p", "b", "a", "v", "t", "q"]
+ROW_FIELDS: tuple[TickField, ...] = ("p", "b", "a", "v", "t", "q")
+"""The order :meth:`TickTable.ticks` writes a tick's fields in, after ``s``."""
 
 
 def valid_symbol(symbol: object) -> bool:
@@ -47,7 +51,7 @@ class TickTable:
 
     @classmethod
     def empty(cls, symbols: Sequence[str] = ()) -> TickTable:
-        return cls(list(symbols), *(np.empty(0, DTYPES[c]) for c in COLUMNS))
+        return cls(list(symbols), **{c: np.empty(0, DTYPES[c]) for c in COLUMNS})
 
     @classmethod
     def build(
@@ -88,12 +92,13 @@ class TickTable:
         return len(self.t)
 
     def column(self, name: str) -> np.ndarray:
-        return getattr(self, name)
+        values: np.ndarray = getattr(self, name)
+        return values
 
     def take(self, index: np.ndarray | slice) -> TickTable:
         """The rows at ``index`` (a mask, indices or a slice), same symbol table."""
         lines = None if self.lines is None else self.lines[index]
-        return TickTable(self.symbols, *(getattr(self, c)[index] for c in COLUMNS), lines)
+        return TickTable(self.symbols, **{c: getattr(self, c)[index] for c in COLUMNS}, lines=lines)
 
     def first_disorder(self) -> int | None:
         """Index of the first tick whose time is before its predecessor's, if any."""
@@ -146,21 +151,23 @@ class TickTable:
         part = slice(start, stop)
         names = np.array(self.symbols, object)[self.sym[part]].tolist()
         keys: list[str] = ["s"]
-        columns: list[list] = [names]
-        ragged: list[tuple[str, list]] = []
-        for name in ("p", "b", "a", "v", "t", "q"):
+        columns: list[list[Any]] = [names]
+        ragged: list[tuple[TickField, list[Any]]] = []
+        for name in ROW_FIELDS:
             values = getattr(self, name)[part]
             absent = values == 0 if name == "q" else np.isnan(values) if name != "t" else None
             if absent is None or not absent.any():
                 keys.append(name)
                 columns.append(values.tolist())
             elif not absent.all():
-                ragged.append((name, np.where(absent, None, values).tolist()))
+                boxed = values.astype(object)
+                boxed[absent] = None
+                ragged.append((name, boxed.tolist()))
         ticks: TickBatch = _row_builder(tuple(keys))(columns)
         for name, values in ragged:
             for tick, value in zip(ticks, values, strict=True):
                 if value is not None:
-                    tick[name] = value  # type: ignore[literal-required]
+                    tick[name] = value
         return ticks
 
     @classmethod
@@ -188,7 +195,7 @@ class TickTable:
 
 
 @functools.cache
-def _row_builder(keys: tuple[str, ...]) -> Callable[[list[list]], TickBatch]:
+def _row_builder(keys: tuple[str, ...]) -> Callable[[list[list[Any]]], TickBatch]:
     """A list comprehension with a dict display for exactly these keys, compiled once.
 
     A dict display is about three times faster than ``dict(zip(keys, row))``, and this is
@@ -198,7 +205,10 @@ def _row_builder(keys: tuple[str, ...]) -> Callable[[list[list]], TickBatch]:
     names = [f"c{i}" for i in range(len(keys))]
     display = ", ".join(f"{key!r}: {name}" for key, name in zip(keys, names, strict=True))
     targets = ", ".join(names) + ("," if len(names) == 1 else "")
-    return eval(f"lambda columns: [{{{display}}} for {targets} in zip(*columns)]")
+    build: Callable[[list[list[Any]]], TickBatch] = eval(
+        f"lambda columns: [{{{display}}} for {targets} in zip(*columns)]"
+    )
+    return build
 
 
 def concat(tables: Sequence[TickTable]) -> TickTable:
@@ -212,11 +222,10 @@ def concat(tables: Sequence[TickTable]) -> TickTable:
     for table in tables:
         remap = np.array([index.setdefault(s, len(index)) for s in table.symbols] + [0], "<i4")
         syms.append(remap[table.sym])
-    lines = [t.lines for t in tables]
+    lines = [t.lines for t in tables if t.lines is not None]
     return TickTable(
         list(index),
-        np.concatenate([t.t for t in tables]),
-        np.concatenate(syms),
-        *(np.concatenate([getattr(t, c) for t in tables]) for c in ("p", "b", "a", "v", "q")),
-        lines=None if any(x is None for x in lines) else np.concatenate(lines),  # type: ignore[arg-type]
+        sym=np.concatenate(syms),
+        **{c: np.concatenate([getattr(t, c) for t in tables]) for c in COLUMNS if c != "sym"},
+        lines=np.concatenate(lines) if len(lines) == len(tables) else None,
     )

@@ -32,14 +32,14 @@ class DelayPump:
         if line is not None and line.bus.epoch != self.live.epoch:
             # the cluster's stream restarted (its clients were closed with 1001): what the
             # line holds belongs to the old epoch, so start the delay over
-            self.live.unsubscribe(line, [WILDCARD])  # type: ignore[arg-type]
+            self.live.unsubscribe(line, [WILDCARD])
             del self.lines[delay_s]
             line = None
         if line is None:
             if len(self.lines) >= MAX_DELAY_LINES:
                 raise LookupError(f"this server serves at most {MAX_DELAY_LINES} distinct delays")
             line = DelayLine(delay_s, self.live, max_bytes=self.max_bytes, wake=self._changed.set)
-            self.live.subscribe(line, [WILDCARD])  # type: ignore[arg-type]
+            self.live.subscribe(line, [WILDCARD])
             self.lines[delay_s] = line
         return line.bus
 

@@ -25,7 +25,8 @@ def decimal_seconds_to_ns(values: np.ndarray) -> np.ndarray:
     """``"34200.004241176"`` -> 34_200_004_241_176: exact, no float on the way."""
     whole, _, frac = np.char.partition(values, ".").T
     frac = np.char.ljust(frac.astype("<U9"), 9, "0")
-    return whole.astype(np.int64) * 1_000_000_000 + frac.astype(np.int64)
+    ns: np.ndarray = whole.astype(np.int64) * 1_000_000_000 + frac.astype(np.int64)
+    return ns
 
 
 def _is_decimal(text: str) -> bool:
