@@ -56,6 +56,7 @@ class ProtocolError(Exception):
         self.symbols = symbols
 
     def frame(self) -> bytes:
+        """The error frame the client gets instead of an exception."""
         return error(self.code, self.message, id=self.id, symbols=self.symbols)
 
 
@@ -236,6 +237,7 @@ def welcome(
     limits: dict[str, float],
     auth: dict[str, Any] | None = None,
 ) -> bytes:
+    """The first frame: the session, the epoch ``q`` counts in, and the limits in force."""
     frame = {
         "type": "welcome",
         "protocol": PROTOCOL_VERSION,
@@ -271,14 +273,17 @@ def subscription(
 
 
 def symbols_list(symbols: list[str], rid: RequestId = None) -> bytes:
+    """The answer to ``list_symbols``."""
     return _dumps(_with_id({"type": "symbols", "symbols": symbols}, rid))
 
 
 def pong(server_time: int, rid: RequestId = None) -> bytes:
+    """The answer to ``ping``, with the server's clock for the client's offset."""
     return _dumps(_with_id({"type": "pong", "server_time": server_time}, rid))
 
 
 def heartbeat(server_time: int) -> bytes:
+    """Sent after a silence: browsers cannot see WebSocket pings."""
     return _dumps({"type": "heartbeat", "server_time": server_time})
 
 
@@ -295,6 +300,7 @@ def error(
     id: RequestId = None,
     symbols: list[str] | None = None,
 ) -> bytes:
+    """An error frame; ``symbols`` names the symbols a subscribe refused."""
     frame = _with_id({"type": "error", "code": str(code), "message": message}, id)
     if symbols is not None:
         frame["symbols"] = symbols
@@ -312,6 +318,7 @@ def ticks(encoded: list[bytes]) -> bytes:
 
 
 def snapshot(encoded: list[bytes]) -> bytes:
+    """The last ticks of the symbols just subscribed, as encoded when published."""
     return b"".join((_SNAPSHOT_HEAD, b",".join(encoded), _TAIL))
 
 
@@ -333,6 +340,7 @@ def replay_started(
     speed: float,
     rid: RequestId = None,
 ) -> bytes:
+    """The answer to ``replay``: what will be replayed, from when, how fast."""
     frame = {
         "type": "replay",
         "source": source,
