@@ -57,6 +57,7 @@ _redis_url.__name__ = "Redis URL (redis://host:port/db)"  # what argparse says o
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand on one ``EnvParser`` tree, so each flag has its variable."""
     parser = EnvParser(
         prog="ticker",
         description="Real-time market-data broadcaster over WebSocket, SSE and long polling.",
@@ -266,6 +267,7 @@ def _feeds(args: argparse.Namespace) -> list[FeedAdapter]:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    """The parsed flags as one frozen ``Settings``: the server never reads argparse."""
     limits = Limits(
         max_symbols=args.max_symbols,
         queue_bytes=args.queue_bytes,
@@ -419,6 +421,7 @@ def _broker(args: argparse.Namespace) -> RedisBroker | None:
 
 
 def feed(args: argparse.Namespace) -> int:
+    """``ticker feed``: a cluster's publisher, the feed with no server in front of it."""
     from ticker.cluster import publisher
 
     broker = _broker(args)
@@ -433,6 +436,7 @@ def feed(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``ticker`` entry point: parse, log to stderr, run one subcommand, exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "feed" and args.feed == "none":

@@ -46,11 +46,13 @@ class Progress:
         self.count = 0
 
     def advance(self, n: int) -> None:
+        """Count ``n`` more; redraws at most every ``INTERVAL_S``, not per call."""
         self.count += n
         if self.enabled and self._clock() - self._last >= INTERVAL_S:
             self._draw(final=False)
 
     def line(self) -> str:
+        """The line shown: count, rate, and share and ETA when the total is known."""
         elapsed = max(self._clock() - self._start, 1e-9)
         rate = self.count / elapsed
         text = f"{self.label}: {self.count:,} {self.unit}  {rate:,.0f}/s"
@@ -67,5 +69,6 @@ class Progress:
         self.stream.flush()
 
     def done(self) -> None:
+        """The final line, kept on the terminal."""
         if self.enabled:
             self._draw(final=True)

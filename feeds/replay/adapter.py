@@ -84,6 +84,7 @@ class ReplayFeed:
         return cls(select(table, str(paths[0]), symbols, start, end), options)
 
     def symbols(self) -> list[str]:
+        """The symbols that have ticks in the selection, not the whole file's table."""
         return sorted({self.table.symbols[i] for i in set(self.table.sym.tolist())})
 
     def progress(self) -> FeedProgress | None:

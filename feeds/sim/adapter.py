@@ -60,6 +60,7 @@ class SimulatedFeed:
         """Ticks never emitted because the loop fell more than a max batch behind."""
 
     def symbols(self) -> list[str]:
+        """The simulated symbols' names, declared before the first tick."""
         return list(self._names)
 
     async def stream(self) -> AsyncGenerator[TickBatch, None]:

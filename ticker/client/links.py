@@ -39,6 +39,8 @@ class LinkError(Exception):
 
 
 class Link(Protocol):
+    """What the client above needs of a transport, so it never knows which it has."""
+
     close_code: int | None
     close_reason: str
 
@@ -46,12 +48,15 @@ class Link(Protocol):
         """The next message; None once the link is closed (``close_code`` says how)."""
         ...
 
-    async def send(self, op: Message) -> None: ...
+    async def send(self, op: Message) -> None:
+        """Send one op (subscribe, ping, ...); SSE and polling POST it beside the stream."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """End the link from this side, when the client stops."""
 
 
 def transport_of(url: str) -> str:
+    """The transport a URL names (``ws``, ``sse`` or ``poll``): the URL is the choice."""
     parsed = URL(url)
     if parsed.scheme in ("ws", "wss"):
         return "ws"
@@ -139,12 +144,15 @@ def _op_url(base: URL, session: str, op: Message) -> URL:
 
 
 class WebSocketLink:
+    """A WebSocket: one text frame per message, the close frame's code at the end."""
+
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
         self.close_code: int | None = None
         self.close_reason = ""
 
     async def recv(self) -> Message | None:
+        """The next message; None once closed, 1006 when it ended without a code."""
         msg = await self.ws.receive()
         if msg.type is aiohttp.WSMsgType.TEXT:
             message: Message = orjson.loads(msg.data)
@@ -156,9 +164,11 @@ class WebSocketLink:
         return None
 
     async def send(self, op: Message) -> None:
+        """An op as one text frame, as the server reads it."""
         await self.ws.send_str(orjson.dumps(op).decode())
 
     async def close(self) -> None:
+        """Send a normal close and wait for the server's."""
         await self.ws.close()
 
 
@@ -181,6 +191,7 @@ class SseLink:
         self.close_reason = ""
 
     async def recv(self) -> Message | None:
+        """The next ``data:`` message; None once the stream or its ``close`` event ends it."""
         if self.close_code is not None:
             return None
         data: list[bytes] = []
@@ -212,9 +223,11 @@ class SseLink:
         return message
 
     async def send(self, op: Message) -> None:
+        """POST the op to the session the welcome named: SSE streams one way only."""
         await _post(self._http, self._url, self.session, op, self._ssl, self._headers)
 
     async def close(self) -> None:
+        """Drop the stream; the server sees the session's client go."""
         self.response.close()
 
 
@@ -250,6 +263,7 @@ class PollLink:
         self.close_reason = ""
 
     async def first_poll(self) -> None:
+        """The poll that opens the session: it brings the welcome and the cursor."""
         await self._poll(self._url)
 
     async def _poll(self, url: URL) -> None:
@@ -268,6 +282,7 @@ class PollLink:
             self._pending.append(message)
 
     async def recv(self) -> Message | None:
+        """The next buffered message, polling again with the cursor when none is left."""
         while not self._pending:
             if self.close_code is not None or self.cursor is None:
                 return None
@@ -279,7 +294,9 @@ class PollLink:
         return None if message.get("type") == "close" else message
 
     async def send(self, op: Message) -> None:
+        """POST the op to the session the welcome named, as for SSE."""
         await _post(self._http, self._url, self.session, op, self._ssl, self._headers)
 
     async def close(self) -> None:
+        """Stop polling: the server ends the session when its poll timeout passes."""
         self.close_code = self.close_code or CloseCode.NORMAL

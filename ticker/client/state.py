@@ -33,6 +33,7 @@ class Tick:
 
     @classmethod
     def from_wire(cls, tick: dict[str, Any], snapshot: bool = False) -> Tick:
+        """A wire tick dict as a typed ``Tick`` (absent fields None)."""
         return cls(
             tick["s"],
             tick["p"],
@@ -56,6 +57,7 @@ class Gap:
 
     @property
     def missed(self) -> int:
+        """How many ticks of the symbol never arrived."""
         return self.last - self.first + 1
 
 
@@ -72,6 +74,8 @@ class Connected:
 
 @dataclass(frozen=True, slots=True)
 class Disconnected:
+    """The link ended: its close code and reason, and whether the client retries."""
+
     code: int
     reason: str
     retry_in: float | None

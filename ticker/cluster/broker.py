@@ -28,6 +28,8 @@ raises ``PublishRefused`` when the cluster cannot take it."""
 
 
 class Broker(Protocol):
+    """What a node needs of whatever carries ticks between it and the rest of the cluster."""
+
     name: str
 
     @property
@@ -72,13 +74,14 @@ class LocalBroker:
     async def start(
         self, bus: Bus, local_symbols: Iterable[str], restart_clients: RestartClients
     ) -> None:
-        pass
+        """Nothing to attach: the bus is the whole world."""
 
     async def stop(self) -> None:
-        pass
+        """Nothing to detach."""
 
     def health(self) -> dict[str, Any]:
+        """No link to report on ``/readyz``."""
         return {}
 
     def register(self, registry: CollectorRegistry) -> None:
-        pass
+        """No broker metrics to register."""

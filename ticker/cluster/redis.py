@@ -131,6 +131,7 @@ class RedisBroker:
 
     @property
     def ready(self) -> bool:
+        """The Redis link is up: what ``/readyz`` asks of a node in a cluster."""
         return self.stats.link_up
 
     def take_publishes(self) -> RedisBroker:
@@ -214,6 +215,7 @@ class RedisBroker:
                 log.warning("the redis relay did not stop within 3 s; leaving it")
 
     def health(self) -> dict[str, Any]:
+        """The link's state for ``/readyz`` (URL redacted), down time included."""
         stats = self.stats
         link = "up" if stats.link_up else ("down" if self._ever_up else "connecting")
         detail: dict[str, Any] = {
@@ -227,6 +229,7 @@ class RedisBroker:
         return {"redis": detail}
 
     def register(self, registry: CollectorRegistry) -> None:
+        """The ``ticker_redis_*`` metrics, read from the relay's counters at scrape."""
         registry.register(
             RedisCollector(self.stats, self.continuity, lambda: len(self._in.subscribed))
         )

@@ -70,6 +70,7 @@ class Keys:
         return f"{self.prefix}:control"
 
     def channel(self, symbol: str) -> str:
+        """The channel a symbol's ticks travel on: its own, or its shard's (crc32)."""
         if not self.shards:
             return f"{self.prefix}:s:{symbol}"
         return f"{self.prefix}:shard:{zlib.crc32(symbol.encode()) % self.shards}"
@@ -108,6 +109,7 @@ def decode_message(data: bytes) -> tuple[str, int, list[Any]]:
 
 
 def valid_symbol(symbol: Any) -> bool:
+    """A symbol from Redis is input: checked as strictly as a client's."""
     return type(symbol) is str and 0 < len(symbol) <= MAX_SYMBOL_LENGTH and symbol != WILDCARD
 
 

@@ -18,6 +18,8 @@ def _named(parse: Parse, name: str) -> Parse:
 
 
 def positive(kind: Callable[[str], Any], name: str | None = None) -> Parse:
+    """An argparse type for a number above 0 (NaN refused), named in its error."""
+
     def parse(text: str) -> Any:
         value = kind(text)
         if not value > 0:  # NaN too

@@ -30,6 +30,7 @@ EXIT_BAD_INPUT = 2
 
 
 def add_parser(commands: Commands) -> None:
+    """``publish URL [FILE]`` with ``--token``, ``--batch`` and ``--follow``."""
     parser = commands.add_parser(
         "publish",
         help="publish ticks from a file or stdin into a server (ticker serve --publish)",

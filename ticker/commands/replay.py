@@ -52,6 +52,7 @@ def symbols_arg(text: str) -> int | list[str]:
 
 
 def add_replay_options(parser: EnvParser) -> None:
+    """How ``--feed replay:`` plays: speed, loop, time range, and how to read."""
     add = parser.add_option
     add(
         "--speed",
@@ -67,6 +68,7 @@ def add_replay_options(parser: EnvParser) -> None:
 
 
 def add_record_options(parser: EnvParser) -> None:
+    """``--record DIR`` (everything published, to disk) and ``--replay-dir``."""
     add = parser.add_option
     add("--replay-dir", type=Path, default=None, help="recordings clients may replay on demand")
     add("--record", type=Path, default=None, help="log every published tick into this directory")

@@ -33,6 +33,7 @@ def _origins(text: str) -> list[str]:
 
 
 def add_security_options(parser: EnvParser) -> None:
+    """Auth, TLS and connection limits: every flag that decides who may connect."""
     add = parser.add_option
     parser.add_argument(  # not add_option: --help would print the secret from the environment
         "--auth-secret",

@@ -92,6 +92,7 @@ def tick_line(tick: Tick) -> str:
 
 
 def tick_json(tick: Tick) -> bytes:
+    """A tick as the protocol's JSON object, absent fields left out (``--json``)."""
     wire = {"s": tick.symbol, "p": tick.price, "b": tick.bid, "a": tick.ask, "v": tick.size}
     wire = {k: v for k, v in wire.items() if v is not None}
     return orjson.dumps({**wire, "t": tick.time_us, "q": tick.q})
@@ -99,6 +100,8 @@ def tick_json(tick: Tick) -> bytes:
 
 @dataclass(slots=True)
 class Row:
+    """One symbol's line of the table: its first price (for the change) and last tick."""
+
     first: float
     last: Tick
 
@@ -114,6 +117,7 @@ class TickTable:
         """The last connection news, shown under the table."""
 
     def update(self, tick: Tick) -> None:
+        """Keep the symbol's last tick; its first price stays, for the change."""
         row = self.rows.get(tick.symbol)
         if row is None:
             self.rows[tick.symbol] = Row(tick.price, tick)
@@ -163,6 +167,7 @@ class Screen:
         self.drawn = 0
 
     def draw(self, lines: list[str]) -> None:
+        """Redraw the table in place: cursor up over the last drawing, lines cleared."""
         parts = [f"\x1b[{self.drawn}F"] if self.drawn else ["\x1b[?25l"]  # up; hide cursor
         parts += [f"\x1b[2K{line}\n" for line in lines]
         self.out.write("".join(parts))
@@ -170,6 +175,7 @@ class Screen:
         self.drawn = len(lines)
 
     def close(self) -> None:
+        """Give the cursor back, which ``draw`` hid."""
         if self.drawn:
             self.out.write("\x1b[?25h")  # show the cursor again
             self.out.flush()
@@ -255,6 +261,7 @@ async def tail(
 
 
 def run(args: argparse.Namespace) -> int:
+    """``ticker tail``: check the targets before connecting, then follow until Ctrl-C."""
     try:
         url, symbols = split_targets(args.targets)
         connect(url, symbols, mode=args.mode, max_hz=args.max_hz)  # checks, connects nothing

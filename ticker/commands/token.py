@@ -19,6 +19,7 @@ DEFAULT_TTL_S = 3600.0
 
 
 def add_parser(commands: Commands) -> None:
+    """``token --sub ...``: mint the JWT ``ticker serve`` reads, HS256 or a PEM key."""
     parser = commands.add_parser(
         "token",
         help="mint an access token (JWT) for a ticker server",

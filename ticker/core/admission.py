@@ -13,7 +13,7 @@ from ticker.core.codes import Refusal
 
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
-    """How many connections may be open at once: in all, per IP, per subject."""
+    """How many connections at once, in all, per IP, per subject (0: no limit)."""
 
     max_connections: int = 10_000
     max_connections_per_ip: int = 0
@@ -23,6 +23,7 @@ class ConnectionLimits:
     max_handshakes: int = 128
 
     def as_dict(self) -> dict[str, int]:
+        """The limits the welcome frame tells a client about."""
         return {
             "max_connections": self.max_connections,
             "max_connections_per_ip": self.max_connections_per_ip,
@@ -43,6 +44,7 @@ class Admission:
         self.by_subject: dict[str, int] = {}
 
     def start_handshake(self) -> Refusal | None:
+        """Take a handshake slot: a flood of slow handshakes is refused early."""
         limit = self.limits.max_handshakes
         if limit and self.handshakes >= limit:
             return Refusal.TOO_MANY_HANDSHAKES
@@ -50,6 +52,7 @@ class Admission:
         return None
 
     def end_handshake(self) -> None:
+        """Give the handshake slot back, whatever the handshake's outcome."""
         self.handshakes -= 1
 
     def admit(self, ip: str, subject: str, subject_max: int | None = None) -> Refusal | None:
@@ -70,6 +73,7 @@ class Admission:
         return None
 
     def leave(self, ip: str, subject: str) -> None:
+        """Give back the slot ``admit`` took, when the connection ends."""
         self.total -= 1
         _decrement(self.by_ip, ip)
         if subject:

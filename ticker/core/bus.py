@@ -82,9 +82,11 @@ class Bus:
             self._topic(symbol)
 
     def symbols(self) -> list[str]:
+        """Every symbol a feed declared, sorted: what ``list_symbols`` answers."""
         return sorted(self._topics)
 
     def known(self, symbol: str) -> bool:
+        """Whether a feed declared the symbol: an unknown one is refused, not followed."""
         return symbol in self._topics
 
     def symbol_count(self) -> int:
@@ -233,6 +235,7 @@ class Bus:
                 topic.last = None
 
     def unsubscribe(self, mailbox: Subscriber, symbols: Iterable[str]) -> None:
+        """Stop routing these topics to ``mailbox``; the last to leave tells the relay."""
         symbols = list(symbols)
         named = [s for s in symbols if s != WILDCARD]
         hook = self.on_interest

@@ -44,6 +44,7 @@ class Entitlements:
         self._match = re.compile(regex).match if regex else None
 
     def allows(self, symbol: str) -> bool:
+        """Whether the token's ``symbols`` patterns cover this symbol."""
         return self.everything or (self._match is not None and self._match(symbol) is not None)
 
     def split(self, symbols: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -55,6 +56,7 @@ class Entitlements:
         return allowed, refused
 
     def filter(self, symbols: Iterable[str]) -> list[str]:
+        """The symbols the token covers, in order (all of them with ``*``)."""
         return list(symbols) if self.everything else [s for s in symbols if self.allows(s)]
 
     def __eq__(self, other: object) -> bool:

@@ -46,6 +46,7 @@ class Ring:
         self.ticks = 0
 
     def add(self, first_q: int, last_q: int, count: int, segment: bytes) -> None:
+        """Keep one batch's segment of the symbol; drop the oldest past ``depth`` ticks."""
         spans = self.spans
         self.segments.append(segment)
         spans.extend((first_q, last_q, count))

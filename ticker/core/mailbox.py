@@ -146,6 +146,8 @@ class Delivery:
         return [s for s in segments if s in follows]
 
     def release(self) -> None:
+        """Drop the cached shares once every mailbox has its own: a lagging client
+        must keep alive only what it will send."""
         self._queued.clear()
         self._latest.clear()
 
@@ -177,6 +179,8 @@ class ConflatingMailbox:
         had news waiting since then (the pending ticks themselves may be newer)."""
 
     def offer(self, delivery: Delivery) -> None:
+        """Keep each followed symbol's latest tick; older pending ones are
+        replaced (counted as conflated), so memory is bounded by symbols."""
         latest, ticks = delivery.latest_of(self.follows)
         if not ticks:
             return
@@ -211,6 +215,7 @@ class ConflatingMailbox:
             self._pending.pop(symbol, None)
 
     def clear(self) -> None:
+        """Drop what is pending (the session is closing or ended)."""
         self._pending.clear()
 
     @property
@@ -258,6 +263,8 @@ class QueueMailbox:
         to date, not a property: it is read once per frame."""
 
     def offer(self, delivery: Delivery) -> None:
+        """Queue this batch's share; past ``limit_bytes`` drop everything and
+        flag overflow, so the session closes the client with 4008."""
         share = delivery.share(self.follows)
         if not share.ticks or self.overflowed:
             return
@@ -326,6 +333,7 @@ class QueueMailbox:
         self.oldest_t = self._shares[0].t if self._shares else 0
 
     def clear(self) -> None:
+        """Drop what is queued (overflow, or the session is closing)."""
         self._shares.clear()
         self.nbytes = 0
         self.ntick = 0

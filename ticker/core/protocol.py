@@ -56,6 +56,7 @@ class ProtocolError(Exception):
         self.symbols = symbols
 
     def frame(self) -> bytes:
+        """The error frame the client gets instead of an exception."""
         return error(self.code, self.message, id=self.id, symbols=self.symbols)
 
 
@@ -239,7 +240,7 @@ def welcome(
     limits: dict[str, float],
     auth: dict[str, Any] | None = None,
 ) -> bytes:
-    """The first frame of every session: its id, epoch, mode and limits."""
+    """The first frame: the session, the epoch ``q`` counts in, and the limits in force."""
     frame = {
         "type": "welcome",
         "protocol": PROTOCOL_VERSION,
@@ -275,17 +276,17 @@ def subscription(
 
 
 def symbols_list(symbols: list[str], rid: RequestId = None) -> bytes:
-    """The answer to ``list``: the symbols the client may see."""
+    """The answer to ``list_symbols``."""
     return _dumps(_with_id({"type": "symbols", "symbols": symbols}, rid))
 
 
 def pong(server_time: int, rid: RequestId = None) -> bytes:
-    """The answer to ``ping``, with the server's clock."""
+    """The answer to ``ping``, with the server's clock for the client's offset."""
     return _dumps(_with_id({"type": "pong", "server_time": server_time}, rid))
 
 
 def heartbeat(server_time: int) -> bytes:
-    """Sent after ``heartbeat_s`` of silence, so a client can tell quiet from dead."""
+    """Sent after a silence: browsers cannot see WebSocket pings."""
     return _dumps({"type": "heartbeat", "server_time": server_time})
 
 
@@ -302,7 +303,7 @@ def error(
     id: RequestId = None,
     symbols: list[str] | None = None,
 ) -> bytes:
-    """An ``error`` frame: its code, why, and the request's ``id`` when it had one."""
+    """An error frame; ``symbols`` names the symbols a subscribe refused."""
     frame = _with_id({"type": "error", "code": str(code), "message": message}, id)
     if symbols is not None:
         frame["symbols"] = symbols
@@ -320,7 +321,7 @@ def ticks(encoded: list[bytes]) -> bytes:
 
 
 def snapshot(encoded: list[bytes]) -> bytes:
-    """The last value of each symbol, from the bus's encoded ticks."""
+    """The last ticks of the symbols just subscribed, as encoded when published."""
     return b"".join((_SNAPSHOT_HEAD, b",".join(encoded), _TAIL))
 
 
@@ -342,7 +343,7 @@ def replay_started(
     speed: float,
     rid: RequestId = None,
 ) -> bytes:
-    """The answer to ``replay``: what will be replayed, and how fast."""
+    """The answer to ``replay``: what will be replayed, from when, how fast."""
     frame = {
         "type": "replay",
         "source": source,

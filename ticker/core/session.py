@@ -62,6 +62,7 @@ class Limits:
     0: never."""
 
     def as_dict(self) -> dict[str, float]:
+        """The limits the welcome frame tells a client about (``idle_s`` when on)."""
         limits: dict[str, float] = {
             "max_symbols": self.max_symbols,
             "max_message_bytes": self.max_message_bytes,
@@ -75,7 +76,8 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class CloseRequest:
-    """The code and reason a session is to be closed with."""
+    """The close code and reason a session asked for, kept until the transport
+    closes: the session itself never touches a socket."""
 
     code: int
     reason: str
@@ -169,6 +171,7 @@ class Session:
 
     @property
     def mode(self) -> str:
+        """``latest`` or ``all``: which mailbox the client chose."""
         return self.mailbox.mode
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -245,6 +248,7 @@ class Session:
             self._error(exc)
 
     def receive_binary(self) -> None:
+        """Binary frames get an error frame, counted against the ops limit like any op."""
         if self._admit():
             self._error(
                 ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not accepted; send text")
@@ -438,6 +442,7 @@ class Session:
         self._send(frame)
 
     def send_error(self, exc: ProtocolError) -> None:
+        """Queue an error frame built elsewhere (the replay host's)."""
         self._error(exc)
 
     def _send(self, frame: bytes) -> None:
@@ -470,9 +475,11 @@ class Session:
             self.request_close(CloseCode.SLOW_CONSUMER, "slow consumer: replies not read")
 
     def has_control(self) -> bool:
+        """Whether replies are waiting: the transport writes them before ticks."""
         return bool(self._outbox)
 
     def has_ticks(self) -> bool:
+        """Whether ticks are waiting, so the transport knows to flush again."""
         return len(self.mailbox) > 0
 
     def take_ticks(self, positions: dict[str, int] | None = None) -> tuple[bytes, int]:

@@ -36,4 +36,5 @@ MicrosClock = Callable[[], int]
 
 
 def now_us() -> int:
+    """Wall-clock microseconds, the unit of ``t``; inject a ``MicrosClock`` in tests."""
     return time.time_ns() // 1000

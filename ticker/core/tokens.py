@@ -57,10 +57,12 @@ class TokenVerifier:
 
     @classmethod
     def from_secret(cls, secret: str, **kw: Any) -> TokenVerifier:
+        """HS256 with a shared secret; ValueError when it is too short to be safe."""
         return cls(check_secret(secret), ["HS256"], **kw)
 
     @classmethod
     def from_public_key(cls, pem: bytes, **kw: Any) -> TokenVerifier:
+        """RS256 or ES256, chosen by the key: a token cannot pick it."""
         key = load_pem_public_key(pem)
         if isinstance(key, rsa.RSAPublicKey):
             return cls(key, ["RS256"], **kw)
@@ -69,6 +71,7 @@ class TokenVerifier:
         raise ValueError("the public key must be RSA (RS256) or EC P-256 (ES256)")
 
     def verify(self, token: str) -> Principal:
+        """The token's principal; TokenError, with the reason, if it is not valid."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise TokenError(f"the token must be 1 to {MAX_TOKEN_LENGTH} characters")
         try:

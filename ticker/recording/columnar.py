@@ -66,10 +66,12 @@ class ColumnarDirWriter:
         self.bytes = 0
 
     def write_ticks(self, ticks: TickBatch) -> None:
+        """Append protocol ticks, numbering new symbols as they come."""
         if ticks:
             self._append(TickTable.from_ticks(ticks, self._symbols), self._symbols)
 
     def write_table(self, table: TickTable) -> None:
+        """Append a table, its symbols renumbered into this file's."""
         if not len(table):
             return
         index = self._symbols
@@ -92,9 +94,12 @@ class ColumnarDirWriter:
 
     @property
     def symbols(self) -> list[str]:
+        """The symbol table so far, index order."""
         return list(self._symbols)
 
     def close(self) -> None:
+        """Write the final row count into each header: until then a reader
+        sees a killed writer's file up to its last complete tick."""
         self._symbol_file.close()
         for name, f in self._files.items():
             f.seek(0)
@@ -119,19 +124,24 @@ class NpzWriter:
 
     @property
     def ticks(self) -> int:
+        """Ticks written so far."""
         return self._dir.ticks
 
     @property
     def bytes(self) -> int:
+        """Bytes written so far (of the staged columns)."""
         return self._dir.bytes
 
     def write_ticks(self, ticks: TickBatch) -> None:
+        """Stage protocol ticks as columns; the archive is made at ``close``."""
         self._dir.write_ticks(ticks)
 
     def write_table(self, table: TickTable) -> None:
+        """Stage a table's columns; the archive is made at ``close``."""
         self._dir.write_table(table)
 
     def close(self) -> None:
+        """Zip the staged columns into the ``.npz`` and move it in place atomically."""
         self._dir.close()
         symbols = self._dir.symbols
         tmp = self.path.with_name(f".{self.path.name}.tmp")

@@ -181,13 +181,21 @@ class TickWriter(Protocol):
     path: Path
 
     @property
-    def ticks(self) -> int: ...
-    @property
-    def bytes(self) -> int: ...
+    def ticks(self) -> int:
+        """Ticks written so far (progress, rotation)."""
 
-    def write_ticks(self, ticks: TickBatch) -> None: ...
-    def write_table(self, table: TickTable) -> None: ...
-    def close(self) -> None: ...
+    @property
+    def bytes(self) -> int:
+        """Bytes written so far: ``--record-max-bytes`` rotates on it."""
+
+    def write_ticks(self, ticks: TickBatch) -> None:
+        """Append protocol tick dicts, as the bus publishes them."""
+
+    def write_table(self, table: TickTable) -> None:
+        """Append a table, as a conversion reads it."""
+
+    def close(self) -> None:
+        """Finish the file: until then it may not be complete."""
 
 
 def remove(path: Path) -> None:

@@ -73,6 +73,8 @@ class JsonlReader:
         return self.path.open("rb")
 
     def tables(self) -> Iterator[TickTable]:
+        """The file as tables of bounded size, each bad line raised or skipped
+        with its number, so a big file never sits in memory as dicts."""
         path, problems = self.path, self.problems
         symbols: dict[str, int] = {}
         ticks: TickBatch = []
@@ -143,6 +145,7 @@ class JsonlWriter:
         self.bytes = 0
 
     def write_ticks(self, ticks: TickBatch) -> None:
+        """One line per tick, one write per batch."""
         if not ticks:
             return
         dumps = orjson.dumps
@@ -150,6 +153,7 @@ class JsonlWriter:
         self._write(data, len(ticks))
 
     def write_table(self, table: TickTable) -> None:
+        """A table as its protocol ticks, one line each."""
         self.write_ticks(table.ticks())
 
     def _write(self, data: bytes, count: int) -> None:
@@ -159,6 +163,7 @@ class JsonlWriter:
         self.bytes += len(data)
 
     def close(self) -> None:
+        """Flush and close: a ``.jsonl.gz`` is complete only after this."""
         self._file.close()
         self._raw.close()
 

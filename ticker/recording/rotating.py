@@ -42,6 +42,8 @@ class RotatingRecorder:
         self.ticks = 0
 
     def write(self, ticks: TickBatch) -> None:
+        """Append a batch, starting a new file at midnight UTC or past
+        ``max_bytes``, so no file grows without bound."""
         while ticks:
             if self._writer is None or ticks[0]["t"] >= self._day_end:
                 self._open(ticks[0]["t"])
@@ -73,4 +75,5 @@ class RotatingRecorder:
             self._writer = None
 
     def close(self) -> None:
+        """Close the current file, leaving every file complete."""
         self._close_current()

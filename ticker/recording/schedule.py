@@ -32,6 +32,8 @@ US = 1_000_000
 
 @dataclass(frozen=True, slots=True)
 class ReplayOptions:
+    """How a recording is played: speed, looping, and whether times are re-based."""
+
     speed: float = 1.0
     """1 = as recorded, 10 = ten times faster, 0 = as fast as it can be taken."""
     loop: bool = False
@@ -99,6 +101,7 @@ class Replay:
 
     @property
     def finished(self) -> bool:
+        """Every tick is out and the replay does not loop."""
         return self.cursor >= len(self.table) and not self.options.loop
 
     # -- driving ------------------------------------------------------------------------
@@ -141,12 +144,14 @@ class Replay:
     # -- steering (on-demand replays) -----------------------------------------------------
 
     def pause(self, now: float) -> None:
+        """Hold the position: the anchor moves there and time stops counting."""
         if not self.paused:
             self.anchor_rec = round(self.position(now))
             self.anchor_clock = now
             self.paused = True
 
     def resume(self, now: float) -> None:
+        """Go on from where the pause held, re-anchored to now."""
         if self.paused:
             self.anchor_clock = now
             self.paused = False
@@ -160,6 +165,7 @@ class Replay:
         self.anchor_clock = now
 
     def set_speed(self, speed: float, now: float) -> None:
+        """Change speed without a jump: re-anchored at the current position."""
         if not speed >= 0:
             raise ValueError("speed must be >= 0")
         self.anchor_rec = round(self.position(now))

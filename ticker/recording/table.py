@@ -34,11 +34,14 @@ ROW_FIELDS: tuple[TickField, ...] = ("p", "b", "a", "v", "t", "q")
 
 
 def valid_symbol(symbol: object) -> bool:
+    """A symbol read from a file is input: as strict as the protocol's check."""
     return isinstance(symbol, str) and 0 < len(symbol) <= MAX_SYMBOL_LENGTH and symbol != "*"
 
 
 @dataclass(slots=True)
 class TickTable:
+    """Ticks as numpy columns: every format reads into it and writes from it."""
+
     symbols: list[str]
     t: np.ndarray
     sym: np.ndarray
@@ -51,6 +54,7 @@ class TickTable:
 
     @classmethod
     def empty(cls, symbols: Sequence[str] = ()) -> TickTable:
+        """A table of no ticks (an empty file still has a symbol table)."""
         return cls(list(symbols), **{c: np.empty(0, DTYPES[c]) for c in COLUMNS})
 
     @classmethod
@@ -92,6 +96,7 @@ class TickTable:
         return len(self.t)
 
     def column(self, name: str) -> np.ndarray:
+        """A column by its name, for code that loops over ``COLUMNS``."""
         values: np.ndarray = getattr(self, name)
         return values
 

@@ -44,6 +44,7 @@ class DelayPump:
         return line.bus
 
     async def run(self) -> None:
+        """The one task for every delay line: release what is due, sleep until the next."""
         while True:
             earliest: float | None = None
             for line in self.lines.values():

@@ -21,6 +21,8 @@ log = logging.getLogger("ticker.server")
 
 
 class Flushable(Protocol):
+    """What the flusher needs of a connection, whatever its transport."""
+
     def flush(self, now: float) -> None:
         """Write what is pending, as far as the transport takes it without buffering."""
 
@@ -29,6 +31,8 @@ class Flushable(Protocol):
 
 
 class Flusher:
+    """The one flush loop of a node: one write per dirty connection per pass."""
+
     def __init__(
         self, max_linger: float = 0.005, after_pass: Callable[[], None] | None = None
     ) -> None:
@@ -57,6 +61,7 @@ class Flusher:
             loop.call_soon(self.flush)
 
     def flush(self) -> None:
+        """One pass: write every dirty connection once; a failing one is aborted alone."""
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         assert self._loop is not None

@@ -49,6 +49,7 @@ class BusRecorder:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        """Subscribe to "*" and start the task that drains to disk."""
         self.bus.subscribe(self.mailbox, [WILDCARD])
         self._task = asyncio.create_task(self._run(), name="recorder")
 

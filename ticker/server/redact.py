@@ -29,6 +29,7 @@ class RedactTokens(logging.Filter):
     """Masks tokens in a record's formatted message (and its exception text)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite a record (and its traceback) with tokens masked; never drops it."""
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:

@@ -79,6 +79,7 @@ class ReplayPump:
     # -- the ops --------------------------------------------------------------------------
 
     def handle(self, session: Session, op: Op) -> None:
+        """The replay ops of one session; a bad op is an error frame, not a raise."""
         try:
             if op.op == "list_replays":
                 session.send_control(protocol.replays(self.sources(), op.id))
@@ -90,15 +91,18 @@ class ReplayPump:
             session.send_error(exc)
 
     def stop(self, session: Session) -> None:
+        """End the session's replay, or its load in progress (it left, or replays)."""
         self.active.pop(session, None)
         task = self._loading.pop(session, None)
         if task is not None:
             task.cancel()
 
     def busy(self, session: Session) -> bool:
+        """A replaying session is not idle, whatever it has subscribed."""
         return session in self.active or session in self._loading
 
     def sources(self) -> list[dict[str, Any]]:
+        """What ``list_replays`` answers: the recordings under the directory."""
         found: list[dict[str, Any]] = []
         for path in sorted(self.directory.rglob("*")):
             if len(found) >= MAX_LISTED:
@@ -199,6 +203,7 @@ class ReplayPump:
     # -- pacing -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """The one task for every replay: step each, sleep until the earliest is due."""
         while True:
             now = self._clock()
             earliest: float | None = None
@@ -220,6 +225,8 @@ class ReplayPump:
                 pass
 
     def attach(self, app: web.Application) -> None:
+        """Run the task for the app's life; cancel it and any loads at cleanup."""
+
         async def context(app: web.Application) -> AsyncIterator[None]:
             self._task = asyncio.create_task(self.run(), name="replays")
             yield

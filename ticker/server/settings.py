@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Everything a node is configured with: built once, read everywhere, never changed."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     heartbeat_s: float = 20.0

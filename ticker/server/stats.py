@@ -41,11 +41,13 @@ class Buckets:
         self.sum: float = 0
 
     def observe(self, value: float, times: int = 1) -> None:
+        """Count a value ``times`` times: a batch of frames costs one bisect."""
         self.counts[bisect_left(self.bounds, value)] += times
         self.sum += value * times
 
     @property
     def count(self) -> int:
+        """Observations so far, over all buckets."""
         return sum(self.counts)
 
     def cumulative(self, unit: float = 1.0) -> list[tuple[str, int]]:
@@ -76,6 +78,7 @@ class Traffic:
     are off."""
 
     def settle(self, now: int) -> None:
+        """Observe the pass's frame latencies at once, at the pass's end."""
         handed, latency = self.handed, self.latency_us
         if not handed or latency is None:
             return

@@ -67,6 +67,9 @@ KINDS: dict[str, tuple[Callable[[str], bool], str]] = {
 
 @dataclass(frozen=True, slots=True)
 class Column:
+    """One column to read: where it is, what it is called, and the kind it converts to
+    (int, float, decimal, iso or str), so each importer states its file's shape as data."""
+
     index: int
     name: str
     kind: str
