@@ -269,10 +269,11 @@ def test_a_bad_variable_of_one_command_is_that_commands_mistake(tmp_path: Path) 
 
 def test_an_output_in_a_directory_that_does_not_exist_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "no" / "such"
-    for argv in (
+    argvs: list[list[str | Path]] = [
         ["convert", TARDIS, missing / "out.jsonl"],
         ["record", "ws://127.0.0.1:1/ws", "--out", missing / "rec.jsonl"],
-    ):
+    ]
+    for argv in argvs:
         done = ticker(*argv)
         one_mistake(done.returncode, done.stderr, f"no directory {missing}", "create it first")
     assert not (tmp_path / "no").exists()
