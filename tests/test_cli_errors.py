@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -231,3 +232,85 @@ async def test_tail_and_record_of_a_url_that_is_no_ticker_endpoint(
     code, _, err = await aticker("record", f"ws://{base}/nope", "--out", out)
     one_mistake(code, err, "HTTP 404: Not Found", "ws(s)://HOST/ws")
     assert not out.exists()
+
+
+# Siblings: every subcommand, with a wrong path, a bad URL, nothing listening, a bad variable.
+
+
+def _env_ticker(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "ticker", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_bad_variable_of_one_command_is_that_commands_mistake(tmp_path: Path) -> None:
+    """Every parser reads its variables when the CLI is built: serve's must not stop convert."""
+    out = tmp_path / "btc.jsonl"
+    done = _env_ticker({"TICKER_RATE": "fast"}, "convert", TARDIS, out)
+    assert done.returncode == 0 and out.exists(), done.stderr
+    done = _env_ticker({"TICKER_RATE": "fast"}, "serve")
+    one_mistake(done.returncode, done.stderr, "ticker serve: error:", "TICKER_RATE='fast'")
+    done = _env_ticker({"TICKER_TIME_UNIT": "parsecs"}, "convert", TARDIS, tmp_path / "x.jsonl")
+    one_mistake(done.returncode, done.stderr, "ticker convert: error:", "TICKER_TIME_UNIT")
+    done = _env_ticker({"TICKER_MAX_HZ": "lots"}, "tail", "AAPL")
+    one_mistake(done.returncode, done.stderr, "ticker tail: error:", "TICKER_MAX_HZ='lots'")
+    done = _env_ticker({"TICKER_BATCH": "many"}, "publish", "http://127.0.0.1:1", "-")
+    one_mistake(done.returncode, done.stderr, "ticker publish: error:", "TICKER_BATCH='many'")
+    done = _env_ticker({"TICKER_NO_METRICS": "maybe"}, "token", "--help")
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_output_in_a_directory_that_does_not_exist_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such"
+    argvs: list[list[str | Path]] = [
+        ["convert", TARDIS, missing / "out.jsonl"],
+        ["record", "ws://127.0.0.1:1/ws", "--out", missing / "rec.jsonl"],
+    ]
+    for argv in argvs:
+        done = ticker(*argv)
+        one_mistake(done.returncode, done.stderr, f"no directory {missing}", "create it first")
+    assert not (tmp_path / "no").exists()
+
+
+def test_record_with_nothing_listening_says_so_and_leaves_no_file(tmp_path: Path) -> None:
+    for name in ("rec.jsonl", "rec.npz", "rec.ticks"):
+        out = tmp_path / name
+        done = ticker("record", "ws://127.0.0.1:1/ws", "--out", out)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("ticker record: cannot connect to ws://127.0.0.1:1/ws: ")
+        assert not out.exists()  # the next try must not find it "already exists"
+
+
+def test_publish_refuses_a_directory_and_says_at_once_when_nothing_listens(
+    tmp_path: Path,
+) -> None:
+    done = ticker("publish", "http://127.0.0.1:1", tmp_path)
+    one_mistake(done.returncode, done.stderr, str(tmp_path), "a directory")
+    ticks = tmp_path / "t.ndjson"
+    ticks.write_text('{"s": "AAPL", "p": 1.5}\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ticker", "publish", "http://127.0.0.1:1", str(ticks)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # long before its 60 s of retries end
+        assert line.startswith("ticker publish: cannot connect to ws://127.0.0.1:1/publish ")
+        assert "retrying for up to 60 s" in line
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()

@@ -28,7 +28,8 @@ DOC_URL = "ws://127.0.0.1:8080/ws"
 
 def python_block(doc: str, containing: str) -> str:
     """The one ```python block of ``doc`` that contains ``containing``, as quoted."""
-    blocks = [b for b in PYTHON_BLOCK.findall((ROOT / doc).read_text()) if containing in b]
+    text = (ROOT / doc).read_text()
+    blocks: list[str] = [b for b in PYTHON_BLOCK.findall(text) if containing in b]
     assert len(blocks) == 1, f"{doc}: {len(blocks)} python blocks with {containing!r}"
     return blocks[0]
 

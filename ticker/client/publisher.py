@@ -98,14 +98,17 @@ class Publisher:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._ids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
         self.reconnects = 0
+        self.connect_error: str | None = None
+        """Why the first connection failed (the first ``publish`` retries it); None once up."""
 
     async def __aenter__(self) -> Publisher:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         try:
             await self._connect()
-        except (aiohttp.ClientConnectionError, ConnectionError):
+        except (aiohttp.ClientConnectionError, ConnectionError) as exc:
             self._ws = None  # the first publish connects, retrying until give_up_s
+            self.connect_error = str(exc) or type(exc).__name__
         return self
 
     async def __aexit__(
@@ -129,6 +132,7 @@ class Publisher:
         assert self._session is not None, "use Publisher as an async context manager"
         try:
             self._ws = await self._session.ws_connect(self.url, headers=self._headers)
+            self.connect_error = None
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status >= 500:  # shutting down, overloaded: worth another try
                 raise ConnectionError(f"HTTP {exc.status}") from None

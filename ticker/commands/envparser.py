@@ -56,6 +56,10 @@ class EnvParser(argparse.ArgumentParser):
         """One line, not the usage block: the usage is a ``--help`` away."""
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def _bad_variable(self, problem: str) -> None:
+        """Said when this command runs: every command's parser is built for any one."""
+        self.checks.insert(0, lambda args, parser: problem)
+
     def flag(self, dest: str) -> str:
         """The flag that sets ``dest`` (``start`` is ``--from``)."""
         return str(self._stock[dest][0])
@@ -83,9 +87,11 @@ class EnvParser(argparse.ArgumentParser):
             try:
                 default = type(raw)
             except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
-                self.error(f"environment variable {env}={raw!r} is invalid: {exc}")
+                self._bad_variable(f"environment variable {env}={raw!r} is invalid: {exc}")
             if kw.get("choices") and default not in kw["choices"]:
-                self.error(f"environment variable {env}={raw!r}: choose from {kw['choices']}")
+                self._bad_variable(
+                    f"environment variable {env}={raw!r}: choose from {kw['choices']}"
+                )
         help_text = kw.pop("help", "")
         kw["help"] = f"{help_text} [env {env}; default: %(default)s]"
         if switch:
@@ -99,7 +105,7 @@ class EnvParser(argparse.ArgumentParser):
         env = env_name(flag)
         raw = os.environ.get(env, "")
         if raw.lower() not in ("", "0", "false", "no", "1", "true", "yes"):
-            self.error(f"environment variable {env}={raw!r}: use 1/true/yes or 0/false/no")
+            self._bad_variable(f"environment variable {env}={raw!r}: use 1/true/yes or 0/false/no")
         default = raw.lower() in ("1", "true", "yes")
         action = self.add_argument(
             flag, action="store_true", default=default, help=f"{help} [env {env}]"

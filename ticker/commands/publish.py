@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import stat
 import sys
 import threading
 import time
@@ -106,6 +107,12 @@ class Run:
             ticks, self.pending = self.pending[:size], self.pending[size:]
             lines, self.lines = self.lines[:size], self.lines[size:]
             self._sending_lines = lines
+            if pub.connect_error is not None:  # said now, not after give_up_s of silence
+                print(
+                    f"ticker publish: cannot connect to {pub.url} ({pub.connect_error}); "
+                    f"retrying for up to {pub.give_up_s:g} s: is the server running?",
+                    file=sys.stderr,
+                )
             ack = await pub.publish(ticks)
             self.batches += 1
             self.symbols.update(ack.q)
@@ -179,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     try:
         fd = sys.stdin.fileno() if args.file == "-" else os.open(Path(args.file), os.O_RDONLY)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):  # it opens, and reads as an error
+            raise IsADirectoryError(0, "a directory, not a file of ticks")
     except OSError as exc:
         print(f"ticker publish: error: {args.file}: {exc.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT

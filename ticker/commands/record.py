@@ -158,19 +158,24 @@ async def _main(args: argparse.Namespace, writer: TickWriter) -> int:
         loop.add_signal_handler(sig, recording.stop)
     start = time.monotonic()
     mistake: str | None = None
+    lost: Exception | None = None
     try:
         await recording.run(args.duration)
     except LinkError as exc:
-        if not is_mistake(exc.status):
-            print(f"ticker record: cannot connect to {args.url}: {exc}", file=sys.stderr)
-            return EXIT_LOST
-        mistake = refused_line("record", args.url, str(exc), exc.status)
+        if is_mistake(exc.status):
+            mistake = refused_line("record", args.url, str(exc), exc.status)
+        else:
+            lost = exc
     except (aiohttp.ClientError, OSError) as exc:
-        print(f"ticker record: cannot connect to {args.url}: {exc}", file=sys.stderr)
-        return EXIT_LOST
+        lost = exc
     finally:
         writer.close()
         progress.done()
+    if lost is not None:
+        if not writer.ticks:  # an empty file would stand in the way of the next try
+            remove(args.out)
+        print(f"ticker record: cannot connect to {args.url}: {lost}", file=sys.stderr)
+        return EXIT_LOST
     if recording.refused is not None:
         mistake = nothing_left_line("record", recording.refused)
     if mistake is not None:

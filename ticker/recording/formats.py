@@ -207,9 +207,12 @@ def remove(path: Path) -> None:
 
 
 def check_output_name(path: Path) -> None:
-    """RecordingError unless the name says one of the formats we write."""
+    """RecordingError unless the name says one of the formats we write, in a directory
+    that exists (an OSError would name the file it failed on, not what to do)."""
     if not path.name.endswith(WRITE_SUFFIXES):
         raise RecordingError(path, f"output name must end with one of {', '.join(WRITE_SUFFIXES)}")
+    if not path.parent.is_dir():
+        raise RecordingError(path, f"no directory {path.parent} to write it in: create it first")
 
 
 def open_writer(path: Path) -> TickWriter:
