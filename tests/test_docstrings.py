@@ -14,16 +14,6 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 PACKAGES = ("ticker", "feeds")
 
-EXEMPT = {
-    f"ticker/server/{name}.py"
-    for name in (
-        *("websocket", "sse", "poll", "http_ops", "auth", "connection"),
-        *("node", "metrics", "handshake", "publish", "app"),
-    )
-}
-"""Being rewritten on another branch (issue 18, the one connection lifecycle): the lead
-empties this set once that refactor is merged and its names have their docstrings."""
-
 Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 
 
@@ -66,15 +56,9 @@ def test_every_public_name_has_a_docstring() -> None:
     missing = [
         f"{where}: {name}"
         for where, source in sources()
-        if where not in EXEMPT
         for name in undocumented(ast.parse(source))
     ]
     assert not missing, "public names without a docstring:\n" + "\n".join(missing)
-
-
-def test_each_exemption_is_still_needed() -> None:
-    needed = {where for where, source in sources() if undocumented(ast.parse(source))}
-    assert EXEMPT.issubset(needed), f"documented now, drop from EXEMPT: {EXEMPT - needed}"
 
 
 def test_what_counts_as_public() -> None:

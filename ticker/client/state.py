@@ -93,6 +93,7 @@ class ServerError:
 
     @classmethod
     def from_wire(cls, frame: dict[str, Any]) -> ServerError:
+        """An ``error`` frame as the event (absent symbols: none named)."""
         return cls(
             str(frame.get("code")), str(frame.get("message")), tuple(frame.get("symbols") or ())
         )

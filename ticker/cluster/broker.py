@@ -69,6 +69,7 @@ class LocalBroker:
     ready = True
 
     def take_publishes(self) -> None:
+        """One node numbers its publishes itself, in its bus."""
         return None
 
     async def start(

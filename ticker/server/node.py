@@ -86,6 +86,7 @@ class Node:
 
     @replays.setter
     def replays(self, host: ReplayHost | None) -> None:
+        """Set by ``serve`` once the replay directory is loaded."""
         self.clients.replays = host
 
     @property
