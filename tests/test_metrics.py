@@ -20,8 +20,10 @@ from tests.conftest import StartServer, frame
 from tests.rawws import RawWebSocket
 from tests.scrape import scrape, value
 from ticker.core.mailbox import ConflatingMailbox, Delivery, QueueMailbox
+from ticker.core.publish import PublishLimits
 from ticker.core.ticks import Tick, TickBatch
 from ticker.recording.table import TickTable
+from ticker.server.app import create_app
 from ticker.server.node import Node
 from ticker.server.settings import Settings
 from ticker.server.stats import Buckets, Stats
@@ -348,7 +350,8 @@ async def test_counters_match_what_the_clients_counted(start_server: StartServer
 
 
 def test_operations_doc_describes_every_metric_and_no_other() -> None:
-    node = Node(Settings(), (replay_of_four_ticks(),))
+    node = Node(Settings(publish=PublishLimits()), (replay_of_four_ticks(),))
+    create_app(node)  # registers the publishing metrics too
     exported = {
         f"{family.name}_total" if family.type == "counter" else family.name
         for family in node.metrics.registry.collect()
