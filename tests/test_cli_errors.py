@@ -27,15 +27,18 @@ TARDIS = DATA / "tardis_trades.csv"
 SECRET = "issue-19-secret-" * 3
 
 
-def ticker(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """``ticker ARGS`` as a process, with no TICKER_* variables from the caller."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
+def ticker(
+    *args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``ticker ARGS`` as a process, with no TICKER_* variables from the caller (``env``
+    adds some)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
     return subprocess.run(
         [sys.executable, "-m", "ticker", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={**env, "PYTHONPATH": str(ROOT)},
+        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
         timeout=60,
         check=False,
     )
@@ -237,33 +240,20 @@ async def test_tail_and_record_of_a_url_that_is_no_ticker_endpoint(
 # Siblings: every subcommand, with a wrong path, a bad URL, nothing listening, a bad variable.
 
 
-def _env_ticker(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "ticker", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**clean, "PYTHONPATH": str(ROOT), **env},
-        timeout=60,
-        check=False,
-    )
-
-
 def test_a_bad_variable_of_one_command_is_that_commands_mistake(tmp_path: Path) -> None:
     """Every parser reads its variables when the CLI is built: serve's must not stop convert."""
     out = tmp_path / "btc.jsonl"
-    done = _env_ticker({"TICKER_RATE": "fast"}, "convert", TARDIS, out)
+    done = ticker("convert", TARDIS, out, env={"TICKER_RATE": "fast"})
     assert done.returncode == 0 and out.exists(), done.stderr
-    done = _env_ticker({"TICKER_RATE": "fast"}, "serve")
+    done = ticker("serve", env={"TICKER_RATE": "fast"})
     one_mistake(done.returncode, done.stderr, "ticker serve: error:", "TICKER_RATE='fast'")
-    done = _env_ticker({"TICKER_TIME_UNIT": "parsecs"}, "convert", TARDIS, tmp_path / "x.jsonl")
+    done = ticker("convert", TARDIS, tmp_path / "x.jsonl", env={"TICKER_TIME_UNIT": "parsecs"})
     one_mistake(done.returncode, done.stderr, "ticker convert: error:", "TICKER_TIME_UNIT")
-    done = _env_ticker({"TICKER_MAX_HZ": "lots"}, "tail", "AAPL")
+    done = ticker("tail", "AAPL", env={"TICKER_MAX_HZ": "lots"})
     one_mistake(done.returncode, done.stderr, "ticker tail: error:", "TICKER_MAX_HZ='lots'")
-    done = _env_ticker({"TICKER_BATCH": "many"}, "publish", "http://127.0.0.1:1", "-")
+    done = ticker("publish", "http://127.0.0.1:1", "-", env={"TICKER_BATCH": "many"})
     one_mistake(done.returncode, done.stderr, "ticker publish: error:", "TICKER_BATCH='many'")
-    done = _env_ticker({"TICKER_NO_METRICS": "maybe"}, "token", "--help")
+    done = ticker("token", "--help", env={"TICKER_NO_METRICS": "maybe"})
     assert done.returncode == 0, done.stderr
 
 
