@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import signal
 import sys
 from pathlib import Path
@@ -67,7 +68,9 @@ async def test_ten_thousand_ticks_from_a_file_arrive_in_order(
         got = await collect(ws, 10_000)
         await ws.close()
     assert code == 0, err
-    assert err.strip().startswith("published 10,000 ticks of 3 symbol(s) in 10 batch(es)")
+    summary = re.match(r"published 10,000 ticks of 3 symbol\(s\) in (\d+) batch\(es\)", err.strip())
+    assert summary, err  # full batches of 1 000, or more and smaller if the reader lags
+    assert int(summary.group(1)) >= 10
     assert [(t["s"], t["p"], t["v"]) for t in got] != []
     for symbol in ("AAPL", "MSFT", "BTC-USD"):
         mine = [t for t in got if t["s"] == symbol]
