@@ -17,6 +17,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from feeds.base import FeedAdapter
+from ticker.core.symbols import symbol_problem
 
 GROUP = "ticker.feeds"
 BUILTIN_FEEDS = ("sim", "replay", "none")
@@ -44,13 +45,16 @@ class FeedSpec:
         return f"{self.name}:{self.args}" if self.args else self.name
 
 
+TAKES_FLAGS = {"sim": " (--symbols, --rate, --skew and --seed set it)", "none": ""}
+
+
 def _entry_points() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
-def known_feeds() -> list[str]:
-    """What ``--feed`` accepts by name: the built-ins, then the installed plugins."""
-    return [*BUILTIN_FEEDS, *sorted(_entry_points())]
+def installed_plugins() -> list[str]:
+    """The names of the feeds installed distributions declare, sorted."""
+    return sorted(_entry_points())
 
 
 def parse_feed_spec(text: str) -> FeedSpec:
@@ -63,12 +67,26 @@ def parse_feed_spec(text: str) -> FeedSpec:
         return FeedSpec(f"{head}:{attr}", args)
     if head == "replay" and not rest:
         raise FeedPluginError("feed 'replay' needs its files: replay:PATH[,PATH...]")
+    if head in ("sim", "none") and rest:
+        raise FeedPluginError(f"feed {head!r} takes no :ARGS, not {text!r}{TAKES_FLAGS[head]}")
     if head in BUILTIN_FEEDS or head in _entry_points():
         return FeedSpec(head, rest)
+    plugins = installed_plugins()
+    installed = (
+        f", {', '.join(plugins)} (installed plugins)"
+        if plugins
+        else f" (no plugin is installed in the entry point group {GROUP})"
+    )
     raise FeedPluginError(
-        f"unknown feed {head!r}: use one of {', '.join(known_feeds())},"
+        f"unknown feed {head!r}: use sim, replay:PATH[,PATH...], none{installed}"
         " or package.module:factory[:ARGS]"
     )
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as part of one line: an ImportError says enough, the rest their type."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, ImportError) else f"{type(exc).__name__}: {text}"
 
 
 def _factory(spec: FeedSpec) -> Any:
@@ -76,9 +94,9 @@ def _factory(spec: FeedSpec) -> Any:
         module_name, attr = spec.name.split(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
+        except Exception as exc:  # importing runs the plugin's code: a SyntaxError too
             raise FeedPluginError(
-                f"feed {spec.name!r}: cannot import {module_name}: {exc}"
+                f"feed {spec.name!r}: cannot import {module_name}: {_why(exc)}"
             ) from None
         try:
             return getattr(module, attr)
@@ -91,9 +109,9 @@ def _factory(spec: FeedSpec) -> Any:
         raise FeedPluginError(f"unknown feed {spec.name!r}: it is no longer installed")
     try:
         return found.load()
-    except (ImportError, AttributeError) as exc:
+    except Exception as exc:  # loading imports the plugin's code
         raise FeedPluginError(
-            f"feed {spec.name!r}: its entry point {found.value} does not load: {exc}"
+            f"feed {spec.name!r}: its entry point {found.value} does not load: {_why(exc)}"
         ) from None
 
 
@@ -113,24 +131,64 @@ def load_feed(spec: FeedSpec) -> FeedAdapter:
     try:
         feed = factory(spec.args)
     except Exception as exc:  # user code: one line, whatever it raised
-        raise FeedPluginError(f"feed {spec}: {type(exc).__name__}: {exc}") from None
+        raise FeedPluginError(f"feed {spec}: {_why(exc)}") from None
     if not _is_feed(feed):
         raise FeedPluginError(
             f"feed {spec.name!r} returned {type(feed).__name__}, not a FeedAdapter"
             " (it needs name, symbols() and stream())"
         )
+    _check_symbols(spec, feed)
     result: FeedAdapter = feed
     return result
 
 
+def _check_symbols(spec: FeedSpec, feed: Any) -> None:
+    """A plugin's universe is read before anything starts: a bad one is a startup error,
+    not a stream of refused ticks (names follow the rule of ``ticker.core.symbols``)."""
+    try:
+        symbols = feed.symbols()
+    except Exception as exc:
+        raise FeedPluginError(f"feed {spec}: symbols() raised {_why(exc)}") from None
+    if not isinstance(symbols, list):
+        raise FeedPluginError(
+            f"feed {spec}: symbols() returned {type(symbols).__name__}, not a list of names"
+        )
+    for symbol in symbols:
+        if problem := symbol_problem(symbol):
+            raise FeedPluginError(f"feed {spec}: symbols(): {problem}")
+
+
+def check_names(feeds: Iterable[tuple[FeedSpec, FeedAdapter]]) -> None:
+    """A feed's name labels its log lines, its metric series and its /readyz entry, so
+    two feeds of one process may not share one."""
+    first: dict[str, FeedSpec] = {}
+    for spec, feed in feeds:
+        other = first.setdefault(feed.name, spec)
+        if other is not spec:
+            raise FeedPluginError(
+                f"--feed {other} and --feed {spec} both make a feed named {feed.name!r}"
+                " (names label logs and metrics): give one of them all the symbols"
+            )
+
+
+MAX_NAMED = 5
+"""Symbols a claimed-twice error lists before it counts the rest."""
+
+
 def check_disjoint(feeds: Iterable[FeedAdapter]) -> None:
     """Two feeds may not claim one symbol: whose ticks would the clients see?"""
-    owner: dict[str, tuple[int, str]] = {}
-    for index, feed in enumerate(feeds):
+    owner: dict[str, FeedAdapter] = {}
+    for feed in feeds:
+        clashes: dict[str, list[str]] = {}
         for symbol in feed.symbols():
-            other, name = owner.setdefault(symbol, (index, feed.name))
-            if other != index:
-                raise FeedPluginError(
-                    f"symbol {symbol!r} is claimed by two feeds, {name} and {feed.name}:"
-                    " give each feed its own symbols"
-                )
+            other = owner.setdefault(symbol, feed)
+            if other is not feed:
+                clashes.setdefault(other.name, []).append(symbol)
+        for name, symbols in clashes.items():
+            listed = ", ".join(repr(s) for s in symbols[:MAX_NAMED])
+            more = f" and {len(symbols) - MAX_NAMED} more" if len(symbols) > MAX_NAMED else ""
+            which = f"symbol {listed} is" if len(symbols) == 1 else f"symbols {listed}{more} are"
+            raise FeedPluginError(
+                f"{which} claimed by two feeds, {name} and {feed.name}:"
+                " give each feed its own symbols"
+            )

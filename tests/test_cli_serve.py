@@ -77,7 +77,7 @@ def test_a_metrics_port_in_use_is_named(taken_port: int) -> None:
         (["--host", "999.1.1.1"], ["--host 999.1.1.1: not an address or a host name"]),
         (["--host", "192.0.2.1"], ["--host: cannot listen on 192.0.2.1:", "not an address of"]),
         (["--metrics-port", "{port}"], ["--metrics-port {port} is --port too", "its own"]),
-        (["--feed", "bogus"], ["'bogus' is not a feed", "sim", "none", "replay:PATH"]),
+        (["--feed", "bogus"], ["unknown feed 'bogus'", "sim", "none", "replay:PATH", "module:"]),
         (["--tls-cert", "/nope.pem", "--tls-key", __file__], ["--tls-cert: /nope.pem: no such"]),
         (["--tls-cert", __file__, "--tls-key", "/nope.key"], ["--tls-key: /nope.key: no such"]),
         (["--tls-cert", __file__, "--tls-key", __file__], [f"--tls-cert {__file__}", "not a PEM"]),
@@ -111,7 +111,7 @@ def test_an_environment_variable_the_feed_ignores_is_named() -> None:
 
 
 def test_a_bad_environment_variable_is_one_line() -> None:
-    assert_one_line(serve(env={"TICKER_FEED": "bogus"}), "TICKER_FEED='bogus'", "not a feed")
+    assert_one_line(serve(env={"TICKER_FEED": "bogus"}), "TICKER_FEED='bogus'", "unknown feed")
     line = assert_one_line(serve(env={"TICKER_AUTH_SECRET": "short"}), "--auth-secret (TICKER_")
     assert "short" not in line  # a secret is never printed, not even a bad one
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import shutil
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,31 +14,14 @@ from feeds.plugins import (
     FeedPluginError,
     FeedSpec,
     check_disjoint,
-    known_feeds,
+    check_names,
+    installed_plugins,
     load_feed,
     parse_feed_spec,
 )
 from feeds.sim.adapter import SimulatedFeed
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "feed-plugin"
-
-
-def install(project: Path, site: Path) -> None:
-    """What an installer leaves behind: the package, and a .dist-info with its entry points."""
-    meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
-    for package in (project / "pyproject.toml").parent.iterdir():
-        if (package / "__init__.py").exists():
-            shutil.copytree(package, site / package.name)
-    info = site / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n"
-    )
-    lines = []
-    for group, points in meta["entry-points"].items():
-        lines.append(f"[{group}]")
-        lines += [f"{name} = {target}" for name, target in points.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+from feeds.sim.symbols import symbol_names
+from tests.plugin_dist import EXAMPLE, install
 
 
 @pytest.fixture
@@ -65,9 +46,9 @@ def first_batch(feed: object) -> list[dict[str, object]]:
 
 
 def test_the_example_plugin_is_found_through_its_entry_point(site: Path) -> None:
-    assert "walk" not in known_feeds()
+    assert "walk" not in installed_plugins()
     install(EXAMPLE, site)
-    assert "walk" in known_feeds()
+    assert "walk" in installed_plugins()
     spec = parse_feed_spec("walk:AAPL=190,MSFT=420")
     assert spec == FeedSpec("walk", "AAPL=190,MSFT=420") and not spec.builtin
     feed = load_feed(spec)
@@ -126,6 +107,26 @@ def test_an_import_path_names_a_factory(site: Path) -> None:
             "pkg.myfeeds:make:x",
             "feed pkg.myfeeds:make:x: RuntimeError: no vendor key",
         ),
+        ("def make(args) return 1", "pkg.myfeeds:make", "feed 'pkg.myfeeds:make': cannot import"),
+        ("raise KeyError('VENDOR_KEY')", "pkg.myfeeds:make", "feed 'pkg.myfeeds:make': cannot"),
+        (
+            "from feeds.sim.adapter import SimulatedFeed\n"
+            "def make(args):\n"
+            "    feed = SimulatedFeed(2)\n"
+            "    feed.symbols = lambda: ['AAPL', 'BRK A']\n"
+            "    return feed",
+            "pkg.myfeeds:make",
+            "feed pkg.myfeeds:make: symbols(): 'BRK A' is not a valid symbol",
+        ),
+        (
+            "from feeds.sim.adapter import SimulatedFeed\n"
+            "def make(args):\n"
+            "    feed = SimulatedFeed(2)\n"
+            "    feed.symbols = lambda: 1 / 0\n"
+            "    return feed",
+            "pkg.myfeeds:make",
+            "feed pkg.myfeeds:make: symbols() raised ZeroDivisionError: division by zero",
+        ),
     ],
 )
 def test_every_broken_plugin_is_one_clear_error(
@@ -147,9 +148,13 @@ def test_built_in_names_and_bad_specs() -> None:
         parse_feed_spec("replay")
     with pytest.raises(FeedPluginError) as caught:
         parse_feed_spec("bogus")
-    assert str(caught.value).startswith("unknown feed 'bogus': use one of sim, replay, none")
+    assert str(caught.value).startswith(
+        "unknown feed 'bogus': use sim, replay:PATH[,PATH...], none (no plugin is installed"
+    )
     with pytest.raises(FeedPluginError, match=r"package\.module:factory"):
         parse_feed_spec("pkg.mod:not-an-identifier")
+    with pytest.raises(FeedPluginError, match=r"feed 'sim' takes no :ARGS, not 'sim:5' \(--symb"):
+        parse_feed_spec("sim:5")
 
 
 class Fixed:
@@ -167,4 +172,22 @@ def test_two_feeds_may_not_claim_one_symbol() -> None:
     assert str(caught.value).startswith("symbol 'Y' is claimed by two feeds, a and b")
     with pytest.raises(FeedPluginError) as caught:
         check_disjoint([SimulatedFeed(3, name="sim"), SimulatedFeed(2, name="sim")])
-    assert "is claimed by two feeds, sim and sim" in str(caught.value)
+    assert "are claimed by two feeds, sim and sim" in str(caught.value)
+
+    with pytest.raises(FeedPluginError) as caught:
+        check_disjoint([SimulatedFeed(8, name="sim"), Fixed("b", ["Z", *symbol_names(7)])])  # type: ignore[list-item]
+    assert str(caught.value).startswith(
+        "symbols 'AAPL', 'MSFT', 'GOOGL', 'AMZN', 'NVDA' and 2 more are claimed by two feeds,"
+        " sim and b"
+    )
+
+
+def test_two_feeds_may_not_share_a_name() -> None:
+    """The name labels metrics and /readyz: the error names both --feed values."""
+    a, b = parse_feed_spec("sim"), parse_feed_spec("replay:x.jsonl")
+    check_names([(a, Fixed("sim", ["X"])), (b, Fixed("replay", ["Y"]))])  # type: ignore[list-item]
+    with pytest.raises(FeedPluginError) as caught:
+        check_names([(a, Fixed("sim", ["X"])), (b, Fixed("sim", ["Y"]))])  # type: ignore[list-item]
+    assert str(caught.value).startswith(
+        "--feed sim and --feed replay:x.jsonl both make a feed named 'sim'"
+    )

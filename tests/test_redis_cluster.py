@@ -595,5 +595,9 @@ def test_one_ticker_feed_variable_serves_both_commands(monkeypatch: pytest.Monke
     monkeypatch.setenv("TICKER_FEED", "none")
     monkeypatch.setenv("TICKER_REDIS", "redis://127.0.0.1:6379/0")
     args = build_parser().parse_args(["serve"])
-    assert (args.feed, args.redis, args.redis_shards) == ("none", "redis://127.0.0.1:6379/0", 64)
-    assert build_parser().parse_args(["feed", "--feed", "sim"]).feed == "sim"
+    assert (str(args.feed), args.redis, args.redis_shards) == (
+        "none",
+        "redis://127.0.0.1:6379/0",
+        64,
+    )
+    assert str(build_parser().parse_args(["feed", "--feed", "sim"]).feed) == "sim"

@@ -218,7 +218,7 @@ async def test_real_time_at_speed_10() -> None:
         (["--feed", "replay:nowhere.jsonl"], "ticker serve: error: nowhere.jsonl: no such file"),
         (["--feed", f"replay:{DATA / 'tardis_trades.csv'}", "--symbols", "ETH"], "no ticks in the"),
         (["--symbols", "AAPL,MSFT"], "the simulated feed takes a number of symbols"),
-        (["--feed", "replay:"], "argument --feed: 'replay:' is not a feed: use sim, none or"),
+        (["--feed", "replay:"], "argument --feed: feed 'replay' needs its files: replay:PATH"),
         (["--speed", "-1"], "argument --speed: invalid speed value"),
         (["--from", "noon"], "argument --from: invalid time value"),
     ],

@@ -15,11 +15,10 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from feeds.base import FeedAdapter
-from feeds.replay.adapter import ReplayFeed
 from ticker.cluster.wire import DEFAULT_SHARDS
 from ticker.commands import (
     convert,
+    feeds,
     listen,
     publish,
     publishing,
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
 
 DEFAULT_LIMITS = Limits()
 DEFAULT_SETTINGS = Settings()
-DEFAULT_SIM_SYMBOLS = 100
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOOPBACK_OF = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 """A browser cannot open "every address": the dashboard URL of a wildcard host."""
@@ -165,10 +163,16 @@ def _add_feed_options(parser: EnvParser) -> None:
     """The same choices for both commands, so one TICKER_FEED works for either."""
     parser.add_option(
         "--feed",
-        type=replay.feed_spec,
-        default="sim",
-        help="where ticks come from: sim = simulated, replay:PATH[,PATH...] = a recording; "
-        "none (serve only) = only what comes through --redis",
+        type=feeds.feed_arg,
+        env_type=feeds.feeds_env,
+        action=feeds.Repeated,
+        default=feeds.DEFAULT,
+        metavar="NAME[:ARGS]",
+        help="where ticks come from, repeatable (several feeds, each its own symbols): "
+        "sim = simulated, replay:PATH[,PATH...] = a recording, an installed plugin "
+        "(entry point group ticker.feeds) or package.module:factory[:ARGS] (docs/feeds.md); "
+        "none (serve only) = only what comes through --redis; the variable takes several "
+        "separated by spaces",
     )
     parser.add_option(
         "--symbols",
@@ -215,24 +219,31 @@ REPLAY_ONLY = (
 
 
 def _feed_flags_apply(args: argparse.Namespace, parser: EnvParser) -> str | None:
-    """A flag the chosen feed would ignore (``--speed`` with sim) is refused, not dropped."""
-    foreign: tuple[str, ...]
-    if args.feed.startswith(replay.REPLAY_PREFIX):
-        foreign, owner = SIM_ONLY, "sim"
-    elif args.feed == "sim":
-        foreign, owner = REPLAY_ONLY, "replay:PATH"
-    else:
-        foreign, owner = ("symbols", *SIM_ONLY, *REPLAY_ONLY), "sim or replay:PATH"
-    for dest in foreign:
+    """A flag no chosen feed would read (``--speed`` with sim, ``--rate`` with a plugin,
+    which takes its options in its ARGS) is refused, not dropped."""
+    chosen: feeds.Feeds = args.feed
+    if problem := feeds.mix_problem(chosen):
+        return problem
+    names = chosen.names()
+    foreign: list[tuple[str, str]] = []
+    if "sim" not in names:
+        foreign += [(dest, "sim") for dest in SIM_ONLY]
+    if "replay" not in names:
+        foreign += [(dest, "replay:PATH") for dest in REPLAY_ONLY]
+    if isinstance(args.symbols, list) and "replay" not in names:
+        foreign.append(("symbols", "replay:PATH (the simulated feed takes a number of symbols)"))
+    if isinstance(args.symbols, int) and "sim" not in names:
+        foreign.append(("symbols", "sim (a replay takes a list of symbols)"))
+    for dest, owner in foreign:
         flag = parser.given(args, dest)
         if flag:
-            return f"{flag} is for --feed {owner}, not --feed {args.feed}: drop it"
+            return f"{flag} is for --feed {owner}, not {chosen.flags()}: drop it"
     return None
 
 
 def _serve_flags_agree(args: argparse.Namespace, parser: EnvParser) -> str | None:
     """Flags that mean nothing without another one, or clash with it."""
-    if args.feed == "none" and args.redis is None:
+    if args.feed.names() == {"none"} and args.redis is None:
         return "--feed none serves only what comes through Redis: it needs --redis URL"
     for dest, needs in (
         ("metrics_host", "metrics_port"),
@@ -251,19 +262,6 @@ def _serve_flags_agree(args: argparse.Namespace, parser: EnvParser) -> str | Non
             "or drop --metrics-port to serve /metrics on --port"
         )
     return None
-
-
-def _feeds(args: argparse.Namespace) -> list[FeedAdapter]:
-    from feeds.sim.adapter import SimulatedFeed
-
-    if args.feed == "none":
-        return []
-    if args.feed.startswith(replay.REPLAY_PREFIX):
-        return [replay.replay_feed(args)]
-    if isinstance(args.symbols, list):
-        raise ValueError("--symbols: the simulated feed takes a number of symbols")
-    symbols = args.symbols or DEFAULT_SIM_SYMBOLS
-    return [SimulatedFeed(symbols, args.rate, skew=args.skew, seed=args.seed)]
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -305,7 +303,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
         tls = security.ssl_context(args)
-        feeds = _feeds(args)
+        built = feeds.build(args)
         sockets = listen.bind(args.host, args.port, host_flag="--host", port_flag="--port")
         metrics_sockets: list[socket.socket] = []
         if settings.metrics and args.metrics_port is not None:
@@ -315,7 +313,7 @@ def serve(args: argparse.Namespace) -> int:
                 host_flag="--metrics-host" if args.metrics_host else "--host",
                 port_flag="--metrics-port",
             )
-        node = Node(settings, feeds, broker=_broker(args))
+        node = Node(settings, feeds.adapters(built), broker=_broker(args))
         app = create_app(node, metrics_sockets)
         if args.record is not None:
             try:
@@ -341,7 +339,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"ticker serve: error: {exc}", file=sys.stderr)
         return 2
     log = logging.getLogger("ticker")
-    _log_feed(args, feeds, node.bus.epoch)
+    feeds.log_feeds(args, built, node.bus.epoch)
     _log_setup(args, settings)
     scheme = "http" if tls is None else "https"
     where = f"{url_host(settings.host)}:{settings.port}"
@@ -388,25 +386,6 @@ def _log_setup(args: argparse.Namespace, settings: Settings) -> None:
         log.info("clients may replay the recordings in %s", args.replay_dir)
 
 
-def _log_feed(args: argparse.Namespace, feeds: list[FeedAdapter], epoch: str) -> None:
-    log = logging.getLogger("ticker")
-    if args.feed == "none":
-        log.info("no local feed: serving what comes through Redis")
-    elif args.feed == "sim":
-        log.info(
-            "feed %s: %d symbols at %g ticks/s (skew %g, seed %s); epoch %s",
-            args.feed,
-            len(feeds[0].symbols()),
-            args.rate,
-            args.skew,
-            args.seed,
-            epoch,
-        )
-    else:
-        assert isinstance(feeds[0], ReplayFeed)
-        replay.log_replay(args, feeds[0], epoch)
-
-
 def _broker(args: argparse.Namespace) -> RedisBroker | None:
     if args.redis is None:
         return None
@@ -427,19 +406,19 @@ def feed(args: argparse.Namespace) -> int:
     broker = _broker(args)
     assert broker is not None
     try:
-        feeds = _feeds(args)
+        built = feeds.build(args)
     except (RecordingError, ValueError) as exc:
         print(f"ticker feed: error: {exc}", file=sys.stderr)
         return 2
-    _log_feed(args, feeds, "from the cluster")
-    return publisher.run(feeds, broker)
+    feeds.log_feeds(args, built, "from the cluster")
+    return publisher.run(feeds.adapters(built), broker)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``ticker`` entry point: parse, log to stderr, run one subcommand, exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "feed" and args.feed == "none":
+    if args.command == "feed" and "none" in args.feed.names():
         parser.error("ticker feed runs a feed: --feed none is for ticker serve")
     if args.command == "feed" and args.redis is None:
         parser.error("ticker feed publishes to Redis: it needs --redis URL (or TICKER_REDIS)")

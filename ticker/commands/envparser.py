@@ -74,9 +74,16 @@ class EnvParser(argparse.ArgumentParser):
         return f"{flag} (or {env})" if env in os.environ else flag
 
     def add_option(
-        self, flag: str, *, type: Callable[[str], Any] = str, default: Any = None, **kw: Any
+        self,
+        flag: str,
+        *,
+        type: Callable[[str], Any] = str,
+        default: Any = None,
+        env_type: Callable[[str], Any] | None = None,
+        **kw: Any,
     ) -> None:
-        """An option and its variable; ``action="store_true"`` makes a switch (env 1 or 0)."""
+        """An option and its variable; ``action="store_true"`` makes a switch (env 1 or 0).
+        ``env_type`` reads the variable when it differs from one flag's value (a list)."""
         env = env_name(flag)
         switch = kw.get("action") == "store_true"
         if switch:
@@ -85,7 +92,7 @@ class EnvParser(argparse.ArgumentParser):
         raw = os.environ.get(env)
         if raw is not None:
             try:
-                default = type(raw)
+                default = (env_type or type)(raw)
             except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
                 self._bad_variable(f"environment variable {env}={raw!r} is invalid: {exc}")
             if kw.get("choices") and default not in kw["choices"]:

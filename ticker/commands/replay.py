@@ -19,20 +19,8 @@ from ticker.recording.problems import Problems
 from ticker.recording.rotating import SUFFIXES
 from ticker.recording.schedule import ReplayOptions
 
-REPLAY_PREFIX = "replay:"
 RECORD_FORMATS = tuple(s.lstrip(".") for s in SUFFIXES)
 log = logging.getLogger("ticker")
-
-
-def feed_spec(text: str) -> str:
-    """``sim``, ``none`` or ``replay:PATH[,PATH...]`` (files, or directories of recordings)."""
-    if text in ("sim", "none") or (
-        text.startswith(REPLAY_PREFIX) and len(text) > len(REPLAY_PREFIX)
-    ):
-        return text
-    raise argparse.ArgumentTypeError(
-        f"{text!r} is not a feed: use sim, none or replay:PATH[,PATH...]"
-    )
 
 
 def symbols_arg(text: str) -> int | list[str]:
@@ -81,9 +69,9 @@ def add_record_options(parser: EnvParser) -> None:
     )
 
 
-def replay_feed(args: argparse.Namespace) -> ReplayFeed:
-    """The feed of ``--feed replay:...``; raises RecordingError/ValueError on bad input."""
-    paths = [Path(p) for p in args.feed[len(REPLAY_PREFIX) :].split(",") if p]
+def replay_feed(args: argparse.Namespace, sources: str) -> ReplayFeed:
+    """The feed of ``--feed replay:SOURCES``; raises RecordingError/ValueError on bad input."""
+    paths = [Path(p) for p in sources.split(",") if p]
     symbols = args.symbols if isinstance(args.symbols, list) else None
     problems = Problems(args.on_error, "--on-error")
     options = ReplayOptions(speed=args.speed, loop=args.loop, keep_time=args.keep_time)
@@ -110,14 +98,14 @@ def replay_feed(args: argparse.Namespace) -> ReplayFeed:
     return feed
 
 
-def log_replay(args: argparse.Namespace, feed: ReplayFeed, epoch: str) -> None:
+def log_replay(args: argparse.Namespace, sources: str, feed: ReplayFeed, epoch: str) -> None:
     """One line with what will be played: the files, the window, the speed, the end."""
     table = feed.table
     log.info(
         "feed replay: %d ticks of %d symbol(s) from %s, %s to %s, at speed %g%s; %s; epoch %s",
         len(table),
         len(feed.symbols()),
-        args.feed[len(REPLAY_PREFIX) :],
+        sources,
         _iso(int(table.t[0])),
         _iso(int(table.t[-1])),
         args.speed,
