@@ -243,8 +243,11 @@ def _feed_flags_apply(args: argparse.Namespace, parser: EnvParser) -> str | None
 
 def _serve_flags_agree(args: argparse.Namespace, parser: EnvParser) -> str | None:
     """Flags that mean nothing without another one, or clash with it."""
-    if args.feed.names() == {"none"} and args.redis is None:
-        return "--feed none serves only what comes through Redis: it needs --redis URL"
+    if args.feed.names() == {"none"} and args.redis is None and not args.publish:
+        return (
+            "--feed none serves only what comes through Redis: it needs --redis URL"
+            " (or --publish, to serve what publishers send)"
+        )
     for dest, needs in (
         ("metrics_host", "metrics_port"),
         ("record_format", "record"),
