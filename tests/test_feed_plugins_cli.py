@@ -16,10 +16,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
+from tests.conftest import require
 from tests.net import free_port, wait_ready
 from tests.plugin_dist import EXAMPLE, install
+from tests.redis_server import RedisServer
 from ticker.cli import build_parser
+from ticker.cluster.wire import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
 Msg = dict[str, Any]
@@ -67,13 +71,15 @@ def one_line(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
 
 @pytest.fixture
 async def serving(site: Path) -> AsyncIterator[Any]:
-    """Start ``ticker serve`` with these flags on a free port; it is stopped with SIGTERM."""
+    """Start ``ticker serve`` with these flags on a free port (or ``ticker feed``, with no
+    port); each is stopped with SIGTERM."""
     procs: list[asyncio.subprocess.Process] = []
 
-    async def start(*argv: str) -> tuple[int, asyncio.subprocess.Process]:
+    async def start(*argv: str, command: str = "serve") -> tuple[int, asyncio.subprocess.Process]:
         port = free_port()
+        where = ["--port", str(port)] if command == "serve" else []
         proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "ticker", "serve", "--port", str(port), *argv),
+            *(sys.executable, "-m", "ticker", command, *where, *argv),
             stderr=asyncio.subprocess.PIPE,
             env=child_env(site),
         )
@@ -139,6 +145,32 @@ async def test_two_feeds_at_once_reach_one_star_subscriber(serving: Any) -> None
     assert "feed sim: 3 symbols at 300 ticks/s" in log
     assert "feed walk: 1 symbol(s) (EURUSD) from --feed walk:EURUSD=1.08;rate=50" in log
     assert "Traceback" not in log
+
+
+async def test_ticker_feed_runs_plugins_into_a_cluster(serving: Any, tmp_path: Path) -> None:
+    """The cluster's publisher takes the same --feed: a plugin and sim, through a real Redis,
+    reach a node that has no feed of its own."""
+    redis = RedisServer(require("redis-server"), tmp_path)
+    redis.start()
+    try:
+        await serving(
+            *("--feed", "walk:EURUSD=1.08;rate=50", "--feed", "sim", "--symbols", "2"),
+            *("--redis", redis.url),
+            command="feed",
+        )
+        async with Redis.from_url(redis.url) as client, asyncio.timeout(10):
+            while not await client.exists(Keys().epoch):  # the publisher is in
+                await asyncio.sleep(0.05)
+        # A node that joins the epoch at its start keeps its clients (one that joins later
+        # restarts their streams).
+        port, node = await serving("--feed", "none", "--redis", redis.url)
+        async with aiohttp.ClientSession() as http:
+            await wait_ready(http, port, node)
+            async with http.ws_connect(f"http://127.0.0.1:{port}/ws?symbols=*&mode=all") as ws:
+                ticks = await ticks_until(ws, {"EURUSD", "AAPL", "MSFT"})
+        assert_gap_free(ticks)
+    finally:
+        redis.stop()
 
 
 @pytest.mark.parametrize("command", [["serve"], ["feed", "--redis", "redis://127.0.0.1:1/0"]])
