@@ -401,9 +401,9 @@ class LoadGen:
                     else:
                         self.reorders += 1
             if self.in_window:
-                append = self.latency.append
+                append, field = self.latency.append, self.args.latency_field
                 for tick in ticks:
-                    append(now_us - tick["t"])
+                    append(now_us - tick[field])
         elif kind == "heartbeat":
             self.heartbeats += 1
         elif kind == "error":
@@ -607,6 +607,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds measured")
     p.add_argument(
         "--sample-every", type=int, default=0, help="parse 1 conn in K (0: auto, -1: none)"
+    )
+    p.add_argument(
+        "--latency-field",
+        default="t",
+        help="the tick's time (Unix us) latency counts from: t (the bus stamped it), or et"
+        " (a publisher's send time: publish -> subscriber)",
     )
     p.add_argument("--slow", type=int, default=0, help="connections that stop reading")
     p.add_argument("--slow-symbols", default="*", help="what they subscribe to")

@@ -38,7 +38,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import redis_scaleout
+from bench import publishing, redis_scaleout
 from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ PY = sys.executable
 
 SERVERS = ("ticker", "naive-aiohttp", "node-ws")
 BASELINES = ("naive-aiohttp", "node-ws")
-SCENARIOS = ("fanout", "connections", "slow", "inprocess", "ceiling", "metrics", "redis")
+SCENARIOS = ("fanout", "connections", "slow", "inprocess", "ceiling", "metrics", "redis", "publish")
 UNIVERSE = 100
 LOADGEN_SATURATED = 0.85
 """Load generator CPU (fraction of its core) above which its figures are suspect."""
@@ -306,8 +306,10 @@ def run_loadgen(
     slow: int = 0,
     slow_mode: str = "all",
     sample_every: int = 0,
+    latency_field: str = "t",
 ) -> dict[str, Any]:
     argv = [*ctx.pins.loadgen, PY, "-m", "bench.loadgen", "--host", HOST, "--port", str(srv.port)]
+    argv += ["--latency-field", latency_field]
     argv += ["--server-pid", str(srv.pid), "--symbol-names", ",".join(ctx.names)]
     argv += ["--conns", str(conns), "--symbols-per-conn", str(symbols_per_conn)]
     argv += ["--mode", mode, "--warmup", f"{warmup:g}", "--duration", f"{duration:g}"]
@@ -1127,6 +1129,7 @@ def render(results: dict[str, Any]) -> str:
         "ceiling": render_ceiling,
         "metrics": render_metrics,
         "redis": redis_scaleout.render,
+        "publish": publishing.render,
     }
     for name, entry in sc.items():
         if entry["status"] == "failed":
@@ -1147,6 +1150,7 @@ TITLES = {
     "ceiling": "Load generator ceiling (against a blaster)",
     "metrics": "6. What metrics cost (fan-out: 1 000 connections x 10 of 100 symbols, mode all)",
     "redis": "Redis scale-out (1 publisher -> Redis -> 3 nodes)",
+    "publish": "Publishing (ticks in through /publish, ticker only)",
 }
 
 
@@ -1595,6 +1599,7 @@ def main(argv: list[str] | None = None) -> int:
         "ceiling": lambda: scenario_ceiling(ctx),
         "metrics": lambda: scenario_metrics(ctx),
         "redis": lambda: redis_scaleout.run(ctx.logdir, plan.quick),
+        "publish": lambda: publishing.run(ctx),
     }
     for name in scenarios:
         try:
