@@ -43,6 +43,7 @@ class Feeds(tuple[FeedSpec, ...]):
         return " ".join(map(str, self))
 
     def names(self) -> set[str]:
+        """The chosen feeds' names: which flags they read, what may come alone."""
         return {spec.name for spec in self}
 
     def flags(self) -> str:
@@ -114,6 +115,7 @@ def build(args: argparse.Namespace) -> Built:
 
 
 def adapters(built: Built) -> list[FeedAdapter]:
+    """The feeds alone, once their specs have served the startup checks."""
     return [feed for _, feed in built]
 
 
