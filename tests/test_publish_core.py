@@ -14,11 +14,18 @@ from ticker.core.publish import (
     PublishLimits,
     PublishRefused,
     accepted,
-    parse_publish,
+    check_ticks,
+    decode_body,
 )
 from ticker.core.symbols import symbol_problem
+from ticker.core.ticks import TickBatch
 
 LIMITS = PublishLimits(max_ticks=5, max_bytes=2000)
+
+
+def parse_publish(content_type: str | None, body: bytes, limits: PublishLimits) -> TickBatch:
+    """A request as the server reads it: decoded, then every tick checked."""
+    return check_ticks(decode_body(content_type, body, limits))
 
 
 def refused(

@@ -249,11 +249,6 @@ def check_ticks(items: list[Any]) -> TickBatch:
     return batch
 
 
-def parse_publish(content_type: str | None, body: bytes, limits: PublishLimits) -> TickBatch:
-    """A whole publish request, decoded and checked: ready for ``Bus.publish``."""
-    return check_ticks(decode_body(content_type, body, limits))
-
-
 def last_q(batch: TickBatch) -> dict[str, int]:
     """Each symbol's last q in a published (stamped) batch: what the answer reports."""
     return {tick["s"]: tick["q"] for tick in batch}
