@@ -28,7 +28,7 @@ class FeedSupervisor:
     def __init__(
         self,
         adapter: FeedAdapter,
-        publish: Callable[[TickBatch], None],
+        publish: Callable[[TickBatch], object],
         *,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ticker.client.lines import LineDecoder, LineError
+from ticker.core.bus import Bus
+from ticker.core.entitlements import Entitlements
 from ticker.core.idempotency import IdempotencyCache, KeyReused, digest
 from ticker.core.publish import (
     JSON,
@@ -13,10 +17,12 @@ from ticker.core.publish import (
     NDJSON,
     PublishLimits,
     PublishRefused,
-    accepted,
+    _every_problem,
+    _plainly_good,
     check_ticks,
     decode_body,
 )
+from ticker.core.publish_gate import PublishGate
 from ticker.core.symbols import symbol_problem
 from ticker.core.ticks import TickBatch
 
@@ -118,8 +124,29 @@ def test_envelope_size_count_and_type_are_refused_before_the_ticks() -> None:
 
 
 def test_the_answer_gives_each_symbols_last_q() -> None:
-    batch = [{"s": "A", "p": 1, "q": 4}, {"s": "B", "p": 2, "q": 9}, {"s": "A", "p": 3, "q": 5}]
-    assert accepted(batch) == {"accepted": 3, "q": {"A": 5, "B": 9}}  # type: ignore[arg-type]
+    gate = PublishGate(Bus(), PublishLimits())
+    batch = [{"s": "A", "p": 1}, {"s": "B", "p": 2}, {"s": "A", "p": 3}]
+    answer = gate.publish("me", Entitlements(["*"]), batch)  # type: ignore[arg-type]
+    assert answer == {"accepted": 3, "q": {"A": 2, "B": 1}}
+
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**54), max_value=2**54),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+)
+_ticks = st.dictionaries(
+    st.sampled_from(["s", "p", "b", "a", "v", "et", "q", "x"]),
+    st.one_of(_values, st.sampled_from(["AAPL", "BTC-USD", "a b"])),
+)
+
+
+@given(st.lists(st.one_of(_ticks, st.none()), max_size=5))
+def test_the_fast_check_never_passes_what_the_full_check_refuses(items: list[object]) -> None:
+    if _plainly_good(items):
+        assert _every_problem(items).found == 0
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import orjson
 
 from ticker.core.history import Ring, missed
 from ticker.core.mailbox import Delivery, Subscriber
-from ticker.core.ticks import MAX_SYMBOL_LENGTH, MicrosClock, TickBatch, now_us
+from ticker.core.ticks import MAX_SYMBOL_LENGTH, MicrosClock, Tick, TickBatch, now_us
 
 WILDCARD = "*"
 
@@ -104,59 +104,59 @@ class Bus:
 
     # -- publish ----------------------------------------------------------------------
 
-    def publish(self, batch: TickBatch) -> None:
-        """Stamp, encode once and route a batch of ticks.
+    def publish(self, batch: TickBatch) -> dict[str, int]:
+        """Stamp, encode once and route a batch of ticks; returns each symbol's last q.
 
         Ticks keep ``q`` and ``t`` when they bring them and get them here otherwise (the
-        dicts are completed in place). Each symbol's ticks are joined into one segment,
+        dicts are completed in place). Each symbol's ticks are encoded together, as one
+        segment of comma-joined ticks (one ``orjson.dumps`` per symbol, not per tick),
         and every mailbox that follows any of the batch's symbols is offered the batch
         once: routing costs a lookup per mailbox, plus a pass over the symbols per
         distinct subscription set, never work per tick and client. Per-symbol publish
         order holds; across symbols it need not.
         """
         if not batch:
-            return
-        now = oldest = newest = self._clock()
+            return {}
+        now = self._clock()
+        oldest, newest = now, now
         dumps = orjson.dumps
         topics = self._topics
-        runs: dict[str, list[bytes]] = {}
-        firsts: dict[str, int] = {}  # the q of each symbol's first tick of the batch
+        runs: dict[str, list[Tick]] = {}
         for tick in batch:
-            symbol = tick["s"]
-            topic = topics.get(symbol) or self._topic(symbol)
-            q = tick.get("q")
-            if q is None:
-                q = tick["q"] = topic.q + 1
-            t = tick.get("t")
-            if t is None:
-                tick["t"] = now
-            elif t < oldest:
-                oldest = t
-            elif t > newest:
-                newest = t
-            topic.q = q
-            data = dumps(tick)
-            run = runs.get(symbol)
+            run = runs.get(symbol := tick["s"])
             if run is None:
-                runs[symbol] = [data]
-                firsts[symbol] = q
+                runs[symbol] = [tick]
             else:
-                run.append(data)
-        self.published += len(batch)
-        # What outlives this call (last values, segments in lagging queues) must be
-        # compact: orjson's result sits in a ~4 KiB allocation whatever its length, so
-        # each kept tick is copied once to its exact size (a join copies anyway).
-        latest = {symbol: _compact(run[-1]) for symbol, run in runs.items()}
+                run.append(tick)
+        latest: dict[str, bytes] = {}
+        firsts: dict[str, int] = {}  # the q of each symbol's first tick of the batch
+        last_q: dict[str, int] = {}
         offered: set[Subscriber] = set(self._wildcard)
-        for symbol, last in latest.items():
-            topic = topics[symbol]
-            topic.last = last
+        for symbol, run in runs.items():
+            topic = topics.get(symbol) or self._topic(symbol)
+            q = topic.q
+            firsts[symbol] = run[0].get("q", q + 1)
+            for tick in run:
+                if "q" in tick:
+                    q = tick["q"]
+                else:
+                    q = tick["q"] = q + 1
+                t = tick.setdefault("t", now)
+                if t < oldest:
+                    oldest = t
+                elif t > newest:
+                    newest = t
+            topic.q = last_q[symbol] = q
+            # What outlives this call (last values, segments in lagging queues) must be
+            # compact: orjson's result sits in a ~4 KiB allocation whatever its length,
+            # so what is kept is a copy of its exact size (slicing copies anyway).
+            topic.last = latest[symbol] = _compact(dumps(run[-1]))
             offered |= topic.subscribers
+        self.published += len(batch)
         tap = self.on_publish
         if not (offered or self.history or tap is not None):
-            return
-        join = b",".join
-        segments = {s: join(run) if len(run) > 1 else latest[s] for s, run in runs.items()}
+            return last_q
+        segments = {s: latest[s] if len(run) == 1 else dumps(run)[1:-1] for s, run in runs.items()}
         counts = {symbol: len(run) for symbol, run in runs.items()}
         if self.history:  # the rings keep the segments the mailboxes get
             for symbol, segment in segments.items():
@@ -165,13 +165,12 @@ class Bus:
                     ring.add(firsts[symbol], topic.q, counts[symbol], segment)
         if tap is not None:
             tap(segments, counts, latest)
-        if not offered:
-            return
-        last_q = {symbol: topics[symbol].q for symbol in runs}
-        delivery = Delivery(segments, counts, latest, oldest, newest, last_q)
-        for mailbox in offered:
-            mailbox.offer(delivery)
-        delivery.release()  # a lagging client must keep only its own share alive
+        if offered:
+            delivery = Delivery(segments, counts, latest, oldest, newest, last_q)
+            for mailbox in offered:
+                mailbox.offer(delivery)
+            delivery.release()  # a lagging client must keep only its own share alive
+        return last_q
 
     def forward(self, delivery: Delivery) -> None:
         """Route a batch another bus encoded and stamped (a delay line's): last values,

@@ -10,6 +10,10 @@ request without working out which part went through.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import repeat
+from math import isfinite
+from operator import is_not, itemgetter, le
 from typing import Any
 
 import orjson
@@ -238,22 +242,75 @@ def _check(index: int, item: object, problems: _Problems) -> None:
         problems.add(index, "b", f"the bid {bid} is above the ask {ask}")
 
 
-def check_ticks(items: list[Any]) -> TickBatch:
-    """Every item checked; the batch when all pass, else every problem, nothing kept."""
+_FIELDS = frozenset({"s", "p", "b", "a", "v", "et"})
+_NUMBER_TYPES = frozenset({float, int})
+_ABSENT = object()
+_present = partial(filter, partial(is_not, _ABSENT))
+"""The values of a column that ticks have (an explicit null stays: it is a problem)."""
+
+
+def _column(items: list[Any], name: str) -> list[Any]:
+    return list(map(dict.get, items, repeat(name), repeat(_ABSENT)))
+
+
+def _numbers_plainly_good(values: list[Any]) -> bool:
+    """Finite, exact numbers (no booleans) and small enough to need no closer look."""
+    return not values or (
+        set(map(type, values)) <= _NUMBER_TYPES
+        and all(map(isfinite, values))
+        and max(map(abs, values)) <= MAX_EXACT_INT
+    )
+
+
+def _plainly_good(items: list[Any]) -> bool:
+    """True when every tick is certainly valid, found in passes over the batch that run
+    in C (a publish's hot path: ~10x cheaper than a tick at a time); False sends the
+    batch to the per-tick check, which finds and names every problem."""
+    try:
+        if set(map(type, items)) != {dict} or not all(map(_FIELDS.issuperset, items)):
+            return False
+        symbols = set(map(itemgetter("s"), items))
+        if any(symbol_problem(symbol) is not None for symbol in symbols):
+            return False
+        if not _numbers_plainly_good(list(map(itemgetter("p"), items))):
+            return False
+        column = {name: _column(items, name) for name in ("b", "a", "v")}
+        for values in column.values():
+            if not _numbers_plainly_good(list(_present(values))):
+                return False
+        if min(_present(column["v"]), default=0) < 0:
+            return False
+        bids, asks = column["b"], column["a"]
+        if _ABSENT in bids or _ABSENT in asks:
+            pairs = [
+                (b, a)
+                for b, a in zip(bids, asks, strict=True)
+                if b is not _ABSENT and a is not _ABSENT
+            ]
+            if not all(b <= a for b, a in pairs):
+                return False
+        elif not all(map(le, bids, asks)):
+            return False
+        times = list(_present(_column(items, "et")))
+        return not times or (
+            set(map(type, times)) == {int} and min(times) >= 0 and max(times) <= MAX_EXACT_INT
+        )
+    except (TypeError, KeyError, OverflowError):  # an unhashable symbol, a missing field...
+        return False
+
+
+def _every_problem(items: list[Any]) -> _Problems:
     problems = _Problems()
     for index, item in enumerate(items):
         _check(index, item, problems)
-    if problems.found:
-        raise _bad(problems)
-    batch: TickBatch = items  # checked above: each item is a tick the bus may stamp
+    return problems
+
+
+def check_ticks(items: list[Any]) -> TickBatch:
+    """Every item checked; the batch when all pass, else every problem, nothing kept."""
+    if not _plainly_good(items):
+        problems = _every_problem(items)
+        if problems.found:
+            raise _bad(problems)
+    batch: TickBatch = items  # each item is a tick the bus may stamp
     return batch
-
-
-def last_q(batch: TickBatch) -> dict[str, int]:
-    """Each symbol's last q in a published (stamped) batch: what the answer reports."""
-    return {tick["s"]: tick["q"] for tick in batch}
-
-
-def accepted(batch: TickBatch) -> dict[str, Any]:
-    """The success answer for a published batch."""
-    return {"accepted": len(batch), "q": last_q(batch)}

@@ -16,6 +16,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -23,7 +24,7 @@ import orjson
 from ticker.core.bus import Bus
 from ticker.core.entitlements import Entitlements
 from ticker.core.idempotency import IdempotencyCache, KeyReused, Remembered, digest
-from ticker.core.publish import PublishLimits, PublishRefused, accepted, check_ticks
+from ticker.core.publish import PublishLimits, PublishRefused, check_ticks
 from ticker.core.ratelimit import TokenBucket
 from ticker.core.ticks import TickBatch
 
@@ -75,13 +76,13 @@ class PublishGate:
         """Publishes the whole batch into the bus or raises ``PublishRefused``; returns the
         answer."""
         self.admit(who, allowed, batch)
-        self.bus.publish(batch)
+        last_q = self.bus.publish(batch)
         self.ticks += len(batch)
-        return accepted(batch)
+        return {"accepted": len(batch), "q": last_q}
 
     def admit(self, who: str, allowed: Entitlements, batch: TickBatch) -> None:
         """Raises ``PublishRefused`` unless this publisher may publish all of it, now."""
-        symbols = list(dict.fromkeys(tick["s"] for tick in batch))
+        symbols = list(dict.fromkeys(map(itemgetter("s"), batch)))
         _, refused = allowed.split(symbols)
         if refused:
             raise PublishRefused(
