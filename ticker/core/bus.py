@@ -135,7 +135,6 @@ class Bus:
         for symbol, run in runs.items():
             topic = topics.get(symbol) or self._topic(symbol)
             q = topic.q
-            firsts[symbol] = run[0].get("q", q + 1)
             for tick in run:
                 if "q" in tick:
                     q = tick["q"]
@@ -147,6 +146,7 @@ class Bus:
                 elif t > newest:
                     newest = t
             topic.q = last_q[symbol] = q
+            firsts[symbol] = run[0]["q"]  # the tick's own int: a ring keeps no second copy
             # What outlives this call (last values, segments in lagging queues) must be
             # compact: orjson's result sits in a ~4 KiB allocation whatever its length,
             # so what is kept is a copy of its exact size (slicing copies anyway).
