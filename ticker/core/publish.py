@@ -242,7 +242,8 @@ def _check(index: int, item: object, problems: _Problems) -> None:
         problems.add(index, "b", f"the bid {bid} is above the ask {ask}")
 
 
-_FIELDS = frozenset({"s", "p", "b", "a", "v", "et"})
+_FIELDS = _NUMBERS | {"s", "et"}
+"""Every field ``_check`` accepts: a tick with any other goes to it to be named."""
 _NUMBER_TYPES = frozenset({float, int})
 _ABSENT = object()
 _present = partial(filter, partial(is_not, _ABSENT))
@@ -274,13 +275,15 @@ def _plainly_good(items: list[Any]) -> bool:
             return False
         if not _numbers_plainly_good(list(map(itemgetter("p"), items))):
             return False
-        column = {name: _column(items, name) for name in ("b", "a", "v")}
-        for values in column.values():
-            if not _numbers_plainly_good(list(_present(values))):
-                return False
-        if min(_present(column["v"]), default=0) < 0:
+        bids, asks = _column(items, "b"), _column(items, "a")
+        sizes = list(_present(_column(items, "v")))
+        if not (
+            _numbers_plainly_good(list(_present(bids)))
+            and _numbers_plainly_good(list(_present(asks)))
+            and _numbers_plainly_good(sizes)
+            and min(sizes, default=0) >= 0
+        ):
             return False
-        bids, asks = column["b"], column["a"]
         if _ABSENT in bids or _ABSENT in asks:
             pairs = [
                 (b, a)
