@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import platform
@@ -44,13 +45,22 @@ from tests.net import free_port
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 NODE_DIR = BENCH / "baseline_node"
+BUN_DIR = BENCH / "baseline_bun"
+BUN = BUN_DIR / "node_modules" / "@oven" / "bun-linux-x64" / "bin" / "bun"
 RESULTS = BENCH / "results"
 HOST = "127.0.0.1"
 PY = sys.executable
 
-SERVERS = ("ticker", "naive-aiohttp", "node-ws")
-BASELINES = ("naive-aiohttp", "node-ws")
-SCENARIOS = ("fanout", "connections", "slow", "inprocess", "ceiling", "metrics", "redis", "publish")
+SERVERS = ("ticker", "naive-aiohttp", "node-ws", "bun")
+BASELINES = ("naive-aiohttp", "node-ws", "bun")
+SHORT = {"naive-aiohttp": "naive", "node-ws": "node", "bun": "bun"}
+"""Each baseline's name in a ratio column's header (``ticker/naive``)."""
+SCENARIOS = (
+    *("fanout", "latency", "connections", "slow", "inprocess", "ceiling", "metrics"),
+    *("redis", "publish"),
+)
+PEER_INTERVAL_MS = 2
+"""How often the node and bun baselines emit the ticks due (their feeds' batch interval)."""
 UNIVERSE = 100
 LOADGEN_SATURATED = 0.85
 """Load generator CPU (fraction of its core) above which its figures are suspect."""
@@ -101,6 +111,11 @@ class Plan:
     light_rate: int = 1000  # x 100 subscribers = 100 k deliveries/s
     min_delivery: float = 0.99
     fails_to_stop: int = 2
+    latency_rates: list[int] = field(default_factory=lambda: [100, 1000, 2000, 10000])
+    """Ticks/s of the latency steps: x 100 subscribers = 10 k, 100 k, 200 k, 1 M deliveries/s."""
+    latency_idle_rate: float = 0.01
+    """The idle step: 1 000 connections and (almost) no ticks, so what is left is the
+    server's fixed cost (timers, heartbeats, metrics)."""
     conn_sizes: list[int] = field(default_factory=lambda: [5000, 10000])
     conn_rate: float = 100.0
     conn_warmup: float = 3.0
@@ -199,9 +214,12 @@ def server_command(
     if name == "naive-aiohttp":
         argv = [PY, "-m", "bench.baseline_aiohttp", "--host", HOST, "--port", str(port)]
         return [*argv, "--symbols", str(UNIVERSE), "--rate", f"{rate:g}", "--seed", "1"], ROOT
-    if name == "node-ws":
-        argv = ["node", str(NODE_DIR / "server.js"), "--host", HOST, "--port", str(port)]
-        return [*argv, "--rate", f"{rate:g}", "--symbols", ",".join(ctx.names)], NODE_DIR
+    if name in ("node-ws", "bun"):
+        where = NODE_DIR if name == "node-ws" else BUN_DIR
+        runtime = "node" if name == "node-ws" else str(BUN)
+        argv = [runtime, str(where / "server.js"), "--host", HOST, "--port", str(port)]
+        argv += ["--rate", f"{rate:g}", "--interval-ms", str(PEER_INTERVAL_MS)]
+        return [*argv, "--symbols", ",".join(ctx.names)], where
     if name == "blaster":
         argv = [PY, "-m", "bench.blaster", "--host", HOST, "--port", str(port)]
         return [*argv, "--ticks-per-frame", f"{rate:g}"], ROOT
@@ -503,10 +521,12 @@ def scenario_fanout(ctx: Context, servers: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def fanout_step(ctx: Context, name: str, rate: int, k: int) -> dict[str, Any]:
+def fanout_step(
+    ctx: Context, name: str, rate: float, k: int, scenario: str = "fanout"
+) -> dict[str, Any]:
     p = ctx.plan
-    label = f"fanout-{name}-{rate}"
-    progress(f"fanout: {name} step {k}: {rate} ticks/s x 100 subscribers")
+    label = f"{scenario}-{name}-{rate:g}"
+    progress(f"{scenario}: {name} step {k}: {rate:g} ticks/s x 100 subscribers")
     try:
         lg, _ = measure(
             ctx,
@@ -557,6 +577,23 @@ def ladder_figures(ctx: Context, steps: list[dict[str, Any]]) -> dict[str, Any]:
         "light_p99_ms": light.get("p99_ms") if light else None,
         "light_delivery": light.get("delivery") if light else None,
     }
+
+
+# -- scenario: latency at every load, against the peers ------------------------------------
+
+
+def scenario_latency(ctx: Context, servers: Sequence[str]) -> dict[str, Any]:
+    """The fan-out load at fixed steps, every server at each: latency and CPU side by side,
+    where the ladder only looks for each one's maximum; plus an idle step."""
+    p = ctx.plan
+    out: dict[str, Any] = {}
+    for name in runnable(ctx, servers, out):
+        steps = [
+            fanout_step(ctx, name, rate, k, "latency")
+            for k, rate in enumerate([p.latency_idle_rate, *p.latency_rates], start=1)
+        ]
+        out[name] = {"idle": steps[0], "steps": steps[1:]}
+    return out
 
 
 # -- scenario 2: many idle connections ----------------------------------------------------
@@ -962,33 +999,58 @@ def machine_info() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "node": command_output(["node", "--version"]),
         "ws": ws_version,
+        "bun": command_output([str(BUN), "--version"]) if BUN.exists() else None,
+        "uvloop": _version_of("uvloop"),
         "git_commit": command_output(["git", "rev-parse", "--short", "HEAD"]),
         "loadavg_at_start": list(os.getloadavg()),
     }
 
 
+def _version_of(package: str) -> str | None:
+    """An installed Python package's version, None when it is not installed."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def npm_install(where: Path, needed: Path, what: str) -> str | None:
+    """Install a baseline's npm packages once; None when ``needed`` is then there, else why
+    not (the baseline is then skipped, not fatal)."""
+    if needed.exists():
+        return None
+    npm = shutil.which("npm")
+    if not npm:
+        return f"npm not found (needed once to install {what})"
+    progress(f"installing {what} with npm ({where.relative_to(ROOT)}/node_modules)")
+    try:
+        r = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"npm install failed: {exc}"
+    if r.returncode != 0:
+        return f"npm install failed: {(r.stderr or r.stdout).strip()[-300:]}"
+    return None if needed.exists() else f"npm install left no {needed.relative_to(ROOT)}"
+
+
 def setup_node() -> str | None:
-    """None when the node baseline can run, else why not (it is then skipped, not fatal)."""
+    """None when the node baseline can run, else why not."""
     if not shutil.which("node"):
         return "node not found"
-    if not (NODE_DIR / "node_modules" / "ws" / "package.json").exists():
-        npm = shutil.which("npm")
-        if not npm:
-            return "npm not found (needed once to install ws)"
-        progress("node-ws: installing ws with npm (bench/baseline_node/node_modules)")
-        try:
-            r = subprocess.run(
-                [npm, "install", "--no-audit", "--no-fund"],
-                cwd=NODE_DIR,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"npm install failed: {exc}"
-        if r.returncode != 0:
-            return f"npm install failed: {(r.stderr or r.stdout).strip()[-300:]}"
-    return None
+    return npm_install(NODE_DIR, NODE_DIR / "node_modules" / "ws" / "package.json", "ws")
+
+
+def setup_bun() -> str | None:
+    """None when the bun baseline can run, else why not (the binary comes in the npm
+    package ``@oven/bun-linux-x64``: x86-64 Linux with glibc only)."""
+    if platform.machine() not in ("x86_64", "AMD64") or platform.system() != "Linux":
+        return f"no bun package for {platform.system()} {platform.machine()} in bench/"
+    return npm_install(BUN_DIR, BUN, "bun")
 
 
 # -- formatting -----------------------------------------------------------------------------
@@ -1058,7 +1120,8 @@ class Figure:
 
 
 def figures_table(per_server: dict[str, Any], figures: list[Figure]) -> str:
-    headers = ["figure", "target", *SERVERS, "ticker/naive", "ticker/node", "better", "ticker ok"]
+    ratios = [f"ticker/{SHORT[b]}" for b in BASELINES]
+    headers = ["figure", "target", *SERVERS, *ratios, "better", "ticker ok"]
     rows = []
     for f in figures:
         vals: dict[str, float | None] = {}
@@ -1079,8 +1142,7 @@ def figures_table(per_server: dict[str, Any], figures: list[Figure]) -> str:
                 f.label,
                 f.target,
                 *cells,
-                fmt_ratio(vals["ticker"], vals["naive-aiohttp"]),
-                fmt_ratio(vals["ticker"], vals["node-ws"]),
+                *(fmt_ratio(vals["ticker"], vals[b]) for b in BASELINES),
                 "higher" if f.higher_is_better else "lower",
                 ok,
             ]
@@ -1105,6 +1167,7 @@ def render(results: dict[str, Any]) -> str:
                 ["Python / aiohttp", f"{m['python']} / {m['aiohttp']}"],
                 ["orjson / numpy", f"{m['orjson']} / {m['numpy']}"],
                 ["node / ws", f"{m['node'] or NA} / {m['ws'] or NA}"],
+                ["bun / uvloop", f"{m.get('bun') or NA} / {m.get('uvloop') or NA}"],
                 ["load average at start", " ".join(f"{x:.2f}" for x in m["loadavg_at_start"])],
                 ["pinning", meta["pinning"]],
             ],
@@ -1123,6 +1186,7 @@ def render(results: dict[str, Any]) -> str:
         out.append("")
     renderers: dict[str, Callable[[dict[str, Any]], list[str]]] = {
         "fanout": render_fanout,
+        "latency": render_latency,
         "connections": render_connections,
         "slow": render_slow,
         "inprocess": render_inprocess,
@@ -1144,6 +1208,7 @@ def render(results: dict[str, Any]) -> str:
 
 TITLES = {
     "fanout": "1. Fan-out ladder (1 000 connections x 10 of 100 symbols, mode all)",
+    "latency": "Latency at every load (1 000 connections x 10 of 100 symbols, mode all)",
     "connections": "2. Idle connections (1 symbol each, 100 ticks/s)",
     "slow": "3. Slow consumers",
     "inprocess": "4. In-process (no sockets)",
@@ -1260,6 +1325,72 @@ def render_fanout(data: dict[str, Any]) -> list[str]:
             "notes",
         ]
         out += [f"### {name} (stopped: {d['stopped']})", "", table(headers, rows), ""]
+    return out
+
+
+def render_latency(data: dict[str, Any]) -> list[str]:
+    """One row per load: each server's p50 / p99 / CPU, then ticker's ratios to bun and to
+    the best peer of that step (the issue-17 targets: ticker <= bun, aim <= the best)."""
+    names = [n for n in SERVERS if n in data and "skipped" not in data[n]]
+    by_rate = {n: {s["rate"]: s for s in data[n]["steps"]} for n in names}
+    rates = sorted({r for n in names for r in by_rate[n]})
+    peers = [n for n in names if n in ("bun", "node-ws")]
+
+    min_delivery = Plan().min_delivery
+
+    def get(n: str, rate: float, key: str) -> float | None:
+        step = by_rate[n].get(rate) or {}
+        if "error" in step or (step.get("delivery") or 0) < min_delivery:
+            return None
+        value: float | None = step.get(key)
+        return value
+
+    headers = ["deliveries/s"]
+    for n in names:
+        headers += [f"{n} p50 / p99 ms", f"{n} CPU, us/tick"]
+    headers += ["ticker/bun p50", "ticker/bun p99", "ticker/bun us/tick", "ticker/best p50, p99"]
+    rows = []
+    for rate in rates:
+        row = [fmt_rate(rate * UNIVERSE)]
+        for n in names:
+            step = by_rate[n].get(rate) or {}
+            if "error" in step:
+                row += ["ERROR", one_line(step["error"])[:60]]
+                continue
+            lat = f"{fmt_ms(step.get('p50_ms'))} / {fmt_ms(step.get('p99_ms'))}"
+            if (step.get("delivery") or 0) < min_delivery:
+                lat += f" (delivered {fmt_pct(step.get('delivery'))})"
+            cpu = f"{fmt_pct(step.get('server_cpu'))}, {fmt_num(step.get('cpu_us_per_tick'), 3)}"
+            row += [lat, cpu]
+        t50, t99 = get("ticker", rate, "p50_ms"), get("ticker", rate, "p99_ms")
+        b = "bun" in names
+        row += [
+            fmt_ratio(t50, get("bun", rate, "p50_ms")) if b else NA,
+            fmt_ratio(t99, get("bun", rate, "p99_ms")) if b else NA,
+            fmt_ratio(get("ticker", rate, "cpu_us_per_tick"), get("bun", rate, "cpu_us_per_tick"))
+            if b
+            else NA,
+        ]
+        best50 = [v for v in (get(n, rate, "p50_ms") for n in peers) if v is not None]
+        best99 = [v for v in (get(n, rate, "p99_ms") for n in peers) if v is not None]
+        row.append(
+            f"{fmt_ratio(t50, min(best50) if best50 else None)}, "
+            f"{fmt_ratio(t99, min(best99) if best99 else None)}"
+        )
+        rows.append(row)
+    out = [f"## {TITLES['latency']}", "", table(headers, rows), ""]
+    out.append(
+        "Latency = receive time - t. A ratio is n/a where a server delivered under 99 % of "
+        "its ticks (its latency then describes what it kept, not the load). Targets (issue "
+        "17): ticker's p50 and p99 <= bun's at every step; CPU per tick at 10 k <= 2x bun's."
+    )
+    out.append("")
+    idle = [
+        [n, fmt_pct(data[n]["idle"].get("server_cpu")), one_line(data[n]["idle"].get("error", ""))]
+        for n in names
+    ]
+    out += ["Idle: 1 000 connections, almost no ticks:", ""]
+    out += [table(["server", "server CPU", "error"], idle), ""]
     return out
 
 
@@ -1566,8 +1697,11 @@ def main(argv: list[str] | None = None) -> int:
     logdir.mkdir(parents=True, exist_ok=True)
     pins = pinning()
     available: dict[str, str | None] = dict.fromkeys(servers)
-    if "node-ws" in servers and any(s in scenarios for s in ("fanout", "connections", "slow")):
-        available["node-ws"] = setup_node()
+    peer_scenarios = ("fanout", "latency", "connections", "slow")
+    if any(s in scenarios for s in peer_scenarios):
+        for peer, setup in (("node-ws", setup_node), ("bun", setup_bun)):
+            if peer in servers:
+                available[peer] = setup()
     ctx = Context(
         plan=plan,
         names=symbol_names(UNIVERSE),
@@ -1593,6 +1727,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"meta": meta, "scenarios": {}}
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "fanout": lambda: scenario_fanout(ctx, servers),
+        "latency": lambda: scenario_latency(ctx, servers),
         "connections": lambda: scenario_connections(ctx, servers),
         "slow": lambda: scenario_slow(ctx, servers),
         "inprocess": lambda: scenario_inprocess(ctx),

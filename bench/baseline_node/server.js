@@ -3,7 +3,7 @@
 // Same protocol subset as bench/baseline_aiohttp.py: a welcome frame, ?symbols= (or *)
 // subscribed at connect, then one {"type":"ticks","ticks":[tick]} frame per tick, sent to
 // each subscriber with ws.send(JSON). Its own random-walk feed over the same symbol names:
-// every 10 ms it emits the ticks due since start (rate/100 on average, paced against the
+// every --interval-ms (default 10) it emits the ticks due since start (rate/100 on average, paced against the
 // clock so timer drift does not lower the rate; at most 0.25 s worth at once, like
 // SimulatedFeed). perMessageDeflate is off, as in ticker. No backpressure policy: ws
 // buffers in user space without bound for a client that stops reading.
@@ -21,6 +21,7 @@ function arg(name, fallback) {
 const host = arg("host", "127.0.0.1");
 const port = Number(arg("port", "8080"));
 const rate = Number(arg("rate", "1000"));
+const intervalMs = Number(arg("interval-ms", "10"));
 const symbols = arg("symbols", "AAPL,MSFT").split(",");
 
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
@@ -84,7 +85,7 @@ setInterval(() => {
     for (const ws of subscribers.get(s)) ws.send(msg);
     for (const ws of wildcard) ws.send(msg);
   }
-}, 10);
+}, intervalMs);
 
 server.listen(port, host);
 const stop = () => process.exit(0);
