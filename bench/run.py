@@ -1668,7 +1668,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="shorter steps, fewer runs")
     ap.add_argument("--scenario", default="all", help=f"comma list of {', '.join(SCENARIOS)}")
     ap.add_argument("--server", default="all", help=f"comma list of {', '.join(SERVERS)}")
-    ap.add_argument("--rates", help="fan-out ladder, ticks/s, comma-separated")
+    ap.add_argument("--rates", help="fan-out ladder (or latency steps), ticks/s, comma list")
     ap.add_argument("--duration", type=float, help="seconds measured per fan-out step")
     ap.add_argument("--ticker-src", type=Path, default=ROOT, help="run ticker from this tree")
     ap.add_argument("--ticker-arg", action="append", default=[], help="extra ticker flag")
@@ -1684,7 +1684,7 @@ def main(argv: list[str] | None = None) -> int:
     servers = parse_list(args.server, SERVERS, "server")
     plan = Plan.make(args.quick)
     if args.rates:
-        plan.fanout_rates = [int(float(r)) for r in args.rates.split(",")]
+        plan.fanout_rates = plan.latency_rates = [int(float(r)) for r in args.rates.split(",")]
     if args.duration:
         plan.fanout_duration = args.duration
     plan.ticker_args = [a for arg in args.ticker_arg for a in arg.split()]

@@ -94,6 +94,7 @@ def test_a_metrics_port_in_use_is_named(taken_port: int) -> None:
         (["--record-format", "ticks"], ["--record-format goes with --record"]),
         (["--no-metrics", "--metrics-port", "9108"], ["--metrics-port", "--no-metrics"]),
         (["--bogus"], ["unrecognized arguments: --bogus", "ticker serve --help"]),
+        (["--event-loop", "trio"], ["--event-loop", "'trio'", "auto", "uvloop", "asyncio"]),
         (["--port", "eighty"], ["--port", "'eighty'"]),
         (["--allowed-origin", "foo"], ["--allowed-origin: 'foo' is not an origin like https://"]),
         (["--symbols", "0"], ["--symbols: '0': the number of symbols must be positive"]),
@@ -201,6 +202,7 @@ def test_the_startup_log_says_what_is_served(tmp_path: Path) -> None:
         server.read_until(f"recording every tick into {tmp_path} (jsonl.gz files")
         server.read_until(f"metrics on http://127.0.0.1:{metrics_port}/metrics")
         server.read_until("feed sim: 100 symbols")
+        server.read_until("event loop: uvloop")  # auto: uvloop, a default dependency here
         assert all("Traceback" not in line for line in server.lines)
     finally:
         server.stop()

@@ -35,8 +35,10 @@ class FakeClock:
 def fake_feed(
     rate: float = 1000.0, *, seed: int, skew: float = 0.0
 ) -> tuple[SimulatedFeed, FakeClock]:
-    clock = FakeClock()
-    feed = SimulatedFeed(100, rate, skew=skew, seed=seed, clock=clock, sleep=clock.sleep)
+    clock = FakeClock()  # the pacing tests reason on a 10 ms grid (the default is 2 ms)
+    feed = SimulatedFeed(
+        100, rate, skew=skew, seed=seed, clock=clock, sleep=clock.sleep, interval=0.01
+    )
     return feed, clock
 
 

@@ -32,7 +32,7 @@ from ticker.commands.argtypes import non_negative, port, positive
 from ticker.commands.envparser import EnvParser
 from ticker.core.session import Limits
 from ticker.recording.problems import RecordingError
-from ticker.server import redact
+from ticker.server import loops, redact
 from ticker.server.settings import Settings, url_host
 
 if TYPE_CHECKING:
@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="no /metrics, no latency or event-loop lag measurement (to measure their cost)",
     )
     serve.add_option("--log-level", default="info", choices=LOG_LEVELS, help="how much to log")
+    serve.add_option(
+        "--event-loop",
+        default="auto",
+        choices=loops.CHOICES,
+        help="event loop: uvloop (auto: when installed, the default) or asyncio's own",
+    )
     replay.add_record_options(serve)
     security.add_security_options(serve)
     publishing.add_publish_options(serve)
@@ -304,6 +310,7 @@ def serve(args: argparse.Namespace) -> int:
     from ticker.server.replays import ReplayPump
 
     try:
+        loop_name = loops.resolve(args.event_loop)
         settings = settings_from(args)
         tls = security.ssl_context(args)
         built = feeds.build(args)
@@ -347,8 +354,10 @@ def serve(args: argparse.Namespace) -> int:
     scheme = "http" if tls is None else "https"
     where = f"{url_host(settings.host)}:{settings.port}"
     page = f"{url_host(LOOPBACK_OF.get(settings.host, settings.host))}:{settings.port}"
+    log.info("event loop: %s", loop_name)
     web.run_app(
         app,
+        loop=loops.new_loop(loop_name),
         sock=sockets,
         shutdown_timeout=settings.close_grace_s + 1.0,
         ssl_context=tls,

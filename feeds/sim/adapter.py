@@ -42,7 +42,7 @@ class SimulatedFeed:
         name: str = "sim",
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-        interval: float = 0.01,
+        interval: float = 0.002,
     ) -> None:
         if not rate > 0 or not interval > 0:
             raise ValueError("rate and interval must be > 0")

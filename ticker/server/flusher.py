@@ -4,10 +4,15 @@ A connection that gets something to send marks itself dirty (once, however many 
 arrive); the flusher then writes each dirty connection at most once per pass. That is one
 write per client per pass instead of one per tick, and no task switch per client.
 
-Coalescing adapts to load. When the server is idle a pass runs on the next loop
-iteration, so a tick goes out at once. Under load a pass takes time, and the next one is
-held back by as long as the last one took (at most ``max_linger``): ticks accumulate,
-frames get fuller and the cost per tick falls — exactly when it has to.
+Coalescing costs nothing when there is no pressure: a pass runs on the loop iteration
+after the first mark, so a tick goes out as soon as the publish that brought it returns,
+and everything published in the same iteration (a feed's batch, every publisher whose
+request was read) shares the pass. Under load a pass takes time; what is published
+meanwhile waits for the next one, so frames get fuller and the cost per tick falls
+exactly when it has to. No timer ever holds a pass back: a hold buys fuller frames only
+if more ticks arrive during it, and measured, it cost latency at every load and bought
+no throughput the back-to-back passes of a saturated loop do not already get
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -33,17 +38,12 @@ class Flushable(Protocol):
 class Flusher:
     """The one flush loop of a node: one write per dirty connection per pass."""
 
-    def __init__(
-        self, max_linger: float = 0.005, after_pass: Callable[[], None] | None = None
-    ) -> None:
-        self.max_linger = max_linger
+    def __init__(self, after_pass: Callable[[], None] | None = None) -> None:
         self.after_pass = after_pass
         """Called at the end of every pass (the metrics settle their per-pass counts)."""
         self._dirty: list[Flushable] = []
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._last_end = 0.0
-        self._last_duration = 0.0
 
     def mark(self, conn: Flushable) -> None:
         """Queue ``conn`` for the next pass (callers mark each connection once per pass)."""
@@ -54,19 +54,14 @@ class Flusher:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        hold = min(self._last_duration, self.max_linger) - (loop.time() - self._last_end)
-        if hold > 0:
-            loop.call_later(hold, self.flush)
-        else:
-            loop.call_soon(self.flush)
+        loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """One pass: write every dirty connection once; a failing one is aborted alone."""
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         assert self._loop is not None
-        time = self._loop.time
-        start = time()
+        start = self._loop.time()
         for conn in dirty:
             try:
                 conn.flush(start)
@@ -75,6 +70,3 @@ class Flusher:
                 conn.abort()
         if self.after_pass is not None:
             self.after_pass()
-        end = time()
-        self._last_end = end
-        self._last_duration = end - start
