@@ -90,6 +90,25 @@ async def test_a_refused_batch_raises_with_the_problems(start_server: StartServe
     assert ack.q == {"AAPL": 1} and node.bus.published == 1
 
 
+async def test_a_rate_limited_batch_waits_as_told_then_goes_in(start_server: StartServer) -> None:
+    node, server = await start_server(publish=PublishLimits(ticks_per_s=2000, max_ticks=2000))
+    ticks = [{"s": "AAPL", "p": 100 + i} for i in range(3000)]
+    async with Publisher(str(server.make_url("/")), batch=1000) as pub:
+        ack = await pub.publish(ticks)  # the third batch is over the 2 000-tick burst
+    assert pub.waited >= 1 and pub.reconnects == 0
+    assert (ack.accepted, ack.q) == (3000, {"AAPL": 3000})
+    assert node.bus.published == 3000  # type: ignore[attr-defined]
+
+
+async def test_a_wait_past_give_up_raises_the_refusal(start_server: StartServer) -> None:
+    _, server = await start_server(publish=PublishLimits(ticks_per_s=10, max_ticks=1000))
+    async with Publisher(str(server.make_url("/")), batch=1000, give_up_s=5) as pub:
+        await pub.publish([{"s": "AAPL", "p": 1}] * 1000)
+        with pytest.raises(PublishError) as caught:  # 100 s away: not worth waiting
+            await pub.publish([{"s": "AAPL", "p": 1}] * 1000)
+    assert caught.value.code == "rate_limited" and pub.waited == 0
+
+
 async def test_a_refused_connection_is_not_retried(start_server: StartServer) -> None:
     secret = "p" * 32
     _, server = await start_server(publish=PublishLimits(), auth=TokenVerifier.from_secret(secret))

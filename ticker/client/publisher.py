@@ -98,6 +98,9 @@ class Publisher:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._ids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
         self.reconnects = 0
+        self.waited = 0
+        """Batches sent again after the server asked to wait (``retry_after``: a rate limit,
+        a cluster briefly unavailable)."""
         self.connect_error: str | None = None
         """Why the first connection failed (the first ``publish`` retries it); None once up."""
 
@@ -167,7 +170,14 @@ class Publisher:
                 await ws.send_str(frame)
                 msg = await ws.receive()
                 if msg.type is aiohttp.WSMsgType.TEXT:
-                    return self._answer(batch_id, orjson.loads(msg.data))
+                    answer = orjson.loads(msg.data)
+                    later = self._retry_after(answer)
+                    if later is None or loop.time() + later > deadline:
+                        return self._answer(batch_id, answer)
+                    # nothing of the batch was published: the same id again, once allowed
+                    self.waited += 1
+                    await asyncio.sleep(later)
+                    continue
                 self._ws = None  # closed or failed under us: reconnect and resend
             except (aiohttp.ClientConnectionError, ConnectionError, TimeoutError):
                 self._ws = None
@@ -180,6 +190,15 @@ class Publisher:
                 )
             await asyncio.sleep(wait)
             wait = min(wait * 2, BACKOFF_S[1])
+
+    @staticmethod
+    def _retry_after(frame: object) -> float | None:
+        """The seconds an ``error`` frame asks us to wait before the same batch is taken."""
+        if isinstance(frame, dict) and frame.get("type") == "error":
+            later = frame.get("retry_after")
+            if type(later) in (int, float) and 0 <= later < 3600:
+                return float(later)
+        return None
 
     @staticmethod
     def _answer(batch_id: str, frame: dict[str, Any]) -> dict[str, Any]:
