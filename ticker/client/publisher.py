@@ -196,7 +196,7 @@ class Publisher:
         """The seconds an ``error`` frame asks us to wait before the same batch is taken."""
         if isinstance(frame, dict) and frame.get("type") == "error":
             later = frame.get("retry_after")
-            if type(later) in (int, float) and 0 <= later < 3600:
+            if isinstance(later, int | float) and not isinstance(later, bool) and 0 <= later < 3600:
                 return float(later)
         return None
 
