@@ -116,6 +116,21 @@ async def test_rate_holds_exactly_with_a_fake_clock(rate: int) -> None:
     assert clock.sleeps == pytest.approx([0.01] * len(clock.sleeps), abs=1e-9)
 
 
+async def test_a_slow_rate_sleeps_until_its_next_tick_is_due() -> None:
+    feed, clock = fake_feed(2.0, seed=1)  # a tick every 0.5 s, on a 10 ms grid
+    times = []
+    async with aclosing(feed.stream()) as stream:
+        async for batch in stream:
+            times.append((clock.now, len(batch)))
+            if len(times) == 20:
+                break
+    assert all(n == 1 for _, n in times)
+    # at most two wake-ups per tick (round() halves to even), not 50 per second
+    assert len(clock.sleeps) <= 2 * len(times) + 1
+    # each tick on the first slot at or after its due time (k + 0.5) / rate
+    assert [t for t, _ in times] == pytest.approx([(k + 0.5) / 2.0 for k in range(20)], abs=0.011)
+
+
 async def test_a_late_consumer_gets_bigger_batches_not_a_lower_rate() -> None:
     feed, clock = fake_feed(10_000, seed=1)
     emitted = 0

@@ -8,6 +8,7 @@ and errors in sleep never accumulate.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
@@ -82,8 +83,11 @@ class SimulatedFeed:
                 last = now
             # The next slot still ahead; counting slots (rather than flooring elapsed /
             # interval) guarantees progress when a wake-up lands a hair before its slot.
+            # A slow rate skips the slots before its next tick is due: an idle simulator
+            # does not wake 500 times a second for nothing.
             elapsed = clock() - start
-            slot = max(slot + 1, int(elapsed / interval) + 1)
+            next_due = (accounted + 0.5) / rate  # round() makes a tick due from here
+            slot = max(slot + 1, int(elapsed / interval) + 1, math.ceil(next_due / interval))
             await self._sleep(max(0.0, slot * interval - elapsed))
 
     def _batch(self, n: int, dt: float) -> TickBatch:
