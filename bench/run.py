@@ -675,6 +675,8 @@ def scenario_slow(ctx: Context, servers: Sequence[str]) -> dict[str, Any]:
                     p.slow_rate,
                     label,
                     after=scrape_ticker_closes if name == "ticker" else None,
+                    # no history rings filling up: the growth is the stalled clients' own
+                    server_args=["--history", "0"] if name == "ticker" else (),
                     conns=p.slow_healthy,
                     symbols_per_conn=p.slow_symbols_per_conn,
                     warmup=p.slow_warmup,
