@@ -20,6 +20,15 @@ from typing import NamedTuple, Protocol
 MAX_FRAME_BYTES = 256 * 1024
 """A frame's worth of ticks: big enough to amortise a write, small enough to stay fair."""
 
+
+def _pick_key(symbols: list[str]) -> str:
+    """The symbols a mailbox picks from a batch, as a cache key: the symbol itself when
+    it is one (its hash is cached), else joined by a control character, which no symbol
+    holds. A string, not a tuple: freed small tuples stay on CPython's free list, which a
+    lagging queue's memory bound would count."""
+    return symbols[0] if len(symbols) == 1 else "\x00".join(symbols)
+
+
 Wake = Callable[[], None]
 Follows = frozenset[str] | None
 """The symbols a mailbox follows; ``None`` means every symbol ("*")."""
@@ -84,7 +93,10 @@ class Delivery:
     routing of this batch only: ``release()`` drops the caches when routing is done.
     """
 
-    __slots__ = ("_latest", "_queued", "counts", "last_q", "latest", "newest", "segments", "t")
+    __slots__ = (
+        *("_latest", "_latest_picked", "_picked", "_queued", "counts", "last_q", "latest"),
+        *("newest", "segments", "t"),
+    )
 
     def __init__(
         self,
@@ -108,33 +120,49 @@ class Delivery:
         self.newest = newest
         """The newest tick time of the batch, µs (a delay line holds the batch until it +D)."""
         self._queued: dict[Follows, Share] = {}
+        self._picked: dict[str, Share] = {}
         self._latest: dict[Follows, tuple[list[tuple[str, bytes]], int]] = {}
+        self._latest_picked: dict[str, tuple[list[tuple[str, bytes]], int]] = {}
 
     def share(self, follows: Follows) -> Share:
-        """The part of this batch for a mode ``all`` client following ``follows``."""
+        """The part of this batch for a mode ``all`` client following ``follows``.
+
+        Cached by the subscription set, and on a miss by the symbols it picks: clients
+        that each follow their own 10 of 100 symbols mostly pick the same one or two of
+        a small batch, and share what they pick instead of building it each.
+        """
         share = self._queued.get(follows)
         if share is None:
             symbols = self._pick(follows)
-            segments, counts, last_q = self.segments, self.counts, self.last_q
-            share = self._queued[follows] = _share(
-                symbols,
-                [segments[s] for s in symbols],
-                [counts[s] for s in symbols],
-                [last_q.get(s) for s in symbols],
-                self.t,
-            )
+            key = _pick_key(symbols)
+            share = self._picked.get(key)
+            if share is None:
+                segments, counts, last_q = self.segments, self.counts, self.last_q
+                share = self._picked[key] = _share(
+                    symbols,
+                    [segments[s] for s in symbols],
+                    [counts[s] for s in symbols],
+                    [last_q.get(s) for s in symbols],
+                    self.t,
+                )
+            self._queued[follows] = share
         return share
 
     def latest_of(self, follows: Follows) -> tuple[list[tuple[str, bytes]], int]:
-        """(symbol, last tick) pairs for a conflating client, and how many ticks they stand for."""
+        """(symbol, last tick) pairs for a conflating client, and how many ticks they
+        stand for; cached like ``share``."""
         entry = self._latest.get(follows)
         if entry is None:
             symbols = self._pick(follows)
-            latest, counts = self.latest, self.counts
-            entry = self._latest[follows] = (
-                [(s, latest[s]) for s in symbols],
-                sum([counts[s] for s in symbols]),
-            )
+            key = _pick_key(symbols)
+            entry = self._latest_picked.get(key)
+            if entry is None:
+                latest, counts = self.latest, self.counts
+                entry = self._latest_picked[key] = (
+                    [(s, latest[s]) for s in symbols],
+                    sum([counts[s] for s in symbols]),
+                )
+            self._latest[follows] = entry
         return entry
 
     def _pick(self, follows: Follows) -> list[str]:
@@ -149,7 +177,9 @@ class Delivery:
         """Drop the cached shares once every mailbox has its own: a lagging client
         must keep alive only what it will send."""
         self._queued.clear()
+        self._picked.clear()
         self._latest.clear()
+        self._latest_picked.clear()
 
 
 def _noop() -> None:
