@@ -3,11 +3,13 @@ thing, exit status 2 and no traceback; a start that works says what it serves.""
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,6 +206,25 @@ def test_the_startup_log_says_what_is_served(tmp_path: Path) -> None:
         server.read_until("feed sim: 100 symbols")
         server.read_until("event loop: uvloop")  # auto: uvloop, a default dependency here
         assert all("Traceback" not in line for line in server.lines)
+    finally:
+        server.stop()
+
+
+def test_a_publish_only_server_needs_no_redis_and_says_what_it_serves() -> None:
+    port = free_port()
+    server = Server("--port", str(port), "--feed", "none", "--publish")
+    try:
+        server.read_until("no local feed: serving what publishers send to /publish")
+        server.read_until("listening on")
+        body = json.dumps({"ticks": [{"s": "AAPL", "p": 189.12}]}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/publish",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.load(answer) == {"accepted": 1, "q": {"AAPL": 1}}
+        assert all("Redis" not in line for line in server.lines)
     finally:
         server.stop()
 

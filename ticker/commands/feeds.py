@@ -122,7 +122,11 @@ def adapters(built: Built) -> list[FeedAdapter]:
 def log_feeds(args: argparse.Namespace, built: Built, epoch: str) -> None:
     """One line per feed: what it is and how many symbols it brings."""
     if not built:
-        log.info("no local feed: serving what comes through Redis")
+        sources = [
+            *(["what comes through Redis"] if getattr(args, "redis", None) else []),
+            *(["what publishers send to /publish"] if getattr(args, "publish", False) else []),
+        ]
+        log.info("no local feed: serving %s", " and ".join(sources) or "nothing")
     for spec, feed in built:
         if spec.name == "sim":
             log.info(
