@@ -9,7 +9,7 @@ the tick, and nothing (no task, future or callback) is created per tick.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import orjson
 
@@ -172,14 +172,23 @@ class Bus:
             delivery.release()  # a lagging client must keep only its own share alive
         return last_q
 
-    def forward(self, delivery: Delivery) -> None:
+    def forward(self, delivery: Delivery, *, numbered: bool = False) -> None:
         """Route a batch another bus encoded and stamped (a delay line's): last values,
-        then every subscriber of its symbols."""
+        then every subscriber of its symbols. ``numbered``: the other bus is this stream's
+        numbering one (a worker's feed process): ``q``, history and the count follow it too,
+        so snapshots and resume work here as they do there."""
         offered: set[Subscriber] = set(self._wildcard)
+        last_q, counts, segments = delivery.last_q, delivery.counts, delivery.segments
         for symbol, last in delivery.latest.items():
             topic = self._topic(symbol)
             topic.last = last
             offered |= topic.subscribers
+            if numbered:
+                q = topic.q = last_q[symbol]
+                count = counts[symbol]
+                self.published += count
+                if (ring := topic.ring) is not None:  # a run's q are consecutive at its bus
+                    ring.add(q - count + 1, q, count, segments[symbol])
         for mailbox in offered:
             mailbox.offer(delivery)
         delivery.release()
@@ -224,6 +233,20 @@ class Bus:
         if topic is None or topic.ring is None:
             return None
         return missed(topic.ring, last_q, topic.q)
+
+    def runs(self) -> Iterator[tuple[str, bytes, int, int, bytes]]:
+        """(symbol, segment, tick count, last q, last tick) of every run the history keeps,
+        oldest first per symbol (without history, each last tick alone): what a copy of
+        this bus needs to serve the same snapshots and resumes (a worker's, ``--workers``)."""
+        for symbol, topic in self._topics.items():
+            last = topic.last
+            if last is None:
+                continue
+            if topic.ring is None:
+                yield symbol, last, 1, topic.q, last
+                continue
+            for first, q, segment in topic.ring.runs():
+                yield symbol, segment, q - first + 1, q, last
 
     def forget(self, symbols: Iterable[str]) -> None:
         """Drop the last values of these symbols: a relay that stops following them can
