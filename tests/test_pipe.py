@@ -15,7 +15,6 @@ from ticker.cluster.pipe import (
     asked,
     decode_batch,
     encode_batch,
-    encode_run,
     json_frame,
     split_asked,
 )
@@ -73,9 +72,8 @@ def test_a_bus_fed_by_another_serves_the_same_snapshots_and_resumes() -> None:
         origin.publish([{"s": "AAPL", "p": float(p)}, {"s": "MSFT", "p": p + 0.5}])
     # A worker that joins late: the catch-up first, then the live batches.
     copy = Bus(history=5, epoch=origin.epoch)
-    catch_up = b"".join(encode_run(*run) for run in origin.runs())
-    for _, payload in frames_of(catch_up, 4096):
-        copy.forward(decode_batch(payload), numbered=True)
+    ((_, payload),) = frames_of(encode_batch(origin.catch_up()), 4096)
+    copy.forward(decode_batch(payload), numbered=True)
     origin.publish([{"s": "AAPL", "p": 9.0}])
     copy.forward(decode_batch(encode_batch(tap.deliveries[-1])[5:]), numbered=True)
     assert copy.snapshot(["AAPL", "MSFT"]) == origin.snapshot(["AAPL", "MSFT"])
@@ -87,9 +85,10 @@ def test_a_bus_fed_by_another_serves_the_same_snapshots_and_resumes() -> None:
 def test_without_history_the_catch_up_is_the_last_values() -> None:
     origin = Bus()
     origin.publish([{"s": "AAPL", "p": 1.0}, {"s": "AAPL", "p": 2.0}])
-    assert [run[2:4] for run in origin.runs()] == [(1, 2)]  # one tick, the last q
+    catch_up = origin.catch_up()
+    assert (catch_up.counts, catch_up.last_q) == ({"AAPL": 1}, {"AAPL": 2})  # the last tick
     copy = Bus()
-    for _, payload in frames_of(b"".join(encode_run(*r) for r in origin.runs()), 64):
-        copy.forward(decode_batch(payload), numbered=True)
+    ((_, payload),) = frames_of(encode_batch(catch_up), 64)
+    copy.forward(decode_batch(payload), numbered=True)
     assert copy.snapshot(["AAPL"]) == origin.snapshot(["AAPL"])
     assert copy.publish([{"s": "AAPL", "p": 3.0}]) == {"AAPL": 3}

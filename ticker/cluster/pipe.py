@@ -80,13 +80,6 @@ def encode_batch(delivery: Delivery) -> bytes:
     return b"".join(parts)
 
 
-def encode_run(symbol: str, segment: bytes, count: int, q: int, last: bytes) -> bytes:
-    """A ``BATCH`` frame of one symbol's run (a worker's catch-up from the rings)."""
-    return encode_batch(
-        Delivery({symbol: segment}, {symbol: count}, {symbol: last}, 0, 0, {symbol: q})
-    )
-
-
 def decode_batch(payload: bytes) -> Delivery:
     """The ``Delivery`` a ``BATCH`` payload holds; ``BadFrame`` if it does not add up."""
     try:

@@ -9,7 +9,7 @@ the tick, and nothing (no task, future or callback) is created per tick.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import orjson
 
@@ -234,19 +234,26 @@ class Bus:
             return None
         return missed(topic.ring, last_q, topic.q)
 
-    def runs(self) -> Iterator[tuple[str, bytes, int, int, bytes]]:
-        """(symbol, segment, tick count, last q, last tick) of every run the history keeps,
-        oldest first per symbol (without history, each last tick alone): what a copy of
-        this bus needs to serve the same snapshots and resumes (a worker's, ``--workers``)."""
+    def catch_up(self) -> Delivery:
+        """Everything this bus keeps, as one batch: each symbol's history joined into one
+        run (without history, its last tick alone). A copy of this bus that forwards it
+        (``numbered``) serves the same snapshots and resumes: a worker joining its feed
+        process (``--workers``). One run costs the copy a cut on its first resumes, the
+        only re-encoding, and may hold up to twice the depth until the run ages out."""
+        segments: dict[str, bytes] = {}
+        counts: dict[str, int] = {}
+        latest: dict[str, bytes] = {}
+        last_q: dict[str, int] = {}
         for symbol, topic in self._topics.items():
-            last = topic.last
-            if last is None:
+            if (last := topic.last) is None:
                 continue
-            if topic.ring is None:
-                yield symbol, last, 1, topic.q, last
-                continue
-            for first, q, segment in topic.ring.runs():
-                yield symbol, segment, q - first + 1, q, last
+            ring = topic.ring
+            if ring is None or not ring.ticks:
+                segments[symbol], counts[symbol] = last, 1
+            else:
+                segments[symbol], counts[symbol] = b",".join(ring.segments), ring.ticks
+            latest[symbol], last_q[symbol] = last, topic.q
+        return Delivery(segments, counts, latest, 0, 0, last_q)
 
     def forget(self, symbols: Iterable[str]) -> None:
         """Drop the last values of these symbols: a relay that stops following them can

@@ -32,7 +32,6 @@ from ticker.cluster.pipe import (
     Kind,
     asked,
     encode_batch,
-    encode_run,
     json_frame,
     split_asked,
 )
@@ -186,10 +185,8 @@ class FanOut:
         _, link = await loop.connect_accepted_socket(lambda: WorkerLink(self, index), sock)
         # From here to the end, synchronous: no batch can be published in between.
         bus = self.bus
-        catch_up = [encode_run(*run) for run in bus.runs()]
         hello = {"epoch": bus.epoch, "symbols": bus.symbols(), "feeds": self._feeds}
-        catch_up.append(json_frame(Kind.HELLO, hello))
-        data = b"".join(catch_up)
+        data = encode_batch(bus.catch_up()) + json_frame(Kind.HELLO, hello)
         link.allowance = len(data) + MAX_BEHIND_BYTES
         link.send(data)
         self.links.add(link)
