@@ -38,7 +38,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import publishing, redis_scaleout
+from bench import publishing, redis_scaleout, workers
 from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +51,7 @@ PY = sys.executable
 SERVERS = ("ticker", "naive-aiohttp", "node-ws")
 BASELINES = ("naive-aiohttp", "node-ws")
 SCENARIOS = ("fanout", "connections", "slow", "inprocess", "ceiling", "metrics", "redis", "publish")
+SCENARIOS += ("workers",)
 UNIVERSE = 100
 LOADGEN_SATURATED = 0.85
 """Load generator CPU (fraction of its core) above which its figures are suspect."""
@@ -1130,6 +1131,7 @@ def render(results: dict[str, Any]) -> str:
         "metrics": render_metrics,
         "redis": redis_scaleout.render,
         "publish": publishing.render,
+        "workers": workers.render,
     }
     for name, entry in sc.items():
         if entry["status"] == "failed":
@@ -1151,6 +1153,7 @@ TITLES = {
     "metrics": "6. What metrics cost (fan-out: 1 000 connections x 10 of 100 symbols, mode all)",
     "redis": "Redis scale-out (1 publisher -> Redis -> 3 nodes)",
     "publish": "Publishing (ticks in through /publish, ticker only)",
+    "workers": "ticker serve --workers 2 against one process (CPU per delivered tick)",
 }
 
 
@@ -1600,6 +1603,7 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": lambda: scenario_metrics(ctx),
         "redis": lambda: redis_scaleout.run(ctx.logdir, plan.quick),
         "publish": lambda: publishing.run(ctx),
+        "workers": lambda: workers.run(ctx),
     }
     for name in scenarios:
         try:
