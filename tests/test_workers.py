@@ -234,6 +234,10 @@ async def test_a_dead_worker_is_restarted_and_sigterm_stops_all() -> None:
         async with asyncio.timeout(10):
             assert await server.proc.wait() == 0
         assert time.monotonic() - started < 5.0
+        async with asyncio.timeout(10):  # its clients were closed as a single node's are
+            while (msg := await survivor.receive()).type is aiohttp.WSMsgType.TEXT:
+                pass
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1001, msg
         for pid in (pids[1], now[0]):
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)

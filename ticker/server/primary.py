@@ -101,29 +101,19 @@ class Workers:
         log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
 
     async def _watch(self, slot: Worker) -> None:
-        """Wait for the worker to die or fall behind; restart it unless stopping."""
+        """Wait for the worker to die or fall behind; start it again unless stopping."""
         while True:
-            process, link = slot.process, slot.link
-            assert process is not None and link is not None
             started = time.monotonic()
-            exited = asyncio.ensure_future(process.wait())
-            ends: list[asyncio.Future[Any]] = [exited, link.lost]
-            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
-            if not exited.done():
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()  # cut off for not reading, or its link broke
-            code = await exited
-            link.close()
+            why = await self._gone(slot) if slot.process is not None else "could not start"
             if self.stopping:
                 return
             if time.monotonic() - started >= STEADY_S:
                 slot.backoff.reset()
             delay = slot.backoff.delay()
             log.error(
-                "worker %d (pid %d) %s; restarting it in %.1f s (only its clients reconnect)",
+                "worker %d %s; restarting it in %.1f s (only its clients reconnect)",
                 slot.index,
-                process.pid,
-                "was cut off: it fell behind the feed" if link.cut else f"exited with {code}",
+                why,
                 delay,
             )
             with contextlib.suppress(TimeoutError):
@@ -132,7 +122,28 @@ class Workers:
             if self.stopping:
                 return
             slot.restarts += 1
-            await self._spawn(slot)
+            try:
+                await self._spawn(slot)
+            except OSError as exc:
+                slot.process = None
+                log.error("worker %d could not be started: %s", slot.index, exc)
+
+    async def _gone(self, slot: Worker) -> str:
+        """Until the worker has exited (killed first if its link is lost, unless it is
+        stopping: then it closes its clients in its own time); what happened to it."""
+        process, link = slot.process, slot.link
+        assert process is not None and link is not None
+        exited = asyncio.ensure_future(process.wait())
+        ends: list[asyncio.Future[Any]] = [exited, link.lost]
+        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        if not exited.done() and not self.stopping:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()  # cut off for not reading, or its link broke
+        code = await exited
+        link.close()
+        if link.cut:
+            return f"(pid {process.pid}) was cut off: it fell behind the feed"
+        return f"(pid {process.pid}) exited with {code}"
 
     async def stop(self) -> None:
         """SIGTERM to every worker; SIGKILL to what is still running after ``STOP_S``."""
