@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import next_of
 from tests.net import free_port
+from tests.test_http_transports import sse_events
 from ticker.commands.workers import WORKER_HEADER
 
 Msg = dict[str, Any]
@@ -241,3 +242,46 @@ async def test_a_dead_worker_is_restarted_and_sigterm_stops_all() -> None:
         for pid in (pids[1], now[0]):
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
+
+
+async def test_sse_ops_and_polls_reach_their_session_on_any_worker() -> None:
+    """An SSE or poll session lives in one worker; its ops and next polls come on new
+    connections, which land on either: the other worker passes them to the owner."""
+    async with served() as server, fresh_connections() as http:
+        await server.pids(http)
+        async with http.get(f"{server.url}/sse?symbols=AAPL") as stream:
+            (welcome,) = await sse_events(stream, "welcome", timeout=30)
+            session = welcome["data"]["session"]
+            assert session.startswith(f"{stream.headers[WORKER_HEADER]}-")
+            answered_by: set[int] = set()
+            sent = 0
+            async with asyncio.timeout(30):
+                while len(answered_by) < 2:
+                    sent += 1
+                    async with http.post(
+                        f"{server.url}/sse/{session}/subscribe",
+                        json={"symbols": ["MSFT"], "id": sent},
+                    ) as resp:
+                        assert resp.status == 202, await resp.text()
+                        answered_by.add(int(resp.headers[WORKER_HEADER]))
+            ids: set[int] = set()
+            while ids != set(range(1, sent + 1)):
+                ids.add(
+                    (await sse_events(stream, "subscribed", timeout=30))[-1]["data"].get("id", 0)
+                )
+                ids.discard(0)  # the connect-time subscription's answer has no id
+        async with http.get(f"{server.url}/poll?symbols=AAPL") as resp:
+            cursor = (await resp.json())["cursor"]
+        answered_by = set()
+        polled: list[Msg] = []
+        async with asyncio.timeout(60):
+            while len(answered_by) < 2:
+                async with http.get(f"{server.url}/poll", params={"cursor": cursor}) as resp:
+                    assert resp.status == 200, await resp.text()
+                    answered_by.add(int(resp.headers[WORKER_HEADER]))
+                    body = await resp.json()
+                cursor = body["cursor"]
+                polled += body["messages"]
+        assert any(m["type"] == "ticks" for m in polled)
+        async with http.post(f"{server.url}/sse/9-{session[2:]}/subscribe", json={}) as resp:
+            assert resp.status == 404  # no worker 9: no such session

@@ -315,7 +315,9 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         built: feeds.Built = []
         metrics_sockets: list[socket.socket] = []
         if worker is not None:
-            sockets = worker.sockets()
+            settings = worker.settings(settings)
+            owners = worker.owners(settings, tls=tls is not None)
+            sockets = [*worker.sockets(), owners.listen()]
             node = Node(settings, broker=worker.broker())
         else:
             built = feeds.build(args)
@@ -325,6 +327,7 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         app = create_app(node, metrics_sockets, metrics_port_here=worker is None)
         if worker is not None:
             worker.mark(app)
+            owners.attach(app)
         if args.record is not None:
             try:
                 recorder = BusRecorder(

@@ -12,14 +12,16 @@ import argparse
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
 from ticker.cluster.workers import WorkerBroker
 from ticker.commands.argtypes import positive
 from ticker.commands.envparser import EnvParser
+from ticker.server.owners import Owners
 from ticker.server.primary import WORKER_ENV
+from ticker.server.settings import Settings
 
 WORKER_HEADER = "Ticker-Worker"
 """On every response of a worker: which one answered (``/readyz`` says its pid too)."""
@@ -61,6 +63,14 @@ class WorkerOf:
     index: int
     pipe_fd: int
     listen_fds: tuple[int, ...]
+
+    def settings(self, settings: Settings) -> Settings:
+        """The worker's settings: its session ids start with its index."""
+        return replace(settings, session_prefix=f"{self.index}-")
+
+    def owners(self, settings: Settings, *, tls: bool) -> Owners:
+        """Where this worker passes the requests for the other workers' sessions."""
+        return Owners(self.index, os.getppid(), settings.poll_hold_s, tls=tls)
 
     def sockets(self) -> list[socket.socket]:
         """The listening sockets the feed process bound for this worker."""
