@@ -317,7 +317,7 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if worker is not None:
             settings = worker.settings(settings)
             owners = worker.owners(settings, tls=tls is not None)
-            sockets = [*worker.sockets(), owners.listen()]
+            sockets = worker.sockets()
             node = Node(settings, broker=worker.broker())
         else:
             built = feeds.build(args)

@@ -63,6 +63,9 @@ class WorkerOf:
     index: int
     pipe_fd: int
     listen_fds: tuple[int, ...]
+    private_fd: int
+    ports: tuple[int, ...]
+    """Every worker's private port, by index."""
 
     def settings(self, settings: Settings) -> Settings:
         """The worker's settings: its session ids start with its index."""
@@ -70,11 +73,12 @@ class WorkerOf:
 
     def owners(self, settings: Settings, *, tls: bool) -> Owners:
         """Where this worker passes the requests for the other workers' sessions."""
-        return Owners(self.index, os.getppid(), settings.poll_hold_s, tls=tls)
+        return Owners(self.index, self.ports, settings.poll_hold_s, tls=tls)
 
     def sockets(self) -> list[socket.socket]:
-        """The listening sockets the feed process bound for this worker."""
-        return [socket.socket(fileno=fd) for fd in self.listen_fds]
+        """The listening sockets the feed process bound for this worker, its private one
+        last."""
+        return [socket.socket(fileno=fd) for fd in (*self.listen_fds, self.private_fd)]
 
     def broker(self) -> WorkerBroker:
         """The node's broker: the socket to the feed process."""
@@ -95,5 +99,11 @@ def worker_of(environ: Mapping[str, str] = os.environ) -> WorkerOf | None:
     marker = environ.get(WORKER_ENV)
     if marker is None:
         return None
-    index, pipe_fd, listen_fds = marker.split(":")
-    return WorkerOf(int(index), int(pipe_fd), tuple(int(fd) for fd in listen_fds.split(",")))
+    index, pipe_fd, listen_fds, private_fd, ports = marker.split(":")
+    return WorkerOf(
+        int(index),
+        int(pipe_fd),
+        tuple(int(fd) for fd in listen_fds.split(",")),
+        int(private_fd),
+        tuple(int(port) for port in ports.split(",")),
+    )

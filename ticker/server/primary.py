@@ -41,7 +41,8 @@ from ticker.server.stats import Stats
 log = logging.getLogger("ticker.workers")
 
 WORKER_ENV = "TICKER_WORKER_OF"
-"""Set in a worker's environment: ``INDEX:PIPE_FD:LISTEN_FD[,LISTEN_FD...]``."""
+"""Set in a worker's environment: ``INDEX:PIPE_FD:LISTEN_FD[,...]:PRIVATE_FD:PORT[,...]``
+(the private loopback ports of every worker, in order: ``ticker/server/owners.py``)."""
 STOP_S = 4.0
 """How long workers get to close their clients after SIGTERM before they are killed."""
 RESTART_BACKOFF_S = (0.5, 10.0)
@@ -56,6 +57,8 @@ class Worker:
     def __init__(self, index: int, sockets: Sequence[socket.socket]) -> None:
         self.index = index
         self.sockets = list(sockets)
+        self.private = socket.create_server(("127.0.0.1", 0))
+        """Where the other workers pass it its sessions' requests."""
         self.process: asyncio.subprocess.Process | None = None
         self.link: WorkerLink | None = None
         self.restarts = 0
@@ -87,12 +90,14 @@ class Workers:
     async def _spawn(self, slot: Worker) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         listen_fds = [sock.fileno() for sock in slot.sockets]
-        marker = f"{slot.index}:{theirs.fileno()}:{','.join(map(str, listen_fds))}"
+        ports = ",".join(str(s.private.getsockname()[1]) for s in self.slots)
+        fds = ",".join(map(str, listen_fds))
+        marker = f"{slot.index}:{theirs.fileno()}:{fds}:{slot.private.fileno()}:{ports}"
         try:
             slot.process = await asyncio.create_subprocess_exec(
                 *self.command,
                 stdin=asyncio.subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(), *listen_fds),
+                pass_fds=(theirs.fileno(), *listen_fds, slot.private.fileno()),
                 env={**os.environ, WORKER_ENV: marker},
             )
         finally:
