@@ -13,18 +13,22 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 
 from tests.conftest import next_of
 from tests.net import free_port
 from tests.test_http_transports import sse_events
 from ticker.commands.workers import WORKER_HEADER
+from ticker.core.tokens import mint
 
 Msg = dict[str, Any]
 ARGS = ("--symbols", "5", "--rate", "400", "--seed", "1", "--publish", "--log-level", "warning")
@@ -285,3 +289,46 @@ async def test_sse_ops_and_polls_reach_their_session_on_any_worker() -> None:
         assert any(m["type"] == "ticks" for m in polled)
         async with http.post(f"{server.url}/sse/9-{session[2:]}/subscribe", json={}) as resp:
             assert resp.status == 404  # no worker 9: no such session
+
+
+async def test_tls_tokens_and_entitlements_hold_on_every_worker(tmp_path: Path) -> None:
+    """Each worker loads the same certificate and verifies the same tokens: a client gets
+    what its token allows whichever worker it lands on, and its poll session's requests
+    are passed between workers over TLS too."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    secret = "s" * 32
+    bearer = {
+        "Authorization": f"Bearer {mint(secret.encode(), sub='al', symbols=['AAPL'], ttl_s=60)}"
+    }
+    tls = ("--tls-cert", str(cert_file), "--tls-key", str(key_file), "--auth-secret", secret)
+    async with served(*tls) as server, fresh_connections() as http:
+        url = server.url.replace("http://", "https://")
+        seen: set[int] = set()
+        async with asyncio.timeout(30):
+            while len(seen) < 2:
+                with contextlib.suppress(aiohttp.ClientConnectionError):
+                    async with http.ws_connect(
+                        f"{url}/ws?symbols=AAPL,MSFT", headers=bearer, ssl=trusting
+                    ) as ws:
+                        subscribed = await next_of(ws, "subscribed", timeout=30)
+                        assert subscribed["symbols"] == ["AAPL"]  # MSFT: not entitled
+                        seen.add(int(ws._response.headers[WORKER_HEADER]))
+                await asyncio.sleep(0.05)
+            async with http.get(f"{url}/poll?symbols=AAPL", headers=bearer, ssl=trusting) as resp:
+                cursor = (await resp.json())["cursor"]
+            answered_by: set[int] = set()
+            while len(answered_by) < 2:
+                async with http.get(
+                    f"{url}/poll", params={"cursor": cursor}, headers=bearer, ssl=trusting
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+                    answered_by.add(int(resp.headers[WORKER_HEADER]))
+                    cursor = (await resp.json())["cursor"]
+            async with http.get(f"{url}/poll", params={"cursor": cursor}, ssl=trusting) as resp:
+                assert resp.status == 401  # passed to the owner or not: the same gate
