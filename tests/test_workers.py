@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -22,9 +21,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-import trustme
 
-from tests.conftest import next_of
+from tests.conftest import next_of, tls_files
 from tests.net import free_port
 from tests.test_http_transports import sse_events
 from ticker.commands.workers import WORKER_HEADER
@@ -295,13 +293,7 @@ async def test_tls_tokens_and_entitlements_hold_on_every_worker(tmp_path: Path) 
     """Each worker loads the same certificate and verifies the same tokens: a client gets
     what its token allows whichever worker it lands on, and its poll session's requests
     are passed between workers over TLS too."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
-    trusting = ssl.create_default_context()
-    ca.configure_trust(trusting)
+    cert_file, key_file, trusting = tls_files(tmp_path)
     secret = "s" * 32
     bearer = {
         "Authorization": f"Bearer {mint(secret.encode(), sub='al', symbols=['AAPL'], ttl_s=60)}"
