@@ -175,8 +175,8 @@ class Bus:
     def forward(self, delivery: Delivery, *, numbered: bool = False) -> None:
         """Route a batch another bus encoded and stamped (a delay line's): last values,
         then every subscriber of its symbols. ``numbered``: the other bus is this stream's
-        numbering one (a worker's feed process): ``q``, history and the count follow it too,
-        so snapshots and resume work here as they do there."""
+        numbering one (a worker's feed process): ``q`` and history follow it too, so
+        snapshots and resume work here as they do there."""
         offered: set[Subscriber] = set(self._wildcard)
         last_q, counts, segments = delivery.last_q, delivery.counts, delivery.segments
         for symbol, last in delivery.latest.items():
@@ -185,9 +185,8 @@ class Bus:
             offered |= topic.subscribers
             if numbered:
                 q = topic.q = last_q[symbol]
-                count = counts[symbol]
-                self.published += count
                 if (ring := topic.ring) is not None:  # a run's q are consecutive at its bus
+                    count = counts[symbol]
                     ring.add(q - count + 1, q, count, segments[symbol])
         for mailbox in offered:
             mailbox.offer(delivery)
