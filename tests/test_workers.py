@@ -200,7 +200,8 @@ async def test_every_worker_serves_the_same_stream_snapshots_resumes_and_publish
 
 
 async def test_a_dead_worker_is_restarted_and_sigterm_stops_all() -> None:
-    async with served() as server, fresh_connections() as http:
+    metrics_port = free_port()
+    async with served("--metrics-port", str(metrics_port)) as server, fresh_connections() as http:
         pids = await server.pids(http)
         landed = await on_each_worker(http, f"{server.url}/ws?symbols=AAPL&mode=all")
         victim, survivor = landed[0][0], landed[1][0]
@@ -231,6 +232,14 @@ async def test_a_dead_worker_is_restarted_and_sigterm_stops_all() -> None:
         snapshot = await next_of(fresh, "snapshot")
         assert snapshot["ticks"][0]["q"] > last[1]
         await fresh.close()
+        # The feed process serves the node's /metrics on --metrics-port (not the workers).
+        async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+            text = await resp.text()
+        assert 'ticker_worker_restarts_total{worker="0"} 1.0' in text
+        assert 'ticker_worker_restarts_total{worker="1"} 0.0' in text
+        assert 'process_cpu_seconds_total{worker="1"}' in text
+        async with http.get(f"{server.url}/metrics") as resp:
+            assert resp.status == 404
 
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
