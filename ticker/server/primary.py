@@ -81,7 +81,7 @@ class Workers:
     async def start(self) -> None:
         """Start every worker and watch each in a task of its own."""
         for slot in self.slots:
-            await self._spawn(slot)
+            await self._try_spawn(slot)
         self._tasks = [
             asyncio.create_task(self._watch(slot), name=f"worker:{slot.index}")
             for slot in self.slots
@@ -127,11 +127,15 @@ class Workers:
             if self.stopping:
                 return
             slot.restarts += 1
-            try:
-                await self._spawn(slot)
-            except OSError as exc:
-                slot.process = None
-                log.error("worker %d could not be started: %s", slot.index, exc)
+            await self._try_spawn(slot)
+
+    async def _try_spawn(self, slot: Worker) -> None:
+        """Start the worker; one that cannot be started is tried again by its watch."""
+        try:
+            await self._spawn(slot)
+        except OSError as exc:
+            slot.process = None
+            log.error("worker %d could not be started: %s", slot.index, exc)
 
     async def _gone(self, slot: Worker) -> str:
         """Until the worker has exited (killed first if its link is lost, unless it is
