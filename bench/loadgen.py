@@ -529,7 +529,7 @@ class LoadGen:
     # -- measuring ----------------------------------------------------------------------
 
     def server_cpu(self) -> float | None:
-        return procfs.cpu_seconds(self.server_pid) if self.server_pid else None
+        return procfs.tree_cpu_seconds(self.server_pid) if self.server_pid else None
 
     def server_rss(self) -> int | None:
         return procfs.rss_kb(self.server_pid) if self.server_pid else None

@@ -23,6 +23,31 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree_cpu_seconds(pid: int) -> float | None:
+    """``cpu_seconds`` of ``pid`` and every process below it (a server of several
+    processes, ``ticker serve --workers N``: its workers); None once ``pid`` is gone."""
+    own = cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(tree_cpu_seconds(child) or 0.0 for child in children(pid))
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (of each of its threads)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", "rb") as f:
+                found += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return found
+
+
 def rss_kb(pid: int) -> int | None:
     """VmRSS of ``pid`` in KiB (None once it is gone)."""
     try:

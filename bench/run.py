@@ -39,7 +39,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import publishing, redis_scaleout
+from bench import publishing, redis_scaleout, workers
 from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ SHORT = {"naive-aiohttp": "naive", "node-ws": "node", "bun": "bun"}
 """Each baseline's name in a ratio column's header (``ticker/naive``)."""
 SCENARIOS = (
     *("fanout", "latency", "connections", "slow", "inprocess", "ceiling", "metrics"),
-    *("redis", "publish"),
+    *("redis", "publish", "workers"),
 )
 PEER_INTERVAL_MS = 2
 """How often the node and bun baselines emit the ticks due (their feeds' batch interval)."""
@@ -1196,6 +1196,7 @@ def render(results: dict[str, Any]) -> str:
         "metrics": render_metrics,
         "redis": redis_scaleout.render,
         "publish": publishing.render,
+        "workers": workers.render,
     }
     for name, entry in sc.items():
         if entry["status"] == "failed":
@@ -1218,6 +1219,7 @@ TITLES = {
     "metrics": "6. What metrics cost (fan-out: 1 000 connections x 10 of 100 symbols, mode all)",
     "redis": "Redis scale-out (1 publisher -> Redis -> 3 nodes)",
     "publish": "Publishing (ticks in through /publish, ticker only)",
+    "workers": "ticker serve --workers 2 against one process (CPU per delivered tick)",
 }
 
 
@@ -1737,6 +1739,7 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": lambda: scenario_metrics(ctx),
         "redis": lambda: redis_scaleout.run(ctx.logdir, plan.quick),
         "publish": lambda: publishing.run(ctx),
+        "workers": lambda: workers.run(ctx),
     }
     for name in scenarios:
         try:

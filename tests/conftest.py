@@ -6,12 +6,14 @@ import asyncio
 import io
 import os
 import shutil
+import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 from aiohttp.test_utils import TestServer
 
 from tests.redis_server import RedisServer
@@ -43,6 +45,19 @@ class TtyBuffer(io.StringIO):
 
 
 StartServer = Callable[..., Awaitable[tuple[Node, TestServer]]]
+
+
+def tls_files(directory: Path) -> tuple[Path, Path, ssl.SSLContext]:
+    """A certificate for 127.0.0.1 from a test CA, its key (files in ``directory``, for
+    ``--tls-cert`` and ``--tls-key``), and a client context that trusts that CA."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    return cert_file, key_file, trusting
 
 
 @pytest.fixture

@@ -64,6 +64,14 @@ def test_a_port_in_use_is_named_with_what_to_do(taken_port: int) -> None:
     )
 
 
+def test_a_port_in_use_is_named_with_workers_too(taken_port: int) -> None:
+    """Their sockets share the port (SO_REUSEPORT) only among themselves."""
+    assert_one_line(
+        serve("--port", str(taken_port), "--workers", "2"),
+        f"--port: 127.0.0.1:{taken_port} is in use",
+    )
+
+
 def test_a_metrics_port_in_use_is_named(taken_port: int) -> None:
     line = assert_one_line(
         serve("--port", str(free_port()), "--metrics-port", str(taken_port)),
@@ -100,6 +108,13 @@ def test_a_metrics_port_in_use_is_named(taken_port: int) -> None:
         (["--port", "eighty"], ["--port", "'eighty'"]),
         (["--allowed-origin", "foo"], ["--allowed-origin: 'foo' is not an origin like https://"]),
         (["--symbols", "0"], ["--symbols: '0': the number of symbols must be positive"]),
+        (["--workers", "0"], ["--workers: invalid number of workers (1 or more) value: '0'"]),
+        (["--workers", "two"], ["--workers: invalid number of workers", "'two'"]),
+        (
+            ["--workers", "2", "--redis", "redis://127.0.0.1:1/0"],
+            ["above 1 cannot go with --redis"],
+        ),
+        (["--workers", "3", "--record", str(DATA)], ["--workers above 1 cannot go with --record"]),
         (["--feed", f"replay:{TARDIS}", "--columns", "zzz"], ["--columns zzz: 'zzz': expected"]),
     ],
 )
@@ -115,6 +130,7 @@ def test_an_environment_variable_the_feed_ignores_is_named() -> None:
 
 def test_a_bad_environment_variable_is_one_line() -> None:
     assert_one_line(serve(env={"TICKER_FEED": "bogus"}), "TICKER_FEED='bogus'", "unknown feed")
+    assert_one_line(serve(env={"TICKER_WORKERS": "0"}), "TICKER_WORKERS='0' is invalid")
     line = assert_one_line(serve(env={"TICKER_AUTH_SECRET": "short"}), "--auth-secret (TICKER_")
     assert "short" not in line  # a secret is never printed, not even a bad one
 

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import time
@@ -16,11 +15,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.conftest import frame
+from tests.conftest import frame, tls_files
 from tests.net import free_port
 from ticker.cli import build_parser, main, settings_from
 from ticker.core.tokens import TokenVerifier
@@ -128,13 +126,7 @@ def test_tokens_are_masked_in_log_records() -> None:
 
 
 def test_serve_with_tls_flags_serves_wss(tmp_path: Path) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
-    trusting = ssl.create_default_context()
-    ca.configure_trust(trusting)
+    cert_file, key_file, trusting = tls_files(tmp_path)
     port = free_port()
     cmd = [sys.executable, "-m", "ticker", "serve", "--port", str(port), "--symbols", "5"]
     proc = subprocess.Popen(

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import trustme
 from aiohttp import web
 
-from tests.conftest import SYMBOLS, StartServer, frame, next_of
+from tests.conftest import SYMBOLS, StartServer, frame, next_of, tls_files
 from tests.test_http_transports import sse_events
 from tests.test_replay_on_demand import write
 from ticker.core.admission import ConnectionLimits
@@ -242,11 +240,7 @@ async def test_replays_serve_only_entitled_symbols(aiohttp_server: Any, tmp_path
 
 
 async def test_tls_serves_wss_with_verification_on(tmp_path: Path) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
+    cert_file, key_file, trusting = tls_files(tmp_path)
     node = Node(Settings())
     node.bus.add_symbols(SYMBOLS)
     runner = web.AppRunner(create_app(node))
@@ -254,8 +248,6 @@ async def test_tls_serves_wss_with_verification_on(tmp_path: Path) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(cert_file, key_file))
     await site.start()
     port = runner.addresses[0][1]
-    trusting = ssl.create_default_context()
-    ca.configure_trust(trusting)
     try:
         async with aiohttp.ClientSession() as http:
             async with http.ws_connect(f"wss://127.0.0.1:{port}/ws", ssl=trusting) as ws:

@@ -27,6 +27,7 @@ from ticker.commands import (
     security,
     tail,
     token,
+    workers,
 )
 from ticker.commands.argtypes import non_negative, port, positive
 from ticker.commands.envparser import EnvParser
@@ -37,6 +38,7 @@ from ticker.server.settings import Settings, url_host
 
 if TYPE_CHECKING:
     from ticker.cluster.redis import RedisBroker
+    from ticker.server.replays import ReplayPump
 
 DEFAULT_LIMITS = Limits()
 DEFAULT_SETTINGS = Settings()
@@ -147,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_record_options(serve)
     security.add_security_options(serve)
     publishing.add_publish_options(serve)
-    serve.checks += [_feed_flags_apply, _serve_flags_agree]
+    workers.add_workers_option(serve)
+    serve.checks += [_feed_flags_apply, _serve_flags_agree, workers.workers_agree]
     feed = commands.add_parser(
         "feed",
         help="run a feed into Redis, with no server (a cluster's publisher)",
@@ -299,32 +302,39 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Check and take everything the server needs before it logs a line: a mistake is
-    one line on stderr and exit 2, with nothing started."""
+    one line on stderr and exit 2, with nothing started. ``argv`` is the command line
+    itself: with ``--workers``, each worker runs it again."""
     from aiohttp import web
 
     from ticker.server.app import create_app
     from ticker.server.node import Node
     from ticker.server.recorder import BusRecorder
-    from ticker.server.replays import ReplayPump
 
+    worker = workers.worker_of()
+    if worker is None and args.workers > 1:
+        return _serve_workers(args, argv)
     try:
         loop_name = loops.resolve(args.event_loop)
         settings = settings_from(args)
         tls = security.ssl_context(args)
-        built = feeds.build(args)
-        sockets = listen.bind(args.host, args.port, host_flag="--host", port_flag="--port")
+        built: feeds.Built = []
         metrics_sockets: list[socket.socket] = []
-        if settings.metrics and args.metrics_port is not None:
-            metrics_sockets = listen.bind(
-                args.metrics_host or args.host,
-                args.metrics_port,
-                host_flag="--metrics-host" if args.metrics_host else "--host",
-                port_flag="--metrics-port",
-            )
-        node = Node(settings, feeds.adapters(built), broker=_broker(args))
-        app = create_app(node, metrics_sockets)
+        if worker is not None:
+            settings = worker.settings(settings)
+            owners = worker.owners(settings, tls=tls is not None)
+            sockets = worker.sockets()
+            node = Node(settings, broker=worker.broker())
+        else:
+            built = feeds.build(args)
+            sockets = listen.bind(args.host, args.port, host_flag="--host", port_flag="--port")
+            metrics_sockets = _metrics_sockets(args, settings)
+            node = Node(settings, feeds.adapters(built), broker=_broker(args))
+        app = create_app(node, metrics_sockets, metrics_port_here=worker is None)
+        if worker is not None:
+            worker.mark(app)
+            owners.attach(app)
         if args.record is not None:
             try:
                 recorder = BusRecorder(
@@ -339,18 +349,16 @@ def serve(args: argparse.Namespace) -> int:
                 why = exc.strerror if isinstance(exc, OSError) else exc
                 raise ValueError(f"--record {args.record}: {why}") from None
             recorder.attach(app)
-        if args.replay_dir is not None:
-            try:
-                node.replays = pump = ReplayPump(args.replay_dir)
-            except ValueError as exc:
-                raise ValueError(f"--replay-dir: {exc}") from None
+        if (pump := _replays(args)) is not None:
+            node.replays = pump
             pump.attach(app)
     except (OSError, ValueError, ssl.SSLError, RecordingError, listen.ListenError) as exc:
         print(f"ticker serve: error: {exc}", file=sys.stderr)
         return 2
     log = logging.getLogger("ticker")
-    feeds.log_feeds(args, built, node.bus.epoch)
-    _log_setup(args, settings)
+    if worker is None:
+        feeds.log_feeds(args, built, node.bus.epoch)
+        _log_setup(args, settings)
     scheme = "http" if tls is None else "https"
     where = f"{url_host(settings.host)}:{settings.port}"
     page = f"{url_host(LOOPBACK_OF.get(settings.host, settings.host))}:{settings.port}"
@@ -370,6 +378,64 @@ def serve(args: argparse.Namespace) -> int:
             page,
         ),
     )
+    log.info("stopped")
+    return 0
+
+
+def _replays(args: argparse.Namespace) -> ReplayPump | None:
+    """``--replay-dir``'s pump, or None without it; a bad directory is a ``ValueError``."""
+    from ticker.server.replays import ReplayPump
+
+    if args.replay_dir is None:
+        return None
+    try:
+        return ReplayPump(args.replay_dir)
+    except ValueError as exc:
+        raise ValueError(f"--replay-dir: {exc}") from None
+
+
+def _metrics_sockets(args: argparse.Namespace, settings: Settings) -> list[socket.socket]:
+    """``--metrics-port``'s sockets, bound now (a port in use is one line), or none."""
+    if not settings.metrics or args.metrics_port is None:
+        return []
+    return listen.bind(
+        args.metrics_host or args.host,
+        args.metrics_port,
+        host_flag="--metrics-host" if args.metrics_host else "--host",
+        port_flag="--metrics-port",
+    )
+
+
+def _serve_workers(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``--workers N``: this process runs the feeds and N workers serve the clients."""
+    import asyncio
+
+    from ticker.core.bus import Bus
+    from ticker.server import primary
+
+    try:
+        loop_name = loops.resolve(args.event_loop)
+        settings = settings_from(args)
+        security.ssl_context(args)  # the same
+        _replays(args)  # each worker loads its own; a mistake is said once, here
+        built = feeds.build(args)
+        groups = listen.bind_copies(
+            args.host, args.port, args.workers, host_flag="--host", port_flag="--port"
+        )
+        metrics_sockets = _metrics_sockets(args, settings)
+    except (OSError, ValueError, ssl.SSLError, RecordingError, listen.ListenError) as exc:
+        print(f"ticker serve: error: {exc}", file=sys.stderr)
+        return 2
+    bus = Bus(history=settings.history)
+    feeds.log_feeds(args, built, bus.epoch)
+    _log_setup(args, settings)
+    command = [sys.executable, "-m", "ticker", *argv]
+    log = logging.getLogger("ticker")
+    log.info("event loop: %s", loop_name)
+    with asyncio.Runner(loop_factory=lambda: loops.new_loop(loop_name)) as runner:
+        runner.run(
+            primary.serve(settings, bus, feeds.adapters(built), command, groups, metrics_sockets)
+        )
     log.info("stopped")
     return 0
 
@@ -434,14 +500,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("ticker feed runs a feed: --feed none is for ticker serve")
     if args.command == "feed" and args.redis is None:
         parser.error("ticker feed publishes to Redis: it needs --redis URL (or TICKER_REDIS)")
+    worker = workers.worker_of()
     logging.basicConfig(
         level=getattr(logging, getattr(args, "log_level", "info").upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s "
+        + (f"worker {worker.index} " if worker else "")
+        + "%(name)s: %(message)s",
         stream=sys.stderr,
     )
     redact.install()
     if args.command == "serve":
-        return serve(args)
+        return serve(args, sys.argv[1:] if argv is None else argv)
     if args.command == "convert":
         return convert.run(args)
     if args.command == "record":

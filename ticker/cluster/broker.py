@@ -4,7 +4,9 @@ Centrifuge's shape: the hub (the bus and the sessions on it) never knows which b
 has. ``LocalBroker`` is the single-process case (the bus is the whole world);
 ``RedisBroker`` (``ticker/cluster/redis.py``) relays through Redis. A broker attaches to
 the bus through its two hooks: ``on_publish`` (forward what local feeds publish) and
-``on_interest`` (follow upstream only the topics local clients want).
+``on_interest`` (follow upstream only the topics local clients want). ``WorkerBroker``
+(``ticker/cluster/workers.py``) feeds one worker of ``serve --workers N`` from the feed
+process.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ class Broker(Protocol):
         """Add the broker's metrics to the node's registry."""
         ...
 
+    async def exposition(self, local: Callable[[], bytes]) -> bytes:
+        """What ``/metrics`` serves, given this process's own rendering: that (one process
+        is the node) or the whole node's (a worker of ``--workers``)."""
+        ...
+
 
 class LocalBroker:
     """One process, no cluster: the bus already delivers everything."""
@@ -86,3 +93,7 @@ class LocalBroker:
 
     def register(self, registry: CollectorRegistry) -> None:
         """No broker metrics to register."""
+
+    async def exposition(self, local: Callable[[], bytes]) -> bytes:
+        """This process is the whole node."""
+        return local()

@@ -30,7 +30,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -233,6 +233,10 @@ class RedisBroker:
         registry.register(
             RedisCollector(self.stats, self.continuity, lambda: len(self._in.subscribed))
         )
+
+    async def exposition(self, local: Callable[[], bytes]) -> bytes:
+        """A node is scraped by itself: each node of a cluster is a target of its own."""
+        return local()
 
     # -- the bus's hooks (synchronous, inside a publish or a subscribe) -----------------
 

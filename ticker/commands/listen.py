@@ -15,9 +15,12 @@ class ListenError(Exception):
     """An address ``serve`` cannot listen on; the message names it and says what to do."""
 
 
-def bind(host: str, port: int, *, host_flag: str, port_flag: str) -> list[socket.socket]:
+def bind(
+    host: str, port: int, *, host_flag: str, port_flag: str, reuse_port: bool = False
+) -> list[socket.socket]:
     """Listening sockets on every address ``host`` resolves to (as ``create_server`` binds
-    them: SO_REUSEADDR, IPv6 only on IPv6 sockets), for ``web.SockSite``."""
+    them: SO_REUSEADDR, IPv6 only on IPv6 sockets), for ``web.SockSite``; ``reuse_port``:
+    SO_REUSEPORT too, so that more sockets can listen on the same address."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -32,6 +35,8 @@ def bind(host: str, port: int, *, host_flag: str, port_flag: str) -> list[socket
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(sockaddr)
@@ -41,6 +46,29 @@ def bind(host: str, port: int, *, host_flag: str, port_flag: str) -> list[socket
             sock.close()
         raise ListenError(_why(exc, address, host_flag, port_flag)) from None
     return sockets
+
+
+def bind_copies(
+    host: str, port: int, copies: int, *, host_flag: str, port_flag: str
+) -> list[list[socket.socket]]:
+    """``copies`` sets of listening sockets on the same addresses, with SO_REUSEPORT: the
+    kernel spreads new connections over them (one set per worker). The addresses are
+    first bound once without it, so a port anything else holds, another ticker with
+    workers included, is the usual one line rather than a port silently shared."""
+    for sock in bind(host, port, host_flag=host_flag, port_flag=port_flag):
+        sock.close()
+    groups: list[list[socket.socket]] = []
+    try:
+        for _ in range(copies):
+            groups.append(
+                bind(host, port, host_flag=host_flag, port_flag=port_flag, reuse_port=True)
+            )
+    except ListenError:
+        for group in groups:
+            for sock in group:
+                sock.close()
+        raise
+    return groups
 
 
 def _why(exc: OSError, address: str, host_flag: str, port_flag: str) -> str:

@@ -172,14 +172,22 @@ class Bus:
             delivery.release()  # a lagging client must keep only its own share alive
         return last_q
 
-    def forward(self, delivery: Delivery) -> None:
+    def forward(self, delivery: Delivery, *, numbered: bool = False) -> None:
         """Route a batch another bus encoded and stamped (a delay line's): last values,
-        then every subscriber of its symbols."""
+        then every subscriber of its symbols. ``numbered``: the other bus is this stream's
+        numbering one (a worker's feed process): ``q`` and history follow it too, so
+        snapshots and resume work here as they do there."""
         offered: set[Subscriber] = set(self._wildcard)
+        last_q, counts, segments = delivery.last_q, delivery.counts, delivery.segments
         for symbol, last in delivery.latest.items():
             topic = self._topic(symbol)
             topic.last = last
             offered |= topic.subscribers
+            if numbered:
+                q = topic.q = last_q[symbol]
+                if (ring := topic.ring) is not None:  # a run's q are consecutive at its bus
+                    count = counts[symbol]
+                    ring.add(q - count + 1, q, count, segments[symbol])
         for mailbox in offered:
             mailbox.offer(delivery)
         delivery.release()
@@ -224,6 +232,27 @@ class Bus:
         if topic is None or topic.ring is None:
             return None
         return missed(topic.ring, last_q, topic.q)
+
+    def catch_up(self) -> Delivery:
+        """Everything this bus keeps, as one batch: each symbol's history joined into one
+        run (without history, its last tick alone). A copy of this bus that forwards it
+        (``numbered``) serves the same snapshots and resumes: a worker joining its feed
+        process (``--workers``). One run costs the copy a cut on its first resumes, the
+        only re-encoding, and may hold up to twice the depth until the run ages out."""
+        segments: dict[str, bytes] = {}
+        counts: dict[str, int] = {}
+        latest: dict[str, bytes] = {}
+        last_q: dict[str, int] = {}
+        for symbol, topic in self._topics.items():
+            if (last := topic.last) is None:
+                continue
+            ring = topic.ring
+            if ring is None or not ring.ticks:
+                segments[symbol], counts[symbol] = last, 1
+            else:
+                segments[symbol], counts[symbol] = b",".join(ring.segments), ring.ticks
+            latest[symbol], last_q[symbol] = last, topic.q
+        return Delivery(segments, counts, latest, 0, 0, last_q)
 
     def forget(self, symbols: Iterable[str]) -> None:
         """Drop the last values of these symbols: a relay that stops following them can

@@ -41,7 +41,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """The node's metrics, in the Prometheus text format."""
     node = request.app[NODE_KEY]
-    body = generate_latest(node.metrics.registry)
+    body = await node.broker.exposition(lambda: generate_latest(node.metrics.registry))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -77,8 +77,12 @@ def metrics_site(sockets: Sequence[socket.socket] = ()) -> CleanupContext:
     return site
 
 
-def create_app(node: Node, metrics_sockets: Sequence[socket.socket] = ()) -> web.Application:
-    """The routes and lifecycle of ``node``; ``metrics_sockets``: see ``metrics_site``."""
+def create_app(
+    node: Node, metrics_sockets: Sequence[socket.socket] = (), *, metrics_port_here: bool = True
+) -> web.Application:
+    """The routes and lifecycle of ``node``; ``metrics_sockets``: see ``metrics_site``;
+    ``metrics_port_here`` False: another process serves ``--metrics-port`` (a worker's
+    feed process)."""
     app = web.Application()
     app[NODE_KEY] = node
     app[GATE] = node.gate
@@ -93,7 +97,7 @@ def create_app(node: Node, metrics_sockets: Sequence[socket.socket] = ()) -> web
     settings = node.settings
     if settings.metrics and settings.metrics_port is None:
         app.router.add_get("/metrics", metrics)
-    elif settings.metrics:
+    elif settings.metrics and metrics_port_here:
         app.cleanup_ctx.append(metrics_site(metrics_sockets))
     if settings.publish is not None:
         publish.add_routes(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable, Iterator
 
 from aiohttp import web
@@ -119,6 +120,7 @@ class ClientConnection:
             principal=admitted.principal,
             authenticate=None if settings.auth is None else settings.auth.verify,
             welcome_limits=settings.connection_limits.as_dict(),
+            session_id=settings.session_prefix + secrets.token_hex(8),
         )
         self.min_interval = 1.0 / params.max_hz if params.max_hz else 0.0
         self.next_ticks = 0.0

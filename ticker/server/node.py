@@ -34,6 +34,21 @@ from ticker.server.stats import Stats
 log = logging.getLogger("ticker.server")
 
 
+def supervise(feeds: Iterable[FeedAdapter], bus: Bus, settings: Settings) -> list[FeedSupervisor]:
+    """A supervisor per feed, publishing into ``bus``, whose universe gets their symbols."""
+    feeds = list(feeds)
+    bus.add_symbols([s for feed in feeds for s in feed.symbols()])
+    return [
+        FeedSupervisor(
+            feed,
+            bus.publish,
+            backoff_initial=settings.feed_backoff_s,
+            backoff_max=settings.feed_backoff_max_s,
+        )
+        for feed in feeds
+    ]
+
+
 class Node:
     """One broadcaster process: builds its parts from ``Settings`` and runs their tasks."""
 
@@ -52,17 +67,8 @@ class Node:
         self.stats = Stats(metrics=settings.metrics)
         self.flusher = Flusher(after_pass=self.stats.settle if settings.metrics else None)
         self.clients = Clients(settings, self.metrics, self.stats, self.flusher)
-        self.supervisors = [
-            FeedSupervisor(
-                feed,
-                self.bus.publish,
-                backoff_initial=settings.feed_backoff_s,
-                backoff_max=settings.feed_backoff_max_s,
-            )
-            for feed in feeds
-        ]
+        self.supervisors = supervise(feeds, self.bus, settings)
         self._local_symbols = [s for feed in feeds for s in feed.symbols()]
-        self.bus.add_symbols(self._local_symbols)
         self._feed_tasks: list[asyncio.Task[None]] = []
         self.admission = Admission(settings.connection_limits)
         """Open connections in all, per IP and per token subject (``ticker/server/auth.py``)."""

@@ -57,6 +57,9 @@ class Settings:
     of its own to bound it)."""
     publish: PublishLimits | None = None
     """Accept ticks from publishers (``--publish``) within these limits; None: off."""
+    session_prefix: str = ""
+    """Starts every session id: a worker's index and ``-`` (``--workers``), so that any
+    worker can tell whose an SSE or long-polling session is (``ticker/server/owners.py``)."""
 
 
 def url_host(host: str) -> str:
