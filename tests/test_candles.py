@@ -10,7 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.bars import reference
+from ticker.core.bus import Bus
 from ticker.core.candles import BAR, BAR_BYTES, CANDLES, INTERVALS, BarRing, Candles, encode
+from ticker.core.entitlements import ANONYMOUS, Entitlements, Principal
+from ticker.core.session import Limits, Session
+from ticker.core.tape import Columns, Tape
 from ticker.core.topics import DerivedTopic, TopicError, TopicKind, TopicKinds, base_of
 
 T0 = 1_764_979_200_000_000  # µs: a UTC midnight (2025-12-06)
@@ -33,33 +38,14 @@ def feed(candles: Candles, ticks: list[dict[str, Any]]) -> list[tuple[Any, np.nd
         runs.setdefault(tick["s"], []).append(tick)
     ordered = [tick for run in runs.values() for tick in run]
     return candles.add(
-        list(runs),
-        [len(run) for run in runs.values()],
-        np.array([x["t"] for x in ordered], np.int64),
-        np.array([x["p"] for x in ordered], np.float64),
-        np.array([x.get("v", 0.0) for x in ordered], np.float64),
+        Columns(
+            list(runs),
+            [len(run) for run in runs.values()],
+            np.array([x["t"] for x in ordered], np.int64),
+            np.array([x["p"] for x in ordered], np.float64),
+            np.array([x.get("v", 0.0) for x in ordered], np.float64),
+        )
     )
-
-
-def reference(ticks: list[dict[str, Any]], interval: str) -> dict[str, list[tuple]]:
-    """An independent, one-tick-at-a-time aggregation: (ts, o, h, l, c, v, n) per symbol;
-    a tick of a bucket before one already seen is late and left out."""
-    us = INTERVALS[interval]
-    bars: dict[str, list[list[float]]] = {}
-    for tick in ticks:
-        ts = tick["t"] // us * us
-        series = bars.setdefault(tick["s"], [])
-        p, v = tick["p"], tick.get("v", 0.0)
-        if series and ts < series[-1][0]:
-            continue
-        if series and ts == series[-1][0]:
-            bar = series[-1]
-            bar[2], bar[3], bar[4] = max(bar[2], p), min(bar[3], p), p
-            bar[5] += v
-            bar[6] += 1
-        else:
-            series.append([ts, p, p, p, p, v, 1])
-    return {s: [tuple(b) for b in series] for s, series in bars.items()}
 
 
 def all_bars(candles: Candles, symbol: str, interval: str) -> list[tuple]:
@@ -202,3 +188,90 @@ def test_the_topic_model_parses_base_and_suffix_and_lists_valid_suffixes() -> No
         kinds.parse("AAPL@2m")
     with pytest.raises(TopicError, match="SYMBOL@SUFFIX"):
         kinds.parse("@1m")
+
+
+def test_the_tape_holds_the_bus_batches_and_gives_them_as_columns_per_symbol() -> None:
+    bus = Bus(clock=Clock())
+    tape = Tape()
+    bus.subscribe(tape, ["*"])
+    bus.publish([{"s": "A", "p": 1.0, "v": 3}, {"s": "B", "p": 2.0}])
+    bus.publish([{"s": "A", "p": 1.5, "t": T0 + 5}])
+    assert len(tape) == 2
+    columns = tape.take()
+    assert (columns.symbols, columns.counts) == (["A", "B"], [2, 1])
+    assert columns.t.tolist() == [T0, T0 + 5, T0]
+    assert columns.p.tolist() == [1.0, 1.5, 2.0] and columns.v.tolist() == [3.0, 0.0, 0.0]
+    assert len(tape) == 0 and len(tape.take().t) == 0
+
+
+def test_the_tape_is_bounded_in_bytes() -> None:
+    bus = Bus(clock=Clock())
+    tape = Tape(max_bytes=200)
+    bus.subscribe(tape, ["*"])
+    for _ in range(10):
+        bus.publish([{"s": "A", "p": 1.0}])
+    assert tape.nbytes <= 200 and tape.dropped > 0
+
+
+class FakeCandleHost:
+    """A ``DerivedHost`` that records what the session hands it."""
+
+    kind = CANDLES
+    max_history = 10
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str], int]] = []
+
+    def follow(self, session: Session, topics: list[DerivedTopic], history: int) -> None:
+        self.calls.append(("follow", [t.name for t in topics], history))
+
+    def unfollow(self, session: Session, topics: list[DerivedTopic]) -> None:
+        self.calls.append(("unfollow", [t.name for t in topics], 0))
+
+
+def session_with(principal: Principal = ANONYMOUS) -> tuple[Session, FakeCandleHost]:
+    bus = Bus(clock=Clock())
+    bus.add_symbols(["AAPL", "MSFT"])
+    host = FakeCandleHost()
+    session = Session(bus, principal=principal, derived={"candles": host})
+    return session, host
+
+
+def replies(session: Session, **op: Any) -> list[dict[str, Any]]:
+    session.receive(orjson.dumps(op))
+    return [orjson.loads(f) for f in session.take_control()]
+
+
+def test_a_derived_topic_is_entitled_by_its_base_symbol() -> None:
+    session, host = session_with(Principal(entitlements=Entitlements(["AAPL"])))
+    got = replies(session, op="subscribe", symbols=["AAPL@1m", "MSFT@1m", "AAPL"], history=5)
+    assert got[0]["code"] == "not_entitled" and got[0]["symbols"] == ["MSFT@1m"]
+    assert got[1] == {"type": "subscribed", "symbols": ["AAPL", "AAPL@1m"]}
+    assert host.calls == [("follow", ["AAPL@1m"], 5)]
+    replies(session, op="subscribe", symbols=["AAPL@1m"])  # already followed: not again
+    assert len(host.calls) == 1
+    assert replies(session, op="unsubscribe", symbols=["AAPL@1m"])[0]["symbols"] == ["AAPL"]
+    session.end()
+    assert host.calls[-1] == ("unfollow", ["AAPL@1m"], 0)
+
+
+def test_a_delayed_token_gets_no_derived_topic_and_limits_count_them() -> None:
+    session, host = session_with(Principal(delay_s=900))
+    (error,) = replies(session, op="subscribe", symbols=["AAPL@1m"])
+    assert error["code"] == "not_entitled" and "live" in error["message"]
+    session, host = session_with()
+    session.limits = Limits(max_symbols=2)
+    assert replies(session, op="subscribe", symbols=["AAPL@1s", "AAPL@1m", "AAPL"])[0]["code"] == (
+        "too_many_symbols"
+    )
+    assert replies(session, op="subscribe", symbols=["AAPL@1m"], history=11)[0]["message"] == (
+        "history is at most 10 bars per topic of kind candles"
+    )
+    assert host.calls == []
+
+
+def test_a_server_without_derived_topics_says_so() -> None:
+    bus = Bus(clock=Clock())
+    bus.add_symbols(["AAPL"])
+    (error,) = replies(Session(bus), op="subscribe", symbols=["AAPL@1m"])
+    assert error["code"] == "bad_request" and "no derived topics" in error["message"]

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ticker.core.tape import Columns
 from ticker.core.ticks import MicrosClock, now_us
 from ticker.core.topics import TopicKind
 
@@ -183,24 +184,17 @@ class Candles:
                 state.grow(len(self._symbols) + 16)
         return [index[s] for s in symbols]
 
-    def add(
-        self,
-        symbols: Sequence[str],
-        counts: Sequence[int],
-        t: np.ndarray,
-        p: np.ndarray,
-        v: np.ndarray,
-    ) -> list[tuple[Key, np.ndarray]]:
-        """Take a batch: the ticks of ``symbols[i]`` are the next ``counts[i]`` of the
-        arrays ``t`` (µs), ``p`` and ``v``, in stream order. Returns the bars it closed,
-        oldest first per series."""
+    def add(self, ticks: Columns) -> list[tuple[Key, np.ndarray]]:
+        """Take a batch of ticks, each symbol's in stream order; returns the bars it
+        closed, oldest first per series."""
+        t = ticks.t
         if not len(t):
             return []
         self._offset = self._clock() - int(t.max())
-        sym = np.repeat(np.asarray(self._indices(symbols), np.int64), counts)
+        sym = np.repeat(np.asarray(self._indices(ticks.symbols), np.int64), ticks.counts)
         closed: list[tuple[Key, np.ndarray]] = []
         for name, state in self._intervals.items():
-            closed += self._add_interval(name, state, sym, t, p, v)
+            closed += self._add_interval(name, state, sym, t, ticks.p, ticks.v)
         return closed
 
     def _add_interval(

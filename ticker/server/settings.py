@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ticker.core.admission import ConnectionLimits
+from ticker.core.candles import DEFAULT_HISTORY as CANDLE_HISTORY
 from ticker.core.delay import DEFAULT_MAX_BYTES
 from ticker.core.history import DEFAULT_DEPTH
 from ticker.core.publish import PublishLimits
@@ -57,6 +58,10 @@ class Settings:
     of its own to bound it)."""
     publish: PublishLimits | None = None
     """Accept ticks from publishers (``--publish``) within these limits; None: off."""
+    candle_history: int = CANDLE_HISTORY
+    """Closed bars kept per symbol and interval (``--candle-history``); 0: no candles."""
+    candle_update_s: float = 0.25
+    """The open bar of a candle topic is sent at most this often (``--candle-update-ms``)."""
 
 
 def url_host(host: str) -> str:

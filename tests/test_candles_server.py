@@ -1,0 +1,286 @@
+"""Candle topics over real sockets: history on subscribe, live updates, errors, every
+transport, and bars equal to an independent aggregation of what a mode ``all`` client saw."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from feeds.replay.adapter import ReplayFeed
+from feeds.sim.adapter import SimulatedFeed
+from tests.bars import reference, same_bars
+from tests.conftest import StartServer, frame, next_of
+from ticker.core.ticks import TickBatch, now_us
+from ticker.recording.problems import Problems
+from ticker.recording.schedule import ReplayOptions
+
+MINUTE = 60_000_000
+WebSocket = aiohttp.ClientWebSocketResponse
+DATA = Path(__file__).parent / "data"
+
+
+def bar(ts: int, o: float, h: float, low: float, c: float, v: float, n: int, x: bool) -> dict:
+    return {"s": "AAPL", "i": "1m", "ts": ts, "o": o, "h": h, "l": low, "c": c, "v": v, "n": n} | {
+        "x": x
+    }
+
+
+async def test_history_on_subscribe_then_live_updates_without_a_gap_or_a_double(
+    start_server: StartServer,
+) -> None:
+    node, server = await start_server(candle_update_s=3600)  # the test runs the passes
+    assert node.candles is not None
+    pump = node.candles.pump
+    base = now_us() // MINUTE * MINUTE - 10 * MINUTE
+    bus = node.bus
+    bus.publish([{"s": "AAPL", "p": 10.0, "v": 1, "t": base + 5}])
+    bus.publish([{"s": "AAPL", "p": 12.0, "v": 2, "t": base + MINUTE}])
+    bus.publish([{"s": "AAPL", "p": 11.0, "t": base + 2 * MINUTE}])
+    pump()
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.make_url("/ws")) as ws:
+        await next_of(ws, "welcome")
+        await ws.send_json({"op": "subscribe", "symbols": ["AAPL@1m"], "history": 10, "id": 1})
+        assert await frame(ws) == {"type": "subscribed", "id": 1, "symbols": ["AAPL@1m"]}
+        assert await frame(ws) == {
+            "type": "candles",
+            "candles": [
+                bar(base, 10.0, 10.0, 10.0, 10.0, 1.0, 1, True),
+                bar(base + MINUTE, 12.0, 12.0, 12.0, 12.0, 2.0, 1, True),
+                bar(base + 2 * MINUTE, 11.0, 11.0, 11.0, 11.0, 0.0, 1, False),
+            ],
+        }
+        bus.publish([{"s": "AAPL", "p": 13.0, "v": 5, "t": base + 2 * MINUTE + 1}])
+        bus.publish([{"s": "AAPL", "p": 9.0, "v": 1, "t": base + 2 * MINUTE + 2}])
+        bus.publish([{"s": "MSFT", "p": 1.0, "t": base + 2 * MINUTE + 2}])  # not followed
+        pump()  # two ticks, one update: the open bar is conflated per pass
+        assert await frame(ws) == {
+            "type": "candles",
+            "candles": [bar(base + 2 * MINUTE, 11.0, 13.0, 9.0, 9.0, 6.0, 3, False)],
+        }
+        pump()  # nothing changed: nothing sent
+        bus.publish([{"s": "AAPL", "p": 14.0, "t": base + 3 * MINUTE}])
+        pump()
+        assert await frame(ws) == {
+            "type": "candles",
+            "candles": [
+                bar(base + 2 * MINUTE, 11.0, 13.0, 9.0, 9.0, 6.0, 3, True),
+                bar(base + 3 * MINUTE, 14.0, 14.0, 14.0, 14.0, 0.0, 1, False),
+            ],
+        }
+        await ws.send_json({"op": "unsubscribe", "symbols": ["AAPL@1m"], "id": 2})
+        assert await frame(ws) == {"type": "unsubscribed", "id": 2, "symbols": []}
+        bus.publish([{"s": "AAPL", "p": 15.0, "t": base + 3 * MINUTE + 1}])
+        pump()
+        await ws.send_json({"op": "ping", "id": 3})
+        assert (await frame(ws))["type"] == "pong"  # and no candles before it
+
+
+async def test_a_quiet_symbols_bar_closes_on_time(start_server: StartServer) -> None:
+    node, server = await start_server(candle_update_s=0.05)
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.make_url("/ws")) as ws:
+        await next_of(ws, "welcome")
+        await ws.send_json({"op": "subscribe", "symbols": ["AAPL@1s"]})
+        await next_of(ws, "candles")
+        t = now_us()
+        node.bus.publish([{"s": "AAPL", "p": 1.0, "t": t}])
+        end = t // 1_000_000 * 1_000_000 + 1_000_000
+        while True:
+            candles = (await next_of(ws, "candles", timeout=3))["candles"]
+            if candles[-1]["x"]:
+                break
+        assert candles[-1]["ts"] == end - 1_000_000
+        assert now_us() - end < 400_000  # within a pass or so of the second's end
+
+
+async def test_bad_candle_topics_are_clear_errors(start_server: StartServer) -> None:
+    _, server = await start_server()
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.make_url("/ws")) as ws:
+        await next_of(ws, "welcome")
+        await ws.send_json({"op": "subscribe", "symbols": ["AAPL@2m", "MSFT"], "id": 1})
+        error = await frame(ws)
+        assert error["code"] == "bad_request" and error["id"] == 1
+        assert "1s 5s 15s 1m 5m 15m 1h 4h 1d" in error["message"]
+        await ws.send_json({"op": "subscribe", "symbols": ["AAPL@1m"], "history": 1441})
+        error = await frame(ws)
+        assert error["code"] == "bad_request" and "at most 1440 bars" in error["message"]
+        await ws.send_json({"op": "subscribe", "symbols": ["AAPL@1m"], "history": "all"})
+        assert (await frame(ws))["code"] == "bad_request"
+        await ws.send_json({"op": "subscribe", "symbols": ["NOPE@1m", "AAPL@1h"]})
+        error = await frame(ws)
+        assert error["code"] == "unknown_symbol" and error["symbols"] == ["NOPE@1m"]
+        assert (await frame(ws))["symbols"] == ["AAPL@1h"]
+
+
+async def test_candles_over_long_polling_and_sse(start_server: StartServer) -> None:
+    node, server = await start_server(candle_update_s=0.05, poll_hold_s=0.2)
+    node.bus.publish([{"s": "AAPL", "p": 2.0, "t": now_us()}])
+    url = server.make_url
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url("/poll?symbols=AAPL@1m")) as resp:
+            first = await resp.json()
+        types = [m["type"] for m in first["messages"]]
+        assert types[:2] == ["welcome", "subscribed"]
+        messages = first["messages"][2:]
+        cursor = first["cursor"]
+        while not messages:
+            async with http.get(url(f"/poll?cursor={cursor}")) as resp:
+                answer = await resp.json()
+            messages, cursor = answer["messages"], answer["cursor"]
+        assert messages[0]["type"] == "candles"
+        assert [(b["s"], b["i"], b["c"]) for b in messages[0]["candles"]] == [("AAPL", "1m", 2.0)]
+        async with http.get(url("/sse?symbols=MSFT@5m")) as resp:
+            async with asyncio.timeout(5):
+                lines = []
+                async for line in resp.content:
+                    lines.append(line.decode())
+                    if lines[-1].startswith("data:") and "candles" in lines[-1]:
+                        break
+        assert "event: candles\n" in lines
+
+
+@contextlib.asynccontextmanager
+async def two_clients(server: TestServer) -> AsyncIterator[tuple[WebSocket, WebSocket]]:
+    """A mode ``all`` client and a candle client, both past their welcome."""
+    url = server.make_url
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(url("/ws?mode=all")) as everything,
+        http.ws_connect(url("/ws")) as bars,
+    ):
+        await next_of(everything, "welcome")
+        await next_of(bars, "welcome")
+        yield everything, bars
+
+
+async def collect_all(
+    ws: aiohttp.ClientWebSocketResponse, ticks: list[dict[str, Any]], done: Callable[[], bool]
+) -> None:
+    """Read a mode ``all`` client's ticks until ``done()``."""
+    while not done():
+        got = await frame(ws)
+        assert got["type"] != "snapshot"  # every tick recovered from q 0
+        if got["type"] == "ticks":
+            ticks += got["ticks"]
+
+
+async def subscribe_everything(ws: aiohttp.ClientWebSocketResponse, node: Any) -> None:
+    """Subscribe to "*" from q 0: every tick published so far, then every tick."""
+    since = dict.fromkeys(node.bus.symbols(), 0)
+    await ws.send_json(
+        {"op": "subscribe", "symbols": ["*"], "since": since, "epoch": node.bus.epoch}
+    )
+    assert all((await next_of(ws, "subscribed"))["recovered"].values())
+
+
+async def candle_history(
+    ws: aiohttp.ClientWebSocketResponse, topics: list[str], history: int = 1440
+) -> dict[str, list[dict]]:
+    await ws.send_json({"op": "subscribe", "symbols": topics, "history": history})
+    await next_of(ws, "subscribed")
+    got = {}
+    for _ in topics:
+        candles = (await next_of(ws, "candles"))["candles"]
+        if candles:
+            got[f"{candles[0]['s']}@{candles[0]['i']}"] = candles
+    return got
+
+
+def as_rows(candles: list[dict]) -> list[tuple]:
+    return [(c["ts"], c["o"], c["h"], c["l"], c["c"], c["v"], c["n"]) for c in candles]
+
+
+class StoppingSim(SimulatedFeed):
+    """The simulated feed, ended by the test (an ended feed is not restarted)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop = asyncio.Event()
+
+    async def stream(self) -> AsyncGenerator[TickBatch, None]:
+        async for batch in super().stream():
+            if self.stop.is_set():
+                return
+            yield batch
+
+
+async def drain_candles(ws: aiohttp.ClientWebSocketResponse, quiet_s: float) -> list[dict]:
+    """Every bar sent until none came for ``quiet_s``."""
+    bars: list[dict] = []
+    while True:
+        try:
+            bars += (await next_of(ws, "candles", timeout=quiet_s))["candles"]
+        except TimeoutError:
+            return bars
+
+
+async def test_bars_equal_the_aggregation_of_the_ticks_a_mode_all_client_saw_on_a_sim(
+    start_server: StartServer,
+) -> None:
+    feed = StoppingSim(3, 400, seed=11)
+    node, server = await start_server((feed,), symbols=[], candle_update_s=0.05, history=20_000)
+    topics = [f"{s}@{i}" for s in feed.symbols() for i in ("1s", "1m")]
+    async with two_clients(server) as (everything, bars):
+        await subscribe_everything(everything, node)
+        await asyncio.sleep(2.2)
+        history = await candle_history(bars, topics)
+        await asyncio.sleep(1.5)
+        feed.stop.set()
+        served = [bar for topic in topics for bar in history[topic]]
+        served += await drain_candles(bars, quiet_s=0.5)
+        ticks: list[dict] = []
+        await collect_all(everything, ticks, lambda: len(ticks) == node.bus.published)
+    for topic in topics:
+        symbol, interval = topic.split("@")
+        mine = [c for c in served if c["s"] == symbol and c["i"] == interval]
+        closed = [c["ts"] for c in mine if c["x"]]
+        assert len(set(closed)) == len(closed)  # each closed bar sent once
+        final = {c["ts"]: c for c in mine}  # the last version of each bar
+        first = min(final)
+        expected = [row for row in reference(ticks, interval)[symbol] if row[0] >= first]
+        assert same_bars(as_rows(sorted(final.values(), key=lambda c: c["ts"])), expected), topic
+        assert len(expected) > (3 if interval == "1s" else 0)
+
+
+async def replay_equals_aggregation(start_server: StartServer, path: Path) -> None:
+    feed = ReplayFeed.from_paths([path], ReplayOptions(speed=0, keep_time=True), Problems())
+    node, server = await start_server(
+        (feed,),
+        symbols=[],
+        candle_update_s=0.05,
+        history=20_000,
+        limits={"queue_bytes": 8 << 20},  # the whole recording fits in one resume
+    )
+    async with two_clients(server) as (everything, bars):
+        for _ in range(200):  # the whole recording is published, fast
+            if node.bus.published == len(feed.table):
+                break
+            await asyncio.sleep(0.05)
+        await subscribe_everything(everything, node)
+        ticks: list[dict] = []
+        await collect_all(everything, ticks, lambda: len(ticks) == len(feed.table))
+        await asyncio.sleep(0.2)  # a pass aggregates what was published
+        topics = [f"{s}@{i}" for s in feed.symbols() for i in ("1s", "1m")]
+        history = await candle_history(bars, topics)
+    for topic in topics:
+        symbol, interval = topic.split("@")
+        expected = reference(ticks, interval)[symbol][-1441:]
+        assert same_bars(as_rows(history[topic]), expected), topic
+        assert all(c["x"] for c in history[topic][:-1])  # the last: closed once its time passed
+
+
+async def test_bars_of_a_keep_time_replay_of_lobster_aapl_are_the_recorded_days(
+    start_server: StartServer,
+) -> None:
+    await replay_equals_aggregation(
+        start_server, DATA / "AAPL_2012-06-21_34200000_57600000_message_10.csv"
+    )
+
+
+async def test_bars_of_a_keep_time_replay_of_tardis_btcusdt(start_server: StartServer) -> None:
+    await replay_equals_aggregation(start_server, DATA / "tardis_trades.csv")
