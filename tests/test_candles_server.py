@@ -17,6 +17,7 @@ from feeds.sim.adapter import SimulatedFeed
 from tests.bars import reference, same_bars
 from tests.conftest import StartServer, frame, next_of
 from ticker.core.ticks import TickBatch, now_us
+from ticker.core.tokens import TokenVerifier, mint
 from ticker.recording.problems import Problems
 from ticker.recording.schedule import ReplayOptions
 
@@ -284,3 +285,62 @@ async def test_bars_of_a_keep_time_replay_of_lobster_aapl_are_the_recorded_days(
 
 async def test_bars_of_a_keep_time_replay_of_tardis_btcusdt(start_server: StartServer) -> None:
     await replay_equals_aggregation(start_server, DATA / "tardis_trades.csv")
+
+
+async def test_get_candles_equals_the_websocket_history_as_json_and_csv(
+    start_server: StartServer,
+) -> None:
+    node, server = await start_server(candle_update_s=3600, candle_history=50)
+    base = now_us() // MINUTE * MINUTE - 10 * MINUTE
+    for i in range(5):
+        node.bus.publish([{"s": "AAPL", "p": 10.0 + i, "v": i, "t": base + i * MINUTE}])
+    url = server.make_url
+    async with aiohttp.ClientSession() as http, http.ws_connect(url("/ws")) as ws:
+        await next_of(ws, "welcome")
+        await ws.send_json({"op": "subscribe", "symbols": ["AAPL@1m"], "history": 3})
+        ws_bars = (await next_of(ws, "candles"))["candles"]
+        async with http.get(url("/candles?symbol=AAPL&interval=1m&limit=3")) as resp:
+            assert resp.status == 200 and resp.content_type == "application/json"
+            assert await resp.json() == {"type": "candles", "candles": ws_bars}
+        assert [b["ts"] for b in ws_bars] == [base + i * MINUTE for i in (1, 2, 3, 4)]
+        end = base + 3 * MINUTE
+        async with http.get(url(f"/candles?symbol=AAPL&interval=1m&end={end}&format=csv")) as resp:
+            assert resp.status == 200 and resp.content_type == "text/csv"
+            lines = (await resp.text()).splitlines()
+        assert lines == [
+            "ts,o,h,l,c,v,n,x",
+            *(
+                f"{base + i * MINUTE},{10.0 + i},{10.0 + i},{10.0 + i},{10.0 + i},{i}.0,1,true"
+                for i in range(3)
+            ),
+        ]
+        for query, needle in [
+            ("symbol=NOPE&interval=1m", "symbol must be a symbol of this server"),
+            ("symbol=AAPL&interval=2m", "interval must be one of 1s 5s 15s 1m 5m 15m 1h 4h 1d"),
+            ("symbol=AAPL&interval=1m&limit=51", "limit must be a whole number from 1 to 50"),
+            ("symbol=AAPL&interval=1m&limit=x", "limit must be"),
+            ("symbol=AAPL&interval=1m&end=soon", "end must be microseconds"),
+            ("symbol=AAPL&interval=1m&format=xml", "format must be json or csv"),
+        ]:
+            async with http.get(url(f"/candles?{query}")) as resp:
+                body = await resp.json()
+                assert resp.status == 400 and body["code"] == "bad_request", query
+                assert needle in body["message"], (query, body)
+
+
+async def test_get_candles_is_entitled_like_the_websocket(start_server: StartServer) -> None:
+    secret = "0123456789abcdef0123456789abcdef"
+    _node, server = await start_server(auth=TokenVerifier.from_secret(secret))
+    aapl = mint(secret.encode(), sub="a", symbols=["AAPL"], ttl_s=60)
+    delayed = mint(secret.encode(), sub="d", symbols=["*"], ttl_s=60, delay_s=60)
+    url = server.make_url
+    async with aiohttp.ClientSession() as http:
+        for token, symbol, status in [
+            (None, "AAPL", 401),
+            (aapl, "AAPL", 200),
+            (aapl, "MSFT", 403),
+            (delayed, "AAPL", 403),
+        ]:
+            query = f"/candles?symbol={symbol}&interval=1m" + (f"&token={token}" if token else "")
+            async with http.get(url(query)) as resp:
+                assert resp.status == status, (token, symbol)

@@ -92,21 +92,26 @@ class CandleService:
             if bars:
                 session.send_control(protocol.candles(bars))
 
-    def follow(self, session: Session, topics: list[DerivedTopic], history: int) -> None:
-        """Queue each topic's last ``history`` closed bars and its open one, then follow it.
-
-        The bars are brought up to date first, so the history is as of now; a bar this
-        closed goes to the older followers on the next pass, not again to this one.
-        """
+    def history(self, key: Key, limit: int, end: int | None = None) -> list[bytes]:
+        """The last ``limit`` closed bars of a series and its open one, encoded, as of
+        now: what the tape holds is aggregated first (its closed bars still go to the
+        followers on the next pass)."""
         self._aggregate()
+        closed, opened = self.candles.history(key, limit, end)
+        return encode(key, closed, opened)
+
+    def follow(self, session: Session, topics: list[DerivedTopic], history: int) -> None:
+        """Queue each topic's history (``history`` closed bars and the open one), then
+        follow it: a bar closed by bringing it up to date goes to the older followers on
+        the next pass, not again to this one."""
         for topic in topics:
             key = (topic.base, topic.suffix)
+            bars = self.history(key, history)
             self._followers.setdefault(key, set()).add(session)
-            closed, opened = self.candles.history(key, history)
             pending = sum(map(len, self._closed.get(key, ())))
             if pending:
                 self._seen[session, key] = pending
-            session.send_control(protocol.candles(encode(key, closed, opened)))
+            session.send_control(protocol.candles(bars))
 
     def unfollow(self, session: Session, topics: list[DerivedTopic]) -> None:
         """Send the session no more of these topics."""
