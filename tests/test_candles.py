@@ -111,6 +111,7 @@ def test_the_open_bar_changes_are_reported_once() -> None:
 
 
 def test_the_ring_keeps_the_last_depth_bars_and_grows_by_doubling() -> None:
+    assert BAR_BYTES == 56  # what docs/architecture.md and README.md state per bar
     ring = BarRing(100)
     assert ring.nbytes() == 64 * BAR_BYTES
     for start in range(0, 250, 7):
