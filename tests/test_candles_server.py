@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 
 from feeds.replay.adapter import ReplayFeed
@@ -19,6 +21,8 @@ from tests.conftest import StartServer, frame, next_of
 from ticker.core.ticks import TickBatch, now_us
 from ticker.core.tokens import TokenVerifier, mint
 from ticker.recording.problems import Problems
+from ticker.recording.rotating import DAY_US as DAY
+from ticker.recording.rotating import RotatingRecorder
 from ticker.recording.schedule import ReplayOptions
 
 MINUTE = 60_000_000
@@ -344,3 +348,30 @@ async def test_get_candles_is_entitled_like_the_websocket(start_server: StartSer
             query = f"/candles?symbol={symbol}&interval=1m" + (f"&token={token}" if token else "")
             async with http.get(url(query)) as resp:
                 assert resp.status == status, (token, symbol)
+
+
+async def test_a_restart_rebuilds_todays_bars_from_the_recording_before_serving(
+    start_server: StartServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = now_us()
+    start = max(now // DAY * DAY, now - 30 * MINUTE)  # today, UTC
+    ticks = [
+        {"s": "AAPL", "p": 100.0 + i % 7, "v": i % 3, "t": start + i * 1_700_000, "q": i + 1}
+        for i in range((now - start) // 1_700_000)
+    ]
+    if len(ticks) < 10:
+        pytest.skip("just after midnight UTC: today has no recording to speak of yet")
+    recorder = RotatingRecorder(tmp_path, max_bytes=2_000)  # several files
+    recorder.write([{"s": "AAPL", "p": 1.0, "t": start - DAY, "q": 1}])  # yesterday's
+    for at in range(0, len(ticks), 100):
+        recorder.write(ticks[at : at + 100])
+    recorder.close()
+    caplog.set_level(logging.INFO, "ticker.candles")
+    _, server = await start_server(record_dir=tmp_path)
+    assert "rebuilding today's bars from" in caplog.text and "(file 2 of" in caplog.text
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.make_url("/ws")) as ws:
+        await next_of(ws, "welcome")
+        history = await candle_history(ws, ["AAPL@1m", "AAPL@1s"])
+    for interval in ("1m", "1s"):
+        expected = reference(ticks, interval)["AAPL"][-1441:]
+        assert same_bars(as_rows(history[f"AAPL@{interval}"]), expected), interval

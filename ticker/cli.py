@@ -301,6 +301,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         history=args.history,
         candle_history=args.candle_history,
         candle_update_s=args.candle_update_ms / 1000,
+        record_dir=args.record,
         poll_hold_s=args.poll_hold,
         poll_session_s=args.poll_session,
         max_http_sessions=args.max_http_sessions,

@@ -23,6 +23,7 @@ from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
 from ticker.core.session import ReplayHost
 from ticker.server.auth import Gate
+from ticker.server.candle_restore import restore
 from ticker.server.candles import CandleService
 from ticker.server.connection import ClientConnection, Clients
 from ticker.server.delayed import DelayPump
@@ -116,7 +117,11 @@ class Node:
         )
 
     async def start(self) -> None:
-        """Start the broker, the feeds and the node's periodic tasks."""
+        """Rebuild today's bars (``--record``), then start the broker, the feeds and the
+        node's periodic tasks."""
+        record_dir = self.settings.record_dir
+        if self.candles is not None and record_dir is not None:
+            await asyncio.to_thread(restore, self.candles.candles, record_dir)
         await self.broker.start(self.bus, self._local_symbols, self._restart_clients)
         self._feed_tasks = [
             asyncio.create_task(s.run(), name=f"feed:{s.adapter.name}") for s in self.supervisors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ticker.core.admission import ConnectionLimits
@@ -62,6 +63,8 @@ class Settings:
     """Closed bars kept per symbol and interval (``--candle-history``); 0: no candles."""
     candle_update_s: float = 0.25
     """The open bar of a candle topic is sent at most this often (``--candle-update-ms``)."""
+    record_dir: Path | None = None
+    """Where ``--record`` writes; at start the candles rebuild today's bars from it."""
 
 
 def url_host(host: str) -> str:
