@@ -14,10 +14,12 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+import ticker.client
 from feeds.replay.adapter import ReplayFeed
 from feeds.sim.adapter import SimulatedFeed
 from tests.bars import reference, same_bars
 from tests.conftest import StartServer, frame, next_of
+from ticker.client.state import CandleContinuity
 from ticker.core.ticks import TickBatch, now_us
 from ticker.core.tokens import TokenVerifier, mint
 from ticker.recording.problems import Problems
@@ -375,3 +377,36 @@ async def test_a_restart_rebuilds_todays_bars_from_the_recording_before_serving(
     for interval in ("1m", "1s"):
         expected = reference(ticks, interval)["AAPL"][-1441:]
         assert same_bars(as_rows(history[f"AAPL@{interval}"]), expected), interval
+
+
+async def test_the_python_client_gives_typed_candles_history_first_each_closed_bar_once(
+    start_server: StartServer,
+) -> None:
+    node, server = await start_server(candle_update_s=0.05)
+    base = now_us() // MINUTE * MINUTE - 5 * MINUTE
+    for i in range(3):
+        node.bus.publish([{"s": "AAPL", "p": 1.0 + i, "v": 1, "t": base + i * MINUTE}])
+    url = f"ws://127.0.0.1:{server.port}/ws"
+    async with ticker.client.connect(url, ["AAPL@1m", "AAPL"], history=10) as feed:
+        got: list[ticker.client.Candle] = []
+        async with asyncio.timeout(5):
+            async for candle in feed.candles():
+                got.append(candle)
+                if len(got) == 3:
+                    break
+        assert [(c.start_us, c.close, c.closed) for c in got] == [
+            (base, 1.0, True),
+            (base + MINUTE, 2.0, True),
+            (base + 2 * MINUTE, 3.0, False),
+        ]
+        assert got[0].topic == "AAPL@1m" and got[0].volume == 1.0 and got[0].count == 1
+
+
+def test_a_resubscribe_does_not_hand_a_closed_bar_on_twice() -> None:
+    continuity = CandleContinuity()
+    bar = {"s": "A", "i": "1m", "ts": 0, "o": 1, "h": 1, "l": 1, "c": 1, "v": 0, "n": 1}
+    assert continuity.accept(bar | {"x": True}) is not None
+    assert continuity.accept(bar | {"x": True}) is None  # history again after a reconnect
+    assert continuity.accept(bar | {"x": False}) is None
+    assert continuity.accept(bar | {"ts": 60, "x": False}) is not None
+    assert continuity.accept(bar | {"ts": 60, "x": False}) is not None  # open bars repeat
