@@ -276,3 +276,11 @@ def test_a_server_without_derived_topics_says_so() -> None:
     bus.add_symbols(["AAPL"])
     (error,) = replies(Session(bus), op="subscribe", symbols=["AAPL@1m"])
     assert error["code"] == "bad_request" and "no derived topics" in error["message"]
+
+
+def test_a_stream_joined_late_leaves_out_each_series_first_bucket() -> None:
+    candles = Candles(["1s"], clock=Clock(), partial_start=True)
+    feed(candles, [{"s": "A", "t": T0 + 900_000, "p": 1.0}])  # a last value, say
+    feed(candles, [{"s": "A", "t": T0 + 1_000_000, "p": 2.0}, {"s": "B", "t": T0, "p": 3.0}])
+    assert all_bars(candles, "A", "1s") == [(T0 + 1_000_000, 2.0, 2.0, 2.0, 2.0, 0.0, 1)]
+    assert all_bars(candles, "B", "1s") == [] and candles.late == 0

@@ -57,6 +57,8 @@ BAR = np.dtype(
 BAR_BYTES = BAR.itemsize
 """56: what one closed bar costs in its ring (ts, o, h, l, c, v, n)."""
 _FIRST_CAPACITY = 64
+_NEVER = np.iinfo(np.int64).min
+"""The floor of a symbol the interval has not seen a tick of."""
 
 Key = tuple[str, str]
 """(symbol, interval): one bar series."""
@@ -126,7 +128,7 @@ class _Interval:
     def grow(self, size: int) -> None:
         extra = size - len(self.open)
         self.open = np.concatenate([self.open, np.zeros(extra, BAR)])
-        self.floor = np.concatenate([self.floor, np.full(extra, np.iinfo(np.int64).min)])
+        self.floor = np.concatenate([self.floor, np.full(extra, _NEVER)])
         self.dirty = np.concatenate([self.dirty, np.zeros(extra, bool)])
 
 
@@ -145,6 +147,10 @@ class Candles:
 
     ``clock`` (µs) tells ``close_due`` how far the stream has moved since its newest tick:
     bars use the ticks' ``t``, which a ``--keep-time`` replay takes from the recording.
+    ``partial_start``: the stream was running before this one saw it (a node joining a
+    cluster, whose first tick of a symbol may be a last value from Redis): the first
+    bucket of each series is left out, as it holds only part of its ticks, so every node
+    has the same closed bars.
     """
 
     def __init__(
@@ -153,11 +159,13 @@ class Candles:
         *,
         depth: int = DEFAULT_HISTORY,
         clock: MicrosClock = now_us,
+        partial_start: bool = False,
     ) -> None:
         if depth < 1:
             raise ValueError("depth must be at least 1 bar")
         self.depth = depth
         self._clock = clock
+        self._partial_start = partial_start
         self._intervals = {name: _Interval(INTERVALS[name]) for name in intervals}
         self._index: dict[str, int] = {}
         self._symbols: list[str] = []
@@ -207,12 +215,18 @@ class Candles:
         v: np.ndarray,
     ) -> list[tuple[Key, np.ndarray]]:
         buckets = t - t % state.us
+        unseen = None
+        if self._partial_start:
+            unseen = state.floor[sym] == _NEVER  # a partial first bucket is not late
+            firsts = np.flatnonzero(np.r_[True, sym[1:] != sym[:-1]])
+            new = firsts[unseen[firsts]]
+            state.floor[sym[new]] = buckets[new] + state.us  # a later bucket is whole
         keep = buckets >= state.floor[sym]
         same = sym[1:] == sym[:-1]
         if (same & (buckets[1:] < buckets[:-1])).any():
             keep &= _keep_monotone(sym, buckets)
         if not keep.all():
-            self.late += int(len(keep) - keep.sum())
+            self.late += int((~keep if unseen is None else ~keep & ~unseen).sum())
             sym, buckets, p, v = sym[keep], buckets[keep], p[keep], v[keep]
             if not len(sym):
                 return []

@@ -34,9 +34,16 @@ class CandleService:
 
     kind = CANDLES
 
-    def __init__(self, bus: Bus, *, depth: int, update_s: float = DEFAULT_UPDATE_S) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        depth: int,
+        update_s: float = DEFAULT_UPDATE_S,
+        partial_start: bool = False,
+    ) -> None:
         self.bus = bus
-        self.candles = Candles(depth=depth)
+        self.candles = Candles(depth=depth, partial_start=partial_start)
         self.max_history = depth
         self.update_s = update_s
         self.tape = Tape()

@@ -73,7 +73,11 @@ class Node:
         """The candle topics (``SYMBOL@1m``); None with ``--candle-history 0``."""
         if settings.candle_history:
             self.candles = CandleService(
-                self.bus, depth=settings.candle_history, update_s=settings.candle_update_s
+                self.bus,
+                depth=settings.candle_history,
+                update_s=settings.candle_update_s,
+                # a node of a cluster may join a running stream: its first bars are partial
+                partial_start=not isinstance(self.broker, LocalBroker),
             )
             self.clients.derived[CandleService.kind.name] = self.candles
         self.gate = Gate(settings, self.metrics, self.admission, self.bus, self.delays)
