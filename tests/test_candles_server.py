@@ -326,10 +326,15 @@ async def test_get_candles_equals_the_websocket_history_as_json_and_csv(
             ("symbol=AAPL&interval=1m&limit=51", "limit must be a whole number from 1 to 50"),
             ("symbol=AAPL&interval=1m&limit=x", "limit must be"),
             ("symbol=AAPL&interval=1m&end=soon", "end must be microseconds"),
+            ("symbol=AAPL&interval=1m&end=99999999999999999999", "end must be microseconds"),
+            ("symbol=AAPL&interval=1m&end=2012-06-21T09:30:00Z&limit=1", None),
             ("symbol=AAPL&interval=1m&format=xml", "format must be json or csv"),
         ]:
             async with http.get(url(f"/candles?{query}")) as resp:
                 body = await resp.json()
+                if needle is None:  # valid: an ISO time, before every bar
+                    assert resp.status == 200 and body["candles"] == [], query
+                    continue
                 assert resp.status == 400 and body["code"] == "bad_request", query
                 assert needle in body["message"], (query, body)
 

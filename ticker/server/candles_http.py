@@ -56,7 +56,9 @@ def parse_query(query: dict[str, str], bus: Bus, max_limit: int) -> CandleQuery:
         try:
             end_us = int(end) if end.isdigit() else parse_time(end)
         except ValueError:
-            raise ValueError("end must be microseconds since 1970 or an ISO-8601 time") from None
+            end_us = -1
+        if not 0 <= end_us <= 2**53:
+            raise ValueError("end must be microseconds since 1970 or an ISO-8601 time")
     fmt = query.get("format", "json")
     if fmt not in ("json", "csv"):
         raise ValueError("format must be json or csv")
