@@ -97,6 +97,8 @@ def test_help_explains_every_flag() -> None:
         "--max-symbols",
         "--queue-bytes",
         "--ops-per-s",
+        "--candle-history",
+        "--candle-update-ms",
         "--metrics-port",
         "--metrics-host",
         "--no-metrics",

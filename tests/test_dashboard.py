@@ -260,6 +260,40 @@ def test_the_first_screen_is_backfilled_from_history_with_a_time_axis_and_distin
     assert problems == []
 
 
+def test_the_chart_has_the_servers_bars_within_2s_an_interval_picker_and_a_crosshair(
+    page: Page, server: ServerProcess, problems: Problems
+) -> None:
+    assert wait_for_history(page, server, "AAPL", HISTORY_WANTED) >= HISTORY_WANTED
+    page.goto(f"{server.url}/?symbols=AAPL")
+    page.wait_for_function("() => (window.tickerDashboard.chart?.bars ?? 0) > 5", timeout=2000)
+    oldest = page.evaluate(
+        """() => { const s = window.tickerDashboard.chartSeries;
+                   return s.time[s.at(s.length - 1)] - performance.timeOrigin; }"""
+    )
+    assert oldest < -5000  # bars from before the page existed: the candle history
+    page.select_option("#interval", "1m")
+    page.wait_for_function(
+        """() => { const d = window.tickerDashboard;
+                   return d.chartSeries.barMs === 60000 && (d.chart?.bars ?? 0) >= 1; }"""
+    )
+    topics = page.evaluate("window.tickerDashboard.client.symbols")
+    assert "AAPL@1m" in topics and "AAPL@1s" not in topics
+    x, y = page.evaluate(
+        """() => { const d = window.tickerDashboard, c = d.chart, s = d.chartSeries;
+                   const t = s.time[s.head] + s.barMs / 2;
+                   const rect = document.getElementById("chart").getBoundingClientRect();
+                   const px = c.left + ((t - c.fromMs) / (c.toMs - c.fromMs)) * c.width;
+                   return [rect.left + px / c.ratio, rect.top + rect.height / 2]; }"""
+    )
+    page.mouse.move(x, y)
+    number = r"\d[\d,.]*"
+    readout = rf"^\d\d:\d\d:00 o {number} h {number} l {number} c {number} v {number}$"
+    expect(page.locator("#crosshair")).to_have_text(re.compile(readout))
+    page.select_option("#interval", "1s")
+    page.wait_for_function("() => (window.tickerDashboard.chart?.bars ?? 0) > 5", timeout=2000)
+    assert problems == []
+
+
 def test_the_change_counts_from_the_streams_first_tick_when_the_history_still_has_it(
     page: Page, problems: Problems
 ) -> None:

@@ -62,7 +62,7 @@ async def test_record_a_live_server_then_replay_it_and_a_client_gets_the_same_ti
     writer = open_writer(path)
     recording = Recording(stream_url(str(server.make_url("/ws")), "*"), writer)
     task = asyncio.create_task(recording.run())
-    while not node.bus.subscriber_count():  # the recorder is subscribed
+    while not any(c.session.subscriptions for c in node.connections):  # the recorder is in
         await asyncio.sleep(0.01)
     sent = batches(60)
     total = sum(map(len, sent))
@@ -220,7 +220,7 @@ async def test_record_stops_after_its_duration(start_server: StartServer, tmp_pa
     start = loop.time()
     node.bus.publish([{"s": "AAPL", "p": 1.0}])  # before: only in the snapshot, not recorded
     task = asyncio.create_task(recording.run(duration=0.3))
-    while not node.bus.subscriber_count():
+    while not any(c.session.subscriptions for c in node.connections):
         await asyncio.sleep(0.01)
     node.bus.publish([{"s": "AAPL", "p": 2.0}, {"s": "MSFT", "p": 3.0}])
     await task

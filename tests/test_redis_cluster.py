@@ -30,7 +30,7 @@ from ticker.cluster.redis import RedisBroker
 from ticker.cluster.wire import Keys, encode_message, origin_prefix
 from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
-from ticker.core.ticks import Tick, TickBatch
+from ticker.core.ticks import Tick, TickBatch, now_us
 from ticker.server.app import create_app
 from ticker.server.node import Node
 from ticker.server.settings import Settings
@@ -57,7 +57,9 @@ async def start_node(aiohttp_server: Any) -> StartNode:
     async def start(
         url: str, feeds: tuple[Any, ...] = (), **overrides: Any
     ) -> tuple[Node, TestServer]:
-        node = Node(Settings(), feeds, broker=RedisBroker(config(url, **overrides)))
+        # no candles: they follow every channel, and these nodes follow what clients need
+        settings = Settings(candle_history=0)
+        node = Node(settings, feeds, broker=RedisBroker(config(url, **overrides)))
         server = await aiohttp_server(create_app(node))
         return node, server
 
@@ -240,6 +242,52 @@ async def test_a_node_started_late_serves_the_latest_values_at_once(
         assert [t["q"] for t in await ticks_of(ws)] == [6]  # no duplicate of q 5 either
         await ws.close()
         await other.close()
+
+
+async def test_every_node_serves_the_same_closed_bars_a_late_one_from_its_start(
+    redis_server: RedisServer, publisher: Callable[..., Awaitable[Bus]], aiohttp_server: Any
+) -> None:
+    bus = await publisher(["AAPL", "MSFT"])
+
+    async def candle_node() -> tuple[Node, TestServer]:
+        broker = RedisBroker(config(redis_server.url))
+        node = Node(Settings(candle_update_s=0.05), broker=broker)
+        server = await aiohttp_server(create_app(node))
+        await eventually(lambda: broker.ready)
+        return node, server
+
+    second = 1_000_000
+    start = now_us() // second * second - 30 * second  # whole seconds, all in the past
+
+    def publish_seconds(first: int, last: int) -> None:
+        for s in range(first, last):
+            for k in range(3):
+                t = start + s * second + k * 1000
+                bus.publish([{"s": "AAPL", "p": 100.0 + s + k, "v": k + 1, "t": t}])
+                bus.publish([{"s": "MSFT", "p": 50.0 - s - k, "t": t}])
+
+    first, first_server = await candle_node()
+    await asyncio.sleep(0.2)
+    publish_seconds(0, 5)
+    await asyncio.sleep(0.3)  # delivered to the first node, before the second exists
+    _, late_server = await candle_node()
+    await asyncio.sleep(0.2)
+    publish_seconds(5, 11)  # second 10 closes second 9's bars
+
+    async def closed_bars(server: TestServer, symbol: str) -> list[dict[str, Any]]:
+        url = server.make_url(f"/candles?symbol={symbol}&interval=1s&limit=100")
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            return [bar for bar in (await resp.json())["candles"] if bar["x"]]
+
+    for symbol in ("AAPL", "MSFT"):
+        await eventually(lambda: first.candles is not None and first.candles.tape.nbytes == 0)
+        await asyncio.sleep(0.3)
+        full = await closed_bars(first_server, symbol)
+        late = await closed_bars(late_server, symbol)
+        # a node of a cluster leaves out each series' first bucket: it may be partial
+        assert [b["ts"] for b in full] == [start + s * second for s in range(1, 10)], symbol
+        assert [b["n"] for b in full] == [3] * 9
+        assert late == [b for b in full if b["ts"] >= start + 5 * second], symbol
 
 
 async def test_lost_ticks_are_counted_signalled_and_healed_from_the_hash(

@@ -106,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="ticks kept per symbol for gap-free resume (since, Last-Event-ID); 0 = none",
     )
     serve.add_option(
+        "--candle-history",
+        type=non_negative(int),
+        default=DEFAULT_SETTINGS.candle_history,
+        help="closed bars kept per symbol and interval for SYMBOL@INTERVAL topics and "
+        "/candles (56 bytes each); 0 = no candles",
+    )
+    serve.add_option(
+        "--candle-update-ms",
+        type=positive(int),
+        default=round(DEFAULT_SETTINGS.candle_update_s * 1000),
+        help="a candle topic's open bar is sent at most once per this many ms",
+    )
+    serve.add_option(
         "--poll-hold",
         type=positive(float),
         default=DEFAULT_SETTINGS.poll_hold_s,
@@ -295,6 +308,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         metrics_host=args.metrics_host,
         **security.security_settings(args),
         history=args.history,
+        candle_history=args.candle_history,
+        candle_update_s=args.candle_update_ms / 1000,
+        record_dir=args.record,
         poll_hold_s=args.poll_hold,
         poll_session_s=args.poll_session,
         max_http_sessions=args.max_http_sessions,

@@ -17,6 +17,7 @@ from ticker.client.feed import Feed, FeedClosed, connect
 from ticker.client.links import LinkError
 from ticker.client.publisher import Ack, Publisher, PublishError
 from ticker.client.state import (
+    Candle,
     Connected,
     Disconnected,
     Event,
@@ -28,6 +29,7 @@ from ticker.client.state import (
 
 __all__ = [
     "Ack",
+    "Candle",
     "Connected",
     "Disconnected",
     "Event",

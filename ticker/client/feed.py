@@ -19,6 +19,8 @@ import aiohttp
 from ticker.client.links import Link, LinkError, SslOption, open_link, transport_of
 from ticker.client.state import (
     Backoff,
+    Candle,
+    CandleContinuity,
     Connected,
     Continuity,
     Disconnected,
@@ -72,7 +74,10 @@ class Feed:
     ``Authorization: Bearer``. ``ssl``: an ``ssl.SSLContext`` (or False to skip
     verification) for ``wss://`` and ``https://``. Reconnects wait ``backoff_initial``
     seconds, doubling up to ``backoff_max``, each randomised by ±20 %. ``max_pending``:
-    events held for a slow consumer before reading stops.
+    events held for a slow consumer before reading stops. ``history``: closed bars each
+    candle topic of ``symbols`` (``AAPL@1m``) starts with; its bars come out of
+    ``events()`` (or ``candles()``) as ``Candle``, each closed bar once even across
+    reconnects.
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class Feed:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         max_pending: int = 10_000,
+        history: int = 0,
     ) -> None:
         transport_of(url)  # a ValueError now rather than at the first connect
         if mode not in MODES:
@@ -103,6 +109,9 @@ class Feed:
         self._ssl = ssl
         self._backoff = Backoff(backoff_initial, backoff_max)
         self.continuity = Continuity(mode)
+        self.history = history
+        """Closed bars each candle topic (``AAPL@1m`` in ``symbols``) starts with."""
+        self._candles = CandleContinuity()
         self._queue: asyncio.Queue[Event | _End] = asyncio.Queue(max_pending)
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
@@ -137,6 +146,12 @@ class Feed:
     async def _ticks(self) -> AsyncIterator[Tick]:
         async for event in self.events():
             if isinstance(event, Tick):
+                yield event
+
+    async def candles(self) -> AsyncIterator[Candle]:
+        """The bars of the candle topics only (history first, then as they change)."""
+        async for event in self.events():
+            if isinstance(event, Candle):
                 yield event
 
     async def events(self) -> AsyncIterator[Event]:
@@ -237,6 +252,10 @@ class Feed:
                         await put(gap)
                     if tick is not None:
                         await put(tick)
+            elif kind == "candles":
+                for bar in message["candles"]:
+                    if (candle := self._candles.accept(bar)) is not None:
+                        await put(candle)
             elif kind == "welcome":
                 self._backoff.reset()
                 if transport_of(self.url) != "poll":  # a held poll is silent by design
@@ -264,6 +283,8 @@ class Feed:
 
     def _subscribe(self, epoch: str) -> dict[str, Any]:
         op: dict[str, Any] = {"op": "subscribe", "symbols": self.symbols, "id": _SUBSCRIBE_ID}
+        if self.history:
+            op["history"] = self.history
         continuity = self.continuity
         if epoch == continuity.epoch and continuity.last_q:
             op["since"] = dict(continuity.last_q)

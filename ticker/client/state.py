@@ -47,6 +47,65 @@ class Tick:
 
 
 @dataclass(frozen=True, slots=True)
+class Candle:
+    """One OHLCV bar of a candle topic (``AAPL@1m``); ``closed``: final, it will not change.
+
+    ``start_us`` is the bar's UTC-aligned start; an open bar comes again as it changes.
+    """
+
+    symbol: str
+    interval: str
+    start_us: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    count: int
+    closed: bool
+
+    @property
+    def topic(self) -> str:
+        """The topic it belongs to, ``SYMBOL@INTERVAL``."""
+        return f"{self.symbol}@{self.interval}"
+
+    @classmethod
+    def from_wire(cls, bar: dict[str, Any]) -> Candle:
+        """A wire bar dict (``s i ts o h l c v n x``) as a typed ``Candle``."""
+        return cls(
+            bar["s"],
+            bar["i"],
+            bar["ts"],
+            bar["o"],
+            bar["h"],
+            bar["l"],
+            bar["c"],
+            bar["v"],
+            bar["n"],
+            bar["x"],
+        )
+
+
+class CandleContinuity:
+    """Drops the bars a resubscribe sends again: a reconnect asks for history anew, and a
+    closed bar the client already has (or an older open one) must not come out twice."""
+
+    def __init__(self) -> None:
+        self.closed: dict[str, int] = {}
+        """Topic -> start of the last closed bar handed on."""
+
+    def accept(self, bar: dict[str, Any]) -> Candle | None:
+        """The bar as a ``Candle``, or None if the client has it (or a later one) closed."""
+        candle = Candle.from_wire(bar)
+        last = self.closed.get(candle.topic)
+        if last is not None and candle.start_us <= last:
+            return None
+        if candle.closed:
+            self.closed[candle.topic] = candle.start_us
+        return candle
+
+
+@dataclass(frozen=True, slots=True)
 class Gap:
     """Ticks of ``symbol`` the client never got and could not recover: ``first`` to
     ``last`` (``q`` values, inclusive). Only reported in mode ``all``."""
@@ -99,7 +158,7 @@ class ServerError:
         )
 
 
-Event = Tick | Gap | Connected | Disconnected | ServerError
+Event = Tick | Candle | Gap | Connected | Disconnected | ServerError
 
 SYMBOL_REFUSALS = frozenset({ErrorCode.UNKNOWN_SYMBOL, ErrorCode.NOT_ENTITLED})
 """The errors that refuse some symbols of a subscription and let the others through."""

@@ -27,6 +27,7 @@ from typing import TextIO
 import orjson
 
 from ticker.client import (
+    Candle,
     Connected,
     Disconnected,
     FeedClosed,
@@ -229,6 +230,8 @@ async def tail(
             async for event in feed.events():
                 if isinstance(event, Disconnected) and event.retry_in is None:
                     continue  # for good: the exception that follows says why, once
+                if isinstance(event, Candle):
+                    continue  # the table and the lines are of ticks
                 if not isinstance(event, Tick):
                     if table is None:
                         print(news(event), file=err, flush=True)

@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ticker.core.topics import base_of
+
 MAX_PATTERNS = 1000
 MAX_PATTERN_LENGTH = 64
 MAX_SUBJECT_LENGTH = 256
@@ -44,8 +46,11 @@ class Entitlements:
         self._match = re.compile(regex).match if regex else None
 
     def allows(self, symbol: str) -> bool:
-        """Whether the token's ``symbols`` patterns cover this symbol."""
-        return self.everything or (self._match is not None and self._match(symbol) is not None)
+        """Whether the token's ``symbols`` patterns cover this symbol, or the base symbol
+        of a derived topic (a token for ``AAPL`` may see ``AAPL@1m``)."""
+        if self.everything:
+            return True
+        return self._match is not None and self._match(base_of(symbol)) is not None
 
     def split(self, symbols: Iterable[str]) -> tuple[list[str], list[str]]:
         """(entitled, refused), order kept."""

@@ -121,10 +121,13 @@ def parse(data: bytes | str, op_name: str | None = None) -> Op:
             f"unknown op {op[:MAX_ID_LENGTH]!r}; known: {', '.join(OPS)}",
             id=rid,
         )
-    if op == "subscribe" and ("since" in obj or "epoch" in obj):
+    if op == "subscribe":
         symbols = _symbols(obj, rid)
-        return Op(op, rid, symbols, _resume_args(obj, symbols, rid))
-    if op in ("subscribe", "unsubscribe"):
+        args = _resume_args(obj, symbols, rid) if "since" in obj or "epoch" in obj else {}
+        if "history" in obj:
+            args["history"] = _history(obj["history"], rid)
+        return Op(op, rid, symbols, args)
+    if op == "unsubscribe":
         return Op(op, rid, _symbols(obj, rid))
     if op == "replay":
         symbols = _symbols(obj, rid) if "symbols" in obj else []
@@ -188,6 +191,14 @@ def _replay_args(obj: dict[str, Any], rid: RequestId) -> dict[str, Any]:
         "loop": _flag(obj, "loop", rid),
         "keep_time": _flag(obj, "keep_time", rid),
     }
+
+
+def _history(value: object, rid: RequestId) -> int:
+    """How many closed bars a derived topic's first frame should hold (its bound is the
+    server's, checked by the session)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31:
+        raise _bad("history must be a whole number of bars (0 or more)", rid)
+    return value
 
 
 def _resume_args(obj: dict[str, Any], symbols: list[str], rid: RequestId) -> dict[str, Any]:
@@ -323,6 +334,14 @@ def ticks(encoded: list[bytes]) -> bytes:
 def snapshot(encoded: list[bytes]) -> bytes:
     """The last ticks of the symbols just subscribed, as encoded when published."""
     return b"".join((_SNAPSHOT_HEAD, b",".join(encoded), _TAIL))
+
+
+_CANDLES_HEAD = b'{"type":"candles","candles":['
+
+
+def candles(encoded: list[bytes]) -> bytes:
+    """A ``candles`` frame from bars encoded once (``ticker/core/candles.py``)."""
+    return b"".join((_CANDLES_HEAD, b",".join(encoded), _TAIL))
 
 
 # -- replays on demand --------------------------------------------------------------------

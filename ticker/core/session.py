@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ from ticker.core.mailbox import MAX_FRAME_BYTES, ConflatingMailbox, Mailbox, Que
 from ticker.core.protocol import Op, ProtocolError
 from ticker.core.ratelimit import TokenBucket
 from ticker.core.ticks import MicrosClock, now_us
+from ticker.core.topics import DerivedTopic, TopicError, TopicKind, TopicKinds, base_of, is_derived
 
 MODES = ("conflate", "all")
 REPLAY_OPS = ("replay", "replay_control", "list_replays")
@@ -46,6 +47,27 @@ class ReplayHost(Protocol):
 
     def busy(self, session: Session) -> bool:
         """A replay is loading or running for this session."""
+        ...
+
+
+class DerivedHost(Protocol):
+    """What serves one kind of derived topic (``SYMBOL@1m``: ``ticker/server/candles.py``).
+
+    Declared here like ``ReplayHost``: the session parses and entitles the topic by its
+    base symbol, counts it against ``max_symbols`` and answers ``subscribed``; the host
+    then queues the topic's first frame and, later, its updates (``send_control``).
+    """
+
+    kind: TopicKind
+    max_history: int
+    """The most ``history`` a subscribe may ask of this kind (0: it keeps none)."""
+
+    def follow(self, session: Session, topics: list[DerivedTopic], history: int) -> None:
+        """Start sending these topics to the session: first frame now, updates later."""
+        ...
+
+    def unfollow(self, session: Session, topics: list[DerivedTopic]) -> None:
+        """Send the session nothing more of these topics."""
         ...
 
 
@@ -97,6 +119,13 @@ def _chunks(encoded: list[bytes], max_bytes: int = MAX_FRAME_BYTES) -> Iterable[
         yield run
 
 
+def _by_kind(topics: list[DerivedTopic]) -> dict[str, list[DerivedTopic]]:
+    by_kind: dict[str, list[DerivedTopic]] = {}
+    for topic in topics:
+        by_kind.setdefault(topic.kind, []).append(topic)
+    return by_kind
+
+
 class Session:
     """State of one connected client; see the module docstring for the contract."""
 
@@ -112,6 +141,8 @@ class Session:
         "_wake",
         "bus",
         "close_request",
+        "derived",
+        "derived_hosts",
         "errors",
         "id",
         "limits",
@@ -137,6 +168,7 @@ class Session:
         principal: Principal = ANONYMOUS,
         authenticate: Callable[[str], Principal] | None = None,
         welcome_limits: dict[str, int] | None = None,
+        derived: Mapping[str, DerivedHost] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
@@ -151,6 +183,11 @@ class Session:
             else ConflatingMailbox(wake)
         )
         self.subscriptions: set[str] = set()
+        """The symbols followed ("*" included); derived topics are in ``derived``."""
+        self.derived: dict[str, DerivedTopic] = {}
+        """The derived topics followed, by name (``AAPL@1m``)."""
+        self.derived_hosts: Mapping[str, DerivedHost] = derived or {}
+        """Who serves each kind of derived topic (by kind name); empty: none served."""
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
         self._bucket = TokenBucket(limits.ops_per_s, limits.ops_per_s, clock=monotonic)
@@ -204,6 +241,7 @@ class Session:
         if self.replays is not None:
             self.replays.stop(self)
         self.bus.unsubscribe(self.mailbox, self._registered())
+        self._unfollow(list(self.derived.values()))
         self.subscriptions.clear()
         self.mailbox.clear()
         self._outbox.clear()
@@ -230,6 +268,7 @@ class Session:
         if (
             idle_s
             and not self.subscriptions
+            and not self.derived
             and self._monotonic() - self._opened >= idle_s
             and not (self.replays is not None and self.replays.busy(self))
         ):
@@ -335,7 +374,8 @@ class Session:
             self._error(ProtocolError(ErrorCode.BAD_TOKEN, message, id=op.id))
             return
         self.principal = principal
-        lost = [s for s in self.subscriptions if not principal.entitlements.allows(s)]
+        followed = [*self.subscriptions, *self.derived]
+        lost = [s for s in followed if not principal.entitlements.allows(s)]
         if lost:
             self._unsubscribe(Op("unsubscribe", None, sorted(lost)))
         self._send(protocol.authenticated(principal.describe(), op.id))
@@ -349,15 +389,24 @@ class Session:
         if entitled is None:
             return
         op = entitled
+        derived = self._parse_derived(op)
+        if derived is None:
+            return
         bus = self.bus
-        unknown = [s for s in op.symbols if s != WILDCARD and not bus.known(s)]
-        wanted = [s for s in op.symbols if s not in unknown and s not in self.subscriptions]
-        if len(self.subscriptions) + len(wanted) > self.limits.max_symbols:
+        unknown = [s for s in op.symbols if s != WILDCARD and not bus.known(base_of(s))]
+        wanted = [
+            s
+            for s in op.symbols
+            if s not in unknown and s not in self.subscriptions and not is_derived(s)
+        ]
+        following = [t for t in derived if t.name not in unknown and t.name not in self.derived]
+        followed = len(self.subscriptions) + len(self.derived)
+        if followed + len(wanted) + len(following) > self.limits.max_symbols:
             self._error(
                 ProtocolError(
                     ErrorCode.TOO_MANY_SYMBOLS,
                     f"at most {self.limits.max_symbols} symbols per connection; "
-                    f"{len(self.subscriptions)} subscribed, {len(wanted)} more asked",
+                    f"{followed} subscribed, {len(wanted) + len(following)} more asked",
                     id=op.id,
                 )
             )
@@ -371,7 +420,7 @@ class Session:
                     symbols=unknown,
                 )
             )
-        if not wanted and unknown:
+        if not wanted and not following and unknown:
             return
         fresh: list[str] = []  # symbols that start streaming now, hence need a snapshot
         if WILDCARD in self.subscriptions:
@@ -380,21 +429,64 @@ class Session:
             bus.unsubscribe(self.mailbox, self.subscriptions)
             bus.subscribe(self.mailbox, [WILDCARD])
             fresh = [s for s in bus.symbols() if s not in self.subscriptions]
-        else:
+        elif wanted:
             bus.subscribe(self.mailbox, wanted)
             fresh = wanted
-        recovered, missed = self._recover(fresh, op.args) if op.args else (None, [])
+        resume = "since" in op.args
+        recovered, missed = self._recover(fresh, op.args) if resume else (None, [])
         snapshot = bus.snapshot(
             fresh if recovered is None else [s for s in fresh if not recovered.get(s)]
         )
         self.subscriptions.update(wanted)
-        self._send(
-            protocol.subscription("subscribed", sorted(self.subscriptions), op.id, recovered)
-        )
+        self.derived.update((t.name, t) for t in following)
+        self._send(protocol.subscription("subscribed", self._followed(), op.id, recovered))
         for run in _chunks(snapshot):
             self._send(protocol.snapshot(run))
         for run in _chunks(missed):  # control frames: before any live tick
             self._send(protocol.ticks(run))
+        for kind, topics in _by_kind(following).items():
+            self.derived_hosts[kind].follow(self, topics, op.args.get("history", 0))
+
+    def _followed(self) -> list[str]:
+        """Every topic followed, as ``subscribed`` and ``unsubscribed`` list them."""
+        return sorted([*self.subscriptions, *self.derived])
+
+    def _parse_derived(self, op: Op) -> list[DerivedTopic] | None:
+        """The derived topics an op names, or None after an error frame: a topic no
+        served kind takes, a delayed token (derived topics are live), a ``history`` over
+        the bound. Any of these refuses the whole op."""
+        names = [s for s in op.symbols if is_derived(s)]
+        if not names:
+            return []
+        hosts = self.derived_hosts
+        problem = None
+        topics: list[DerivedTopic] = []
+        if not hosts:
+            problem = "this server serves no derived topics (SYMBOL@SUFFIX)"
+        elif self.principal.delay_s:
+            message = "derived topics are live data; a token with a delay gets none"
+            self._error(ProtocolError(ErrorCode.NOT_ENTITLED, message, id=op.id, symbols=names))
+            return None
+        else:
+            try:
+                kinds = TopicKinds(host.kind for host in hosts.values())
+                topics = [kinds.parse(name) for name in names]
+            except TopicError as exc:
+                problem = str(exc)
+        history = op.args.get("history", 0)
+        for kind in {t.kind for t in topics}:
+            if history > (bound := hosts[kind].max_history):
+                problem = f"history is at most {bound} bars per topic of kind {kind}"
+        if problem is not None:
+            self._error(ProtocolError(ErrorCode.BAD_REQUEST, problem, id=op.id))
+            return None
+        return topics
+
+    def _unfollow(self, topics: list[DerivedTopic]) -> None:
+        for kind, ours in _by_kind(topics).items():
+            self.derived_hosts[kind].unfollow(self, ours)
+        for topic in topics:
+            self.derived.pop(topic.name, None)
 
     def _recover(
         self, fresh: list[str], args: dict[str, Any]
@@ -421,6 +513,7 @@ class Session:
 
     def _unsubscribe(self, op: Op) -> None:
         bus = self.bus
+        self._unfollow([self.derived[s] for s in op.symbols if s in self.derived])
         leaving = [s for s in op.symbols if s in self.subscriptions]
         if WILDCARD in op.symbols and not self.principal.entitlements.everything:
             leaving = list(self.subscriptions)  # its "*" was expanded to the entitled symbols
@@ -433,7 +526,7 @@ class Session:
         elif not had_wildcard:
             bus.unsubscribe(self.mailbox, leaving)
             self.mailbox.discard(leaving)
-        self._send(protocol.subscription("unsubscribed", sorted(self.subscriptions), op.id))
+        self._send(protocol.subscription("unsubscribed", self._followed(), op.id))
 
     # -- what to write next ---------------------------------------------------------------
 

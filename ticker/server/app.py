@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ticker.server import poll, publish, sse
+from ticker.server import candles_http, poll, publish, sse
 from ticker.server.auth import GATE
 from ticker.server.connection import CLIENTS
 from ticker.server.node import NODE_KEY, Node
@@ -107,6 +107,8 @@ def create_app(
             settings.publish,
             node.broker.take_publishes(),
         )
+    if node.candles is not None:
+        candles_http.add_routes(app, node.candles)
     add_dashboard_routes(app)
 
     async def feeds(app: web.Application) -> AsyncIterator[None]:

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from ticker.core.codes import CloseCode
 from ticker.core.mailbox import Mailbox
-from ticker.core.session import ReplayHost, Session
+from ticker.core.session import DerivedHost, ReplayHost, Session
 from ticker.server.auth import Admitted
 from ticker.server.flusher import Flusher
 from ticker.server.handshake import ConnectParams
@@ -47,6 +47,8 @@ class Clients:
         """Open SSE and long-polling sessions by id: their ops and polls find them here."""
         self.replays: ReplayHost | None = None
         """Serves the replay ops (``--replay-dir``); None: they answer "not enabled"."""
+        self.derived: dict[str, DerivedHost] = {}
+        """Who serves each kind of derived topic (``SYMBOL@1m``), by kind name."""
 
     def traffic(self, transport: str) -> Traffic:
         """The counters of a transport (``ws``...), its metric series created at 0."""
@@ -117,6 +119,7 @@ class ClientConnection:
             wake=self.wake,
             error_counts=clients.stats.errors,
             replays=clients.replays,
+            derived=clients.derived,
             principal=admitted.principal,
             authenticate=None if settings.auth is None else settings.auth.verify,
             welcome_limits=settings.connection_limits.as_dict(),

@@ -37,6 +37,7 @@ from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode, ErrorCode, Refusal
 from ticker.core.mailbox import Mailbox
 from ticker.core.session import MODES
+from ticker.server.candles import CandleService
 from ticker.server.delayed import DelayPump
 from ticker.server.stats import Buckets, Stats
 
@@ -155,8 +156,11 @@ class NodeCollector(Collector):
         feeds: Sequence[FeedSupervisor],
         delays: DelayPump,
         mailboxes: Callable[[], Iterable[Mailbox]],
+        candles: CandleService | None = None,
     ) -> None:
         self.stats = stats
+        self.candles = candles
+        """The candle topics, whose tape is the node's own "*" subscriber, not a client."""
         self.bus = bus
         self.feeds = feeds
         self.delays = delays
@@ -170,6 +174,7 @@ class NodeCollector(Collector):
         yield from self._mailboxes()
         yield from self._subscriptions()
         yield from self._delays()
+        yield from self._candles()
         errors = CounterMetricFamily(
             "ticker_client_errors", "Error frames sent to clients, by code.", labels=["code"]
         )
@@ -283,17 +288,43 @@ class NodeCollector(Collector):
             dropped.add_metric([f"{delay:g}"], line.dropped)
         yield from (held, dropped)
 
+    def _candles(self) -> Iterator[Metric]:
+        if self.candles is None:
+            return
+        candles = self.candles.candles
+        yield GaugeMetricFamily(
+            "ticker_candle_series",
+            "Candle series (symbol, interval) with closed bars kept.",
+            value=candles.series(),
+        )
+        yield GaugeMetricFamily(
+            "ticker_candle_bytes",
+            "Bytes the candle rings and open bars take.",
+            value=candles.nbytes(),
+        )
+        yield CounterMetricFamily(
+            "ticker_candle_late_ticks",
+            "Ticks left out of an interval's bars because their bar had closed.",
+            value=candles.late,
+        )
+        yield CounterMetricFamily(
+            "ticker_candle_dropped_ticks",
+            "Ticks the candles never saw: more than the tape's bound waited for a pass.",
+            value=self.candles.tape.dropped,
+        )
+
     def _subscriptions(self) -> Iterator[Metric]:
         bus = self.bus
+        own = 0 if self.candles is None else 1  # the candle tape on "*"
         yield GaugeMetricFamily(
             "ticker_subscriptions",
             'Client subscriptions across all topics, "*" counting as one.',
-            value=bus.subscriber_count(),
+            value=bus.subscriber_count() - own,
         )
         yield GaugeMetricFamily(
             "ticker_wildcard_subscribers",
             'Clients subscribed to "*" (every symbol).',
-            value=bus.wildcard_count(),
+            value=bus.wildcard_count() - own,
         )
         yield GaugeMetricFamily(
             "ticker_symbols", "Symbols known to the bus.", value=len(bus.symbols())

@@ -23,6 +23,8 @@ from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
 from ticker.core.session import ReplayHost
 from ticker.server.auth import Gate
+from ticker.server.candle_restore import restore
+from ticker.server.candles import CandleService
 from ticker.server.connection import ClientConnection, Clients
 from ticker.server.delayed import DelayPump
 from ticker.server.flusher import Flusher
@@ -73,9 +75,25 @@ class Node:
         self.admission = Admission(settings.connection_limits)
         """Open connections in all, per IP and per token subject (``ticker/server/auth.py``)."""
         self.delays = DelayPump(self.bus, settings.delay_max_bytes)
+        self.candles: CandleService | None = None
+        """The candle topics (``SYMBOL@1m``); None with ``--candle-history 0``."""
+        if settings.candle_history:
+            self.candles = CandleService(
+                self.bus,
+                depth=settings.candle_history,
+                update_s=settings.candle_update_s,
+                # a node of a cluster may join a running stream: its first bars are partial
+                partial_start=not isinstance(self.broker, LocalBroker),
+            )
+            self.clients.derived[CandleService.kind.name] = self.candles
         self.gate = Gate(settings, self.metrics, self.admission, self.bus, self.delays)
         collector = NodeCollector(
-            self.stats, self.bus, self.supervisors, self.delays, self.clients.mailboxes
+            self.stats,
+            self.bus,
+            self.supervisors,
+            self.delays,
+            self.clients.mailboxes,
+            self.candles,
         )
         self.metrics.registry.register(collector)
         self.broker.register(self.metrics.registry)
@@ -109,13 +127,19 @@ class Node:
         )
 
     async def start(self) -> None:
-        """Start the broker, the feeds and the node's periodic tasks."""
+        """Rebuild today's bars (``--record``), then start the broker, the feeds and the
+        node's periodic tasks."""
+        record_dir = self.settings.record_dir
+        if self.candles is not None and record_dir is not None:
+            await asyncio.to_thread(restore, self.candles.candles, record_dir)
         await self.broker.start(self.bus, self._local_symbols, self._restart_clients)
         self._feed_tasks = [
             asyncio.create_task(s.run(), name=f"feed:{s.adapter.name}") for s in self.supervisors
         ]
         self._feed_tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
         self._feed_tasks.append(asyncio.create_task(self.delays.run(), name="delay-lines"))
+        if self.candles is not None:
+            self.candles.start()
         if self.settings.metrics:
             probe = probe_loop_lag(self.stats.loop_lag, self.settings.loop_lag_interval_s)
             self._feed_tasks.append(asyncio.create_task(probe, name="loop-lag"))
@@ -139,6 +163,8 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._feed_tasks = []
+        if self.candles is not None:
+            await self.candles.stop()
         await self.broker.stop()
 
     def _restart_clients(self) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ticker.core.admission import ConnectionLimits
+from ticker.core.candles import DEFAULT_HISTORY as CANDLE_HISTORY
 from ticker.core.delay import DEFAULT_MAX_BYTES
 from ticker.core.history import DEFAULT_DEPTH
 from ticker.core.publish import PublishLimits
@@ -60,6 +62,12 @@ class Settings:
     session_prefix: str = ""
     """Starts every session id: a worker's index and ``-`` (``--workers``), so that any
     worker can tell whose an SSE or long-polling session is (``ticker/server/owners.py``)."""
+    candle_history: int = CANDLE_HISTORY
+    """Closed bars kept per symbol and interval (``--candle-history``); 0: no candles."""
+    candle_update_s: float = 0.25
+    """The open bar of a candle topic is sent at most this often (``--candle-update-ms``)."""
+    record_dir: Path | None = None
+    """Where ``--record`` writes; at start the candles rebuild today's bars from it."""
 
 
 def url_host(host: str) -> str:

@@ -1,19 +1,22 @@
-// Price history and its drawing: a bounded series of one-second OHLC bars per symbol,
-// drawn as a sparkline or as the large chart (line or candles) on a canvas.
+// Price history and its drawing: a bounded series of OHLCV bars (one-second bars built
+// from ticks for the sparklines, the server's candles for the large chart), drawn as a
+// sparkline or as the large chart (line or candles) on a canvas.
 
 export const BAR_MS = 1000;
-const MIN_SPAN_S = 10; // the time axis spans at least this much
+const MIN_SPAN_BARS = 10; // the time axis spans at least this many bars
 
-/** The last `capacity` one-second bars of a symbol, in preallocated arrays: memory stays
- *  the same however long the page runs. */
+/** The last `capacity` bars of `barMs` each of a symbol, in preallocated arrays: memory
+ *  stays the same however long the page runs. */
 export class Series {
-  constructor(capacity) {
+  constructor(capacity, barMs = BAR_MS) {
     this.capacity = capacity;
+    this.barMs = barMs;
     this.time = new Float64Array(capacity); // bar start, ms since the Unix epoch
     this.open = new Float64Array(capacity);
     this.high = new Float64Array(capacity);
     this.low = new Float64Array(capacity);
     this.close = new Float64Array(capacity);
+    this.volume = new Float64Array(capacity);
     this.head = -1; // index of the newest bar
     this.length = 0;
   }
@@ -25,7 +28,7 @@ export class Series {
 
   /** Add a trade at `tMs`: it updates the current bar or starts the next one. */
   add(tMs, price) {
-    const start = tMs - (tMs % BAR_MS);
+    const start = tMs - (tMs % this.barMs);
     const h = this.head;
     if (h >= 0 && start === this.time[h]) {
       if (price > this.high[h]) this.high[h] = price;
@@ -37,8 +40,37 @@ export class Series {
     this.push(start, price, price, price, price);
   }
 
+  /** A bar of the server's (`{ts: µs, o, h, l, c, v}`): it replaces the newest bar when it
+   *  starts at the same time (an open bar that changed), else comes after it; an older one
+   *  (history the series already has) is ignored. */
+  put(bar) {
+    const start = bar.ts / 1000;
+    const h = this.head;
+    if (h >= 0 && start < this.time[h]) return;
+    if (h < 0 || start > this.time[h]) this.push(start, bar.o, bar.h, bar.l, bar.c, bar.v);
+    else {
+      this.high[h] = bar.h;
+      this.low[h] = bar.l;
+      this.close[h] = bar.c;
+      this.volume[h] = bar.v;
+    }
+  }
+
+  /** The bar that covers `tMs`, as {time, open, high, low, close, volume}, or null. */
+  barAt(tMs) {
+    for (let k = 0; k < this.length; k++) {
+      const i = this.at(k);
+      if (this.time[i] <= tMs) {
+        if (tMs >= this.time[i] + this.barMs) return null;
+        const { time, open, high, low, close, volume } = this;
+        return { time: time[i], open: open[i], high: high[i], low: low[i], close: close[i], volume: volume[i] };
+      }
+    }
+    return null;
+  }
+
   /** Append a whole bar as the newest (the oldest drops off when full). */
-  push(start, open, high, low, close) {
+  push(start, open, high, low, close, volume = 0) {
     const i = (this.head + 1) % this.capacity;
     this.head = i;
     this.time[i] = start;
@@ -46,6 +78,7 @@ export class Series {
     this.high[i] = high;
     this.low[i] = low;
     this.close[i] = close;
+    this.volume[i] = volume;
     if (this.length < this.capacity) this.length += 1;
   }
 
@@ -54,16 +87,16 @@ export class Series {
    *  from history, and what does not fit the capacity drops off the old end. */
   backfill(ticks) {
     const firstLive = this.length > 0 ? this.time[this.at(this.length - 1)] : Infinity;
-    const merged = new Series(this.capacity);
+    const merged = new Series(this.capacity, this.barMs);
     for (const tick of ticks) {
       const tMs = tick.t / 1000;
-      if (tMs - (tMs % BAR_MS) < firstLive) merged.add(tMs, tick.p);
+      if (tMs - (tMs % this.barMs) < firstLive) merged.add(tMs, tick.p);
     }
     for (let k = this.length - 1; k >= 0; k--) {
       const i = this.at(k);
       merged.push(this.time[i], this.open[i], this.high[i], this.low[i], this.close[i]);
     }
-    for (const name of ["time", "open", "high", "low", "close"]) this[name].set(merged[name]);
+    for (const name of ["time", "open", "high", "low", "close", "volume"]) this[name].set(merged[name]);
     this.head = merged.head;
     this.length = merged.length;
   }
@@ -114,13 +147,13 @@ function range(series, fromMs) {
   return { lo, hi, n };
 }
 
-/** Where the time axis starts: `seconds` ago, or later while the history is younger than
+/** Where the time axis starts: `spanMs` ago, or later while the history is younger than
  *  that (a new symbol's line fills the width rather than a sliver at its right end). */
-function visibleFrom(series, nowMs, seconds) {
-  const full = nowMs - seconds * BAR_MS;
+function visibleFrom(series, nowMs, spanMs) {
+  const full = nowMs - spanMs;
   if (series.length === 0) return full;
   const oldest = series.time[series.at(series.length - 1)];
-  return Math.max(full, Math.min(oldest, nowMs - MIN_SPAN_S * BAR_MS));
+  return Math.max(full, Math.min(oldest, nowMs - MIN_SPAN_BARS * series.barMs));
 }
 
 /** A line through the closes of the `n` newest bars, oldest first, at mid-bar. */
@@ -128,7 +161,7 @@ function strokeCloses(ctx, series, n, x, y) {
   ctx.beginPath();
   for (let k = n - 1; k >= 0; k--) {
     const i = series.at(k);
-    const px = x(series.time[i] + BAR_MS / 2);
+    const px = x(series.time[i] + series.barMs / 2);
     const py = y(series.close[i]);
     if (k === n - 1) ctx.moveTo(px, py);
     else ctx.lineTo(px, py);
@@ -141,7 +174,7 @@ function strokeCloses(ctx, series, n, x, y) {
 export function drawSparkline(ctx, series, nowMs, seconds, colors) {
   const { width, height } = ctx.canvas;
   ctx.clearRect(0, 0, width, height);
-  const from = visibleFrom(series, nowMs, seconds);
+  const from = visibleFrom(series, nowMs, seconds * 1000);
   const r = range(series, from);
   if (r === null) return 0;
   const x = (t) => ((t - from) / (nowMs - from)) * (width - 2) + 1;
@@ -192,15 +225,16 @@ export function hms(tMs) {
   return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
 }
 
-/** The large chart: price line or candles over the last `seconds`, with a price scale on
- *  the right and a time axis below. Returns what it drew (span, bars, axis labels) so the
- *  page can title it and the tests can read it; null when there was nothing to draw. */
-export function drawChart(ctx, series, nowMs, seconds, candles, colors, ratio) {
+/** The large chart: price line or candles over the last `spanMs`, with a price scale on
+ *  the right and a time axis below. Returns what it drew (span, bars, axis labels, and the
+ *  plot's left and width in canvas pixels for a crosshair) so the page can title it and
+ *  the tests can read it; null when there was nothing to draw. */
+export function drawChart(ctx, series, nowMs, spanMs, candles, colors, ratio) {
   const { width, height } = ctx.canvas;
   ctx.clearRect(0, 0, width, height);
   const font = 12 * ratio;
   ctx.font = `${font}px system-ui, sans-serif`;
-  const from = visibleFrom(series, nowMs, seconds);
+  const from = visibleFrom(series, nowMs, spanMs);
   const r = range(series, from);
   if (r === null) {
     ctx.fillStyle = colors.muted;
@@ -256,13 +290,13 @@ export function drawChart(ctx, series, nowMs, seconds, candles, colors, ratio) {
   ctx.textAlign = "start";
   ctx.textBaseline = "middle";
 
-  const barW = ((plotW * BAR_MS) / (nowMs - from)) * 0.7;
+  const barW = ((plotW * series.barMs) / (nowMs - from)) * 0.7;
   if (candles) {
     for (let k = r.n - 1; k >= 0; k--) {
       const i = series.at(k);
       const up = series.close[i] >= series.open[i];
       ctx.strokeStyle = ctx.fillStyle = up ? colors.up : colors.down;
-      const cx = x(series.time[i] + BAR_MS / 2);
+      const cx = x(series.time[i] + series.barMs / 2);
       ctx.beginPath();
       ctx.moveTo(cx, y(series.high[i]));
       ctx.lineTo(cx, y(series.low[i]));
@@ -279,5 +313,5 @@ export function drawChart(ctx, series, nowMs, seconds, candles, colors, ratio) {
   ctx.fillStyle = colors.fg;
   ctx.fillText(lastText, pad + plotW + 6 * ratio, y(last));
   yLabels.push(lastText);
-  return { fromMs: from, toMs: nowMs, bars: r.n, xLabels, yLabels };
+  return { fromMs: from, toMs: nowMs, bars: r.n, xLabels, yLabels, left: pad, width: plotW, ratio };
 }

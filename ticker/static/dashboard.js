@@ -2,14 +2,18 @@
 //
 // Messages only update state (plain objects and typed arrays); the DOM and the canvases
 // are drawn once per animation frame, and only what changed. Everything kept is bounded:
-// a fixed number of one-second bars per symbol, a fixed number of latency samples.
+// a fixed number of one-second bars per symbol, a fixed number of latency samples, and
+// the large chart's bars: the server's candles of the selected symbol (`SYMBOL@1m`), its
+// history asked for on subscribe, so the chart is full at once.
 
-import { drawChart, drawSparkline, fitCanvas, readColors, Series } from "./chart.js";
+import { drawChart, drawSparkline, fitCanvas, hms, readColors, Series } from "./chart.js";
 import { fetchHistory } from "./history.js";
 import { RollingStats } from "./stats.js";
 import { TickerClient } from "./ticker-client.js";
 
-const HISTORY_S = 300; // the large chart: the last five minutes
+const ROW_BARS = 300; // each row keeps five minutes of one-second bars (from its ticks)
+const CHART_BARS = 300; // the large chart: its last 300 bars (five minutes of 1 s bars)
+const INTERVALS = { "1s": 1000, "1m": 60000, "5m": 300000, "1h": 3600000 }; // the picker's
 const SPARK_S = 60; // the sparklines: the last minute
 const TABLE_EVERY_MS = 200; // numbers and chart: 5 times a second, readable and cheap
 const SPARK_EVERY_MS = 500; // sparklines of one-second bars move slowly
@@ -41,6 +45,8 @@ const ui = {
   chartTitle: $("chart-title"),
   viewLine: $("view-line"),
   viewCandles: $("view-candles"),
+  interval: $("interval"),
+  crosshair: $("crosshair"),
 };
 
 const rows = new Map(); // symbol -> row state, in watchlist order
@@ -58,6 +64,9 @@ let chartSize = { width: 0, height: 0 }; // CSS pixels, from the ResizeObserver
 let lastStatus = 0;
 let statusText = "";
 let drawn = null; // what the chart last drew (drawChart's answer), for its title and the tests
+let interval = "1s"; // of the large chart's bars
+let chartTopic = null; // the candle topic the chart follows ("AAPL@1s"), or null
+let chartSeries = new Series(CHART_BARS, INTERVALS[interval]);
 
 // ---- the watchlist: URL and localStorage ----------------------------------------------
 
@@ -124,7 +133,7 @@ function addRow(symbol) {
     symbolButton: cell("symbol"),
     removeButton: cell("remove"),
     spark: cell("spark").getContext("2d"),
-    series: new Series(HISTORY_S),
+    series: new Series(ROW_BARS),
     backfilled: 0, // ticks of history put into the series
     sparkBars: 0, // bars the sparkline last drew
     last: null,
@@ -197,25 +206,67 @@ function select(symbol) {
     row.symbolButton.setAttribute("aria-pressed", String(on));
   }
   drawn = null;
+  followChart();
   setChartTitle();
   ui.chart.setAttribute("aria-label", symbol === null ? "Price chart" : `Price chart of ${symbol}`);
   chartDirty = true;
   schedule();
 }
 
-/** The title says how much the chart shows: five minutes once it has them, less before. */
+/** The chart follows the selected symbol's candle topic at the picked interval: a new
+ *  topic starts an empty series that its history (asked on subscribe) fills at once. */
+function followChart() {
+  const topic = selected === null ? null : `${selected}@${interval}`;
+  if (topic === chartTopic) return;
+  if (chartTopic !== null) client.unsubscribe([chartTopic]);
+  chartTopic = topic;
+  chartSeries = new Series(CHART_BARS, INTERVALS[interval]);
+  ui.crosshair.hidden = true;
+  if (topic !== null) client.subscribe([topic]);
+}
+
+function onCandles(bars) {
+  for (const bar of bars) {
+    if (`${bar.s}@${bar.i}` === chartTopic) {
+      chartSeries.put(bar);
+      chartDirty = true;
+    }
+  }
+  schedule();
+}
+
+/** The crosshair's readout: time, open, high, low, close and volume of the bar under the
+ *  pointer (nothing off the bars). */
+function showCrosshair(event) {
+  if (drawn === null) return;
+  const rect = ui.chart.getBoundingClientRect();
+  const px = (event.clientX - rect.left) * drawn.ratio;
+  const t = drawn.fromMs + ((px - drawn.left) / drawn.width) * (drawn.toMs - drawn.fromMs);
+  const bar = chartSeries.barAt(t);
+  ui.crosshair.hidden = bar === null;
+  if (bar === null) return;
+  const digits = bar.close >= 1 ? 2 : 4;
+  const f = (p) => p.toFixed(digits);
+  ui.crosshair.textContent =
+    `${hms(bar.time)} o ${f(bar.open)} h ${f(bar.high)} l ${f(bar.low)} c ${f(bar.close)} v ${bar.volume.toLocaleString("en-US")}`;
+}
+
+/** The title says how much the chart shows: its 300 bars once it has them, less before. */
 function setChartTitle() {
   let text = "Chart";
   if (selected !== null) {
-    const shown = drawn === null ? HISTORY_S : Math.round((drawn.toMs - drawn.fromMs) / 1000);
-    text = `${selected}: last ${spanText(Math.min(HISTORY_S, shown))}`;
+    const full = CHART_BARS * chartSeries.barMs;
+    const shown = drawn === null ? full : drawn.toMs - drawn.fromMs;
+    text = `${selected}: last ${spanText(Math.round(Math.min(full, shown) / 1000))}`;
   }
   if (ui.chartTitle.textContent !== text) ui.chartTitle.textContent = text;
 }
 
 function spanText(seconds) {
-  if (seconds >= HISTORY_S) return `${HISTORY_S / 60} minutes`;
-  return seconds < 60 ? `${seconds} s` : `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+  if (seconds < 60) return `${seconds} s`;
+  if (seconds < 3600) return seconds % 60 ? `${Math.floor(seconds / 60)} min ${seconds % 60} s` : `${seconds / 60} minutes`;
+  if (seconds < 86400) return `${Math.round(seconds / 360) / 10} hours`;
+  return `${Math.round(seconds / 8640) / 10} days`;
 }
 
 /** Fill the bars of these rows from the server's history (see history.js): the chart and
@@ -279,6 +330,7 @@ function onEpoch({ epoch, previous }) {
       row.series.clear();
       row.direction = 0;
     }
+    chartSeries.clear(); // the new stream's bars come with its history
     say("The server restarted: change and charts start again from its new session.");
   }
   saveOpens();
@@ -390,9 +442,8 @@ function draw(frameTime) {
       chartDirty = false;
       const ctx = ui.chart.getContext("2d");
       const ratio = fitCanvas(ui.chart, chartSize.width, chartSize.height);
-      const series = rows.get(selected)?.series;
-      if (series === undefined) ctx.clearRect(0, 0, ui.chart.width, ui.chart.height);
-      else drawn = drawChart(ctx, series, now, HISTORY_S, candles, colors, ratio);
+      if (selected === null) ctx.clearRect(0, 0, ui.chart.width, ui.chart.height);
+      else drawn = drawChart(ctx, chartSeries, now, CHART_BARS * chartSeries.barMs, candles, colors, ratio);
       setChartTitle();
     }
   } else {
@@ -452,6 +503,7 @@ function createClient() {
       mode: params.get("mode"),
       maxHz: params.get("max_hz"),
       token: params.get("token"),
+      history: CHART_BARS,
     });
   } catch (err) {
     ui.state.textContent = "not connected";
@@ -473,6 +525,7 @@ function start() {
   client.on("ticks", (ticks) => apply(ticks, true));
   client.on("snapshot", (ticks) => apply(ticks, false));
   client.on("epoch", onEpoch);
+  client.on("candles", onCandles);
   client.on("error", onError);
   client.on("status", ({ status, code }) => {
     ui.tokenForm.hidden = !(status === "closed" && code === 1008);
@@ -505,6 +558,18 @@ function start() {
   });
   ui.viewLine.addEventListener("click", () => setView(false));
   ui.viewCandles.addEventListener("click", () => setView(true));
+  ui.interval.addEventListener("change", () => {
+    interval = ui.interval.value;
+    followChart();
+    drawn = null;
+    setChartTitle();
+    chartDirty = true;
+    schedule();
+  });
+  ui.chart.addEventListener("pointermove", showCrosshair);
+  ui.chart.addEventListener("pointerleave", () => {
+    ui.crosshair.hidden = true;
+  });
   matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
     colors = readColors(document.documentElement);
     for (const row of rows.values()) row.sparkDirty = true;
@@ -530,6 +595,9 @@ function start() {
     rows,
     get chart() {
       return drawn;
+    },
+    get chartSeries() {
+      return chartSeries;
     },
   };
   client.connect();

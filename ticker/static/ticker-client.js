@@ -78,6 +78,7 @@ export class TickerClient {
   #url;
   #mode;
   #maxHz;
+  #history;
   #random;
   #backoff;
   #WebSocket;
@@ -107,6 +108,8 @@ export class TickerClient {
    * @param {"conflate"|"all"} [options.mode]  flow-control mode (server default: conflate)
    * @param {number} [options.maxHz]  at most this many tick frames per second (0 < maxHz <= 1000)
    * @param {string} [options.token]  sent as ?token= (for servers with authentication)
+   * @param {number} [options.history]  closed bars each candle topic ("AAPL@1m") starts
+   *   with, on every subscribe of one: its "candles" event brings them, then the changes
    * @param {object} [options.backoff]  {initialMs, rateLimitedMs, maxMs, jitter}
    * @param {() => number} [options.random]  for the jitter (tests)
    * @param {typeof WebSocket} [options.WebSocket]  the WebSocket class to use
@@ -122,6 +125,7 @@ export class TickerClient {
     }
     this.#mode = mode;
     this.#maxHz = maxHz === null ? null : Number(maxHz);
+    this.#history = Number(options.history ?? 0);
     this.token = options.token ?? null;
     this.#random = options.random ?? Math.random;
     this.#backoff = { ...BACKOFF, ...options.backoff };
@@ -199,7 +203,14 @@ export class TickerClient {
     const list = checkSymbols(symbols).filter((s) => !this.#wanted.has(s));
     if (list.length === 0) return;
     for (const s of list) this.#wanted.add(s);
-    if (this.#status === "live") this.#request({ op: "subscribe", symbols: list }, list);
+    if (this.#status === "live") this.#request(this.#subscribeOp(list), list);
+  }
+
+  /** A subscribe of `symbols`, asking for history when one is a candle topic. */
+  #subscribeOp(symbols) {
+    const op = { op: "subscribe", symbols };
+    if (this.#history > 0 && symbols.some((s) => s.includes("@"))) op.history = this.#history;
+    return op;
   }
 
   /** Stop receiving these symbols. */
@@ -259,7 +270,8 @@ export class TickerClient {
 
   #open() {
     const url = new URL(this.#url);
-    const symbols = this.symbols.join(",");
+    // candle topics wait for the welcome: only a subscribe op can ask for their history
+    const symbols = this.symbols.filter((s) => !s.includes("@")).join(",");
     const inUrl = symbols.length > 0 && symbols.length <= LONG_URL;
     if (inUrl) url.searchParams.set("symbols", symbols);
     if (this.#mode !== null) url.searchParams.set("mode", this.#mode);
@@ -352,6 +364,9 @@ export class TickerClient {
       case "error":
         this.#onError(msg);
         break;
+      case "candles": // bars keyed by (s, i, ts): a repeat (history again) replaces
+        this.#emit("candles", msg.candles);
+        break;
       // pong, heartbeat and types added later: nothing to do (hearing them is enough)
     }
   }
@@ -370,10 +385,8 @@ export class TickerClient {
     this.#closeReason = "";
     this.#setStatus("live");
     this.#emit("welcome", msg);
-    const symbols = this.symbols;
-    if (!subscribedInUrl && symbols.length > 0) {
-      this.#request({ op: "subscribe", symbols }, symbols);
-    }
+    const symbols = subscribedInUrl ? this.symbols.filter((s) => s.includes("@")) : this.symbols;
+    if (symbols.length > 0) this.#request(this.#subscribeOp(symbols), symbols);
   }
 
   #onError(msg) {
