@@ -12,8 +12,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from feeds.base import FeedAdapter
+from feeds.base import FeedAdapter, ReportsStatus
 from ticker.core.backoff import Backoff
+from ticker.core.status import CLOSED, LIVE, STALE, StatusSink
 from ticker.core.ticks import TickBatch
 
 log = logging.getLogger("ticker.feeds")
@@ -35,9 +36,18 @@ class FeedSupervisor:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        status: StatusSink | None = None,
     ) -> None:
         self.adapter = adapter
         self._publish = publish
+        self._status: StatusSink | None = None
+        """Set when the supervisor reports the feed's status (the feed does not itself)."""
+        if status is not None:
+            if isinstance(adapter, ReportsStatus):
+                adapter.bind_status(status)
+            else:
+                self._status = status
+        self._failing = False
         self._backoff = Backoff(backoff_initial, backoff_max, rng)
         self._sleep = sleep
         self._clock = clock
@@ -67,6 +77,9 @@ class FeedSupervisor:
                 async for batch in self.adapter.stream():
                     self._publish(batch)
                     self._backoff.reset()  # it ran healthily: forget past failures
+                    if self._failing:
+                        self._failing = False
+                        self._report(LIVE, "")
                     if batch:
                         self.ticks += len(batch)
                         self.last_tick_monotonic = self._clock()
@@ -76,6 +89,7 @@ class FeedSupervisor:
                     self.adapter.name,
                     self.ticks,
                 )
+                self._report(CLOSED, "the feed ended")
                 return
             except Exception as exc:
                 self.restarts += 1
@@ -90,7 +104,13 @@ class FeedSupervisor:
                     delay,
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
+                self._failing = True
+                self._report(STALE, f"feed {self.adapter.name} failed, restarting")
             await self._sleep(delay)
+
+    def _report(self, status: str, reason: str) -> None:
+        if self._status is not None:
+            self._status(self.adapter.symbols(), status, reason)
 
     def tick_age(self) -> float | None:
         """Seconds since the last tick, or since the start while there has been none (a feed

@@ -203,6 +203,7 @@ def _add_feed_options(parser: EnvParser) -> None:
         "--seed", type=int, default=None, help="random seed: the same seed, the same stream"
     )
     replay.add_replay_options(parser)
+    feeds.add_exchange_options(parser)
 
 
 def _add_redis_options(parser: EnvParser, help_text: str) -> None:

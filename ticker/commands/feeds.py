@@ -15,6 +15,7 @@ from typing import Any
 
 from feeds.base import FeedAdapter
 from feeds.plugins import (
+    EXCHANGES,
     FeedPluginError,
     FeedSpec,
     check_disjoint,
@@ -24,6 +25,7 @@ from feeds.plugins import (
 )
 from feeds.replay.adapter import ReplayFeed
 from ticker.commands import replay
+from ticker.commands.envparser import EnvParser
 
 DEFAULT_SIM_SYMBOLS = 100
 SHOWN_SYMBOLS = 5
@@ -94,6 +96,19 @@ def mix_problem(specs: Feeds) -> str | None:
     return None
 
 
+def add_exchange_options(parser: EnvParser) -> None:
+    """``--coinbase-url`` and its kind: another endpoint (a proxy, a sandbox, a test's)."""
+    from feeds.exchanges.args import VENUES
+
+    for name in EXCHANGES:
+        parser.add_option(
+            f"--{name}-url",
+            default=None,
+            metavar="URL",
+            help=f"{name}: the websocket endpoint (default {VENUES[name].url})",
+        )
+
+
 def build(args: argparse.Namespace) -> Built:
     """Every feed of ``args.feed``, checked together; raises ValueError (a FeedPluginError
     among them) or RecordingError with the one line to show."""
@@ -107,6 +122,11 @@ def build(args: argparse.Namespace) -> Built:
             built.append((spec, sim))
         elif spec.name == "replay":
             built.append((spec, replay.replay_feed(args, spec.args)))
+        elif spec.name in EXCHANGES:
+            from feeds.exchanges.args import exchange_feed
+
+            url = getattr(args, f"{spec.name}_url", None)
+            built.append((spec, exchange_feed(spec.name, spec.args, url)))
         elif not spec.builtin:
             built.append((spec, load_feed(spec)))
     check_names(built)

@@ -23,6 +23,7 @@ from ticker.core.entitlements import ANONYMOUS, Principal, TokenError
 from ticker.core.mailbox import MAX_FRAME_BYTES, ConflatingMailbox, Mailbox, QueueMailbox
 from ticker.core.protocol import Op, ProtocolError
 from ticker.core.ratelimit import TokenBucket
+from ticker.core.status import SymbolStatus
 from ticker.core.ticks import MicrosClock, now_us
 
 MODES = ("conflate", "all")
@@ -195,6 +196,7 @@ class Session:
                 auth=None if self._authenticate is None else self.principal.describe(),
             )
         )
+        self.bus.status.listen(self)
         if symbols:
             args = {"epoch": resume[0], "since": resume[1]} if resume else {}
             self._run(Op("subscribe", None, list(dict.fromkeys(symbols)), args))
@@ -203,6 +205,7 @@ class Session:
         """Leave every topic and drop what is pending; the session is then inert."""
         if self.replays is not None:
             self.replays.stop(self)
+        self.bus.status.leave(self)
         self.bus.unsubscribe(self.mailbox, self._registered())
         self.subscriptions.clear()
         self.mailbox.clear()
@@ -395,6 +398,7 @@ class Session:
             self._send(protocol.snapshot(run))
         for run in _chunks(missed):  # control frames: before any live tick
             self._send(protocol.ticks(run))
+        self._send_status(bus.status.not_live(fresh))
 
     def _recover(
         self, fresh: list[str], args: dict[str, Any]
@@ -434,6 +438,17 @@ class Session:
             bus.unsubscribe(self.mailbox, leaving)
             self.mailbox.discard(leaving)
         self._send(protocol.subscription("unsubscribed", sorted(self.subscriptions), op.id))
+
+    def status_changed(self, changes: dict[str, SymbolStatus]) -> None:
+        """Symbols changed status (``ticker/core/status.py``): tell the client of those it
+        follows, ``live`` again included."""
+        if WILDCARD not in self.subscriptions:
+            changes = {s: st for s, st in changes.items() if s in self.subscriptions}
+        self._send_status(changes)
+
+    def _send_status(self, statuses: dict[str, SymbolStatus]) -> None:
+        if statuses and self.close_request is None:
+            self._send(protocol.status({s: st.to_json() for s, st in statuses.items()}))
 
     # -- what to write next ---------------------------------------------------------------
 

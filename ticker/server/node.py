@@ -58,6 +58,7 @@ class Node:
                 self.bus.publish,
                 backoff_initial=settings.feed_backoff_s,
                 backoff_max=settings.feed_backoff_max_s,
+                status=self.bus.status.set,
             )
             for feed in feeds
         ]
