@@ -8,11 +8,15 @@ a real recording (``tests/data/COINBASE.ws.28.0``) or from the exchange's docume
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
+
+from feeds.exchanges.feed import ExchangeFeed
+from ticker.core.ticks import Tick
 
 DATA = Path(__file__).parent / "data"
 
@@ -25,6 +29,8 @@ class FakeConnection:
         self.transport = request.transport
         """Kept from the handshake: the request forgets it once the handler returns."""
         self.received: list[str] = []
+        self.pongs = 0
+        """Pongs the client sent back to the fake's pings."""
         self._got = asyncio.Condition()
         self.closed = asyncio.Event()
 
@@ -81,7 +87,7 @@ class FakeExchange:
         return self.connections[number]
 
     async def _handler(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=True)
+        ws = web.WebSocketResponse(autoping=False)  # so the client's pongs are seen
         await ws.prepare(request)
         conn = FakeConnection(ws, request)
         async with self._new:
@@ -90,6 +96,10 @@ class FakeExchange:
         async for msg in ws:  # a reader loop, so the client's close is answered
             if msg.type == WSMsgType.TEXT:
                 await conn._note(msg.data)
+            elif msg.type == WSMsgType.PONG:
+                conn.pongs += 1
+            elif msg.type == WSMsgType.PING:
+                await ws.pong(msg.data)
         conn.closed.set()
         return ws
 
@@ -102,3 +112,46 @@ def coinbase_recording() -> list[str]:
         if sep and not stamp.startswith("wss://"):
             out.append(body)
     return out
+
+
+class Statuses:
+    """A status sink that keeps every report, and waits for one."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, symbols: Any, status: str, reason: str) -> None:
+        self.seen += [(s, status, reason) for s in symbols]
+        self._changed.set()
+
+    def last(self, symbol: str) -> str | None:
+        found = [status for s, status, _ in self.seen if s == symbol]
+        return found[-1] if found else None
+
+    async def until(self, symbol: str, status: str, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self.last(symbol) != status:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+class Running:
+    """A feed's stream consumed by a task, its ticks collected."""
+
+    def __init__(self, feed: ExchangeFeed) -> None:
+        self.ticks: list[Tick] = []
+        self._task = asyncio.create_task(self._consume(feed.stream()))
+
+    async def _consume(self, stream: AsyncIterator[list[Tick]]) -> None:
+        async for batch in stream:
+            self.ticks += batch
+
+    async def until(self, count: int, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.ticks) < count:
+                await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)

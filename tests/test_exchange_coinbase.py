@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
 
 import orjson
-import pytest
 
 from feeds.exchanges.coinbase import Coinbase
 from feeds.exchanges.feed import ExchangeFeed
 from feeds.exchanges.link import LinkOptions
-from tests.exchange_fakes import FakeExchange, coinbase_recording
+from tests.exchange_fakes import FakeExchange, Running, Statuses, coinbase_recording
 from ticker.core.status import CLOSED, LIVE, STALE
 from ticker.core.ticks import Tick
 
@@ -48,70 +45,21 @@ def test_recorded_matches_become_exact_ticks_with_the_aggressor_side() -> None:
     assert venue.stats.malformed == 0 and venue.stats.unknown > 0  # l2update is not read
 
 
-class Statuses:
-    """A status sink that keeps every report, and waits for one."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str, str]] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, symbols: Any, status: str, reason: str) -> None:
-        self.seen += [(s, status, reason) for s in symbols]
-        self._changed.set()
-
-    def last(self, symbol: str) -> str | None:
-        found = [status for s, status, _ in self.seen if s == symbol]
-        return found[-1] if found else None
-
-    async def until(self, symbol: str, status: str, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while self.last(symbol) != status:
-                self._changed.clear()
-                await self._changed.wait()
-
-
-class Running:
-    """A feed's stream consumed by a task, its ticks collected."""
-
-    def __init__(self, feed: ExchangeFeed) -> None:
-        self.ticks: list[Tick] = []
-        self._task = asyncio.create_task(self._consume(feed.stream()))
-
-    async def _consume(self, stream: AsyncIterator[list[Tick]]) -> None:
-        async for batch in stream:
-            self.ticks += batch
-
-    async def until(self, count: int, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while len(self.ticks) < count:
-                await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-
 def _feed(url: str, products: list[str] = PRODUCTS, watchdog_s: float = 5.0) -> ExchangeFeed:
     options = LinkOptions(url, watchdog_s, backoff_initial_s=0.05, backoff_max_s=0.1)
     return ExchangeFeed(Coinbase({p: p for p in products}), products, options)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeExchange]:
-    async with FakeExchange() as exchange:
-        yield exchange
-
-
 async def test_a_drop_goes_stale_then_live_with_no_trade_lost_or_doubled(
-    fake: FakeExchange,
+    fake_exchange: FakeExchange,
 ) -> None:
-    feed, statuses = _feed(fake.url), Statuses()
+    feed, statuses = _feed(fake_exchange.url), Statuses()
     feed.bind_status(statuses)
     messages = _recorded()
     half = len(messages) // 2
     running = Running(feed)
     try:
-        first = await fake.connection(0)
+        first = await fake_exchange.connection(0)
         [subscribe] = await first.wait_messages(1, timeout=5.0)  # Coinbase wants it in 5 s
         assert orjson.loads(subscribe) == {
             "type": "subscribe",
@@ -123,7 +71,7 @@ async def test_a_drop_goes_stale_then_live_with_no_trade_lost_or_doubled(
         await statuses.until("SKL-USD", LIVE)
         first.drop()
         await statuses.until("SKL-USD", STALE)
-        second = await fake.connection(1)
+        second = await fake_exchange.connection(1)
         assert await second.wait_messages(1) == [subscribe]  # resubscribed
         await second.send(*messages[half - 20 :])  # the fake resends recent trades
         await statuses.until("SKL-USD", LIVE)
@@ -137,32 +85,34 @@ async def test_a_drop_goes_stale_then_live_with_no_trade_lost_or_doubled(
     assert feed.venue.stats.reconnects == 1
 
 
-async def test_a_silent_exchange_is_reconnected_by_the_watchdog(fake: FakeExchange) -> None:
-    feed, statuses = _feed(fake.url, watchdog_s=0.3), Statuses()
+async def test_a_silent_exchange_is_reconnected_by_the_watchdog(
+    fake_exchange: FakeExchange,
+) -> None:
+    feed, statuses = _feed(fake_exchange.url, watchdog_s=0.3), Statuses()
     feed.bind_status(statuses)
     running = Running(feed)
     try:
-        first = await fake.connection(0)
+        first = await fake_exchange.connection(0)
         await first.wait_messages(1)
         await first.send('{"type":"subscriptions","channels":[]}')
         await statuses.until("SKL-BTC", LIVE)
         await statuses.until("SKL-BTC", STALE, timeout=2.0)  # 0.3 s of silence
         reasons = [r for s, st, r in statuses.seen if s == "SKL-BTC" and st == STALE]
         assert "watchdog" in reasons[-1]
-        await (await fake.connection(1)).wait_messages(1)
+        await (await fake_exchange.connection(1)).wait_messages(1)
     finally:
         await running.stop()
 
 
 async def test_bad_messages_and_a_refused_product_leave_the_others_ticking(
-    fake: FakeExchange,
+    fake_exchange: FakeExchange,
 ) -> None:
-    feed, statuses = _feed(fake.url, ["NOPE-USD", *PRODUCTS]), Statuses()
+    feed, statuses = _feed(fake_exchange.url, ["NOPE-USD", *PRODUCTS]), Statuses()
     feed.bind_status(statuses)
     trades = _recorded(("match",))
     running = Running(feed)
     try:
-        conn = await fake.connection(0)
+        conn = await fake_exchange.connection(0)
         await conn.wait_messages(1)
         await conn.send(
             "{not json",
@@ -181,4 +131,4 @@ async def test_bad_messages_and_a_refused_product_leave_the_others_ticking(
         await running.stop()
     assert statuses.last("SKL-USD") == STALE  # the stream ended: nobody vouches for it
     assert feed.venue.stats.malformed == 2 and feed.venue.stats.unknown == 1
-    assert len(fake.connections) == 1  # never fatal: the same connection all along
+    assert len(fake_exchange.connections) == 1  # never fatal: the same connection all along
