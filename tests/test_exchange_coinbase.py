@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import orjson
 
 from feeds.exchanges.coinbase import Coinbase
 from feeds.exchanges.feed import ExchangeFeed
 from feeds.exchanges.link import LinkOptions
+from tests.conftest import StartServer, next_of
 from tests.exchange_fakes import FakeExchange, Running, Statuses, coinbase_recording
+from tests.scrape import scrape, value
 from ticker.core.status import CLOSED, LIVE, STALE
 from ticker.core.ticks import Tick
 
@@ -132,3 +135,28 @@ async def test_bad_messages_and_a_refused_product_leave_the_others_ticking(
     assert statuses.last("SKL-USD") == STALE  # the stream ended: nobody vouches for it
     assert feed.venue.stats.malformed == 2 and feed.venue.stats.unknown == 1
     assert len(fake_exchange.connections) == 1  # never fatal: the same connection all along
+
+
+async def test_a_node_serves_the_feed_status_ticks_and_metrics(
+    fake_exchange: FakeExchange, start_server: StartServer
+) -> None:
+    feed = _feed(fake_exchange.url)
+    _, server = await start_server(feeds=(feed,), symbols=[])
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(server.make_url("/ws?symbols=SKL-BTC")) as ws,
+    ):
+        stale = await next_of(ws, "status")  # the exchange not heard yet
+        assert stale["symbols"]["SKL-BTC"]["status"] == "stale"
+        conn = await fake_exchange.connection(0)
+        await conn.wait_messages(1)
+        await conn.send(*_recorded())
+        live = await next_of(ws, "status")
+        assert live["symbols"]["SKL-BTC"]["status"] == "live"
+        ticks = (await next_of(ws, "ticks"))["ticks"]
+        assert ticks[0]["x"] == 280232 and ticks[0]["sd"] == "buy" and ticks[0]["p"] == 0.00001305
+        assert {"t", "q", "et", "v"} <= set(ticks[0])
+    _, samples = await scrape(server.make_url("/metrics"))
+    assert value(samples, "ticker_feed_lag_seconds_count", feed="coinbase") > 0
+    assert value(samples, "ticker_feed_malformed_messages_total", feed="coinbase") == 0
+    assert value(samples, "ticker_symbols", status="live") == 3
