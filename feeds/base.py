@@ -14,6 +14,12 @@ from ticker.core.status import StatusSink
 from ticker.core.ticks import TickBatch
 
 
+class FeedFatal(Exception):
+    """A feed that can never work as it was configured (an exchange refused every one of
+    its products): not restarted; ``ticker serve`` stops and exits with status 2, the
+    message its one line, rather than serve nothing for good."""
+
+
 @runtime_checkable
 class FeedAdapter(Protocol):
     """A source of tick batches; ``FeedSupervisor`` restarts it when it fails."""

@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from feeds.base import FeedAdapter, ReportsStatus
+from feeds.base import FeedAdapter, FeedFatal, ReportsStatus
 from ticker.core.backoff import Backoff
 from ticker.core.status import CLOSED, LIVE, STALE, StatusSink
 from ticker.core.ticks import TickBatch
@@ -67,8 +67,9 @@ class FeedSupervisor:
         or a replay that stops would look like a stall) or the task is cancelled.
 
         Any ``Exception`` raised while streaming or publishing a batch counts as a failure of
-        this feed. Cancellation does not: ``CancelledError`` is not an ``Exception`` and
-        propagates untouched.
+        this feed, except ``FeedFatal``, which is logged and raised: no restart can help.
+        Cancellation does not: ``CancelledError`` is not an ``Exception`` and propagates
+        untouched.
         """
         self._backoff.reset()
         self.started_monotonic = self._clock()
@@ -91,6 +92,9 @@ class FeedSupervisor:
                 )
                 self._report(CLOSED, "the feed ended")
                 return
+            except FeedFatal as exc:
+                log.error("feed %s cannot work: %s", self.adapter.name, exc)
+                raise
             except Exception as exc:
                 self.restarts += 1
                 delay = self._backoff.delay()

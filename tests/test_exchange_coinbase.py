@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import aiohttp
 import orjson
@@ -13,7 +14,9 @@ from feeds.exchanges.feed import ExchangeFeed
 from feeds.exchanges.link import LinkOptions
 from tests.conftest import StartServer, next_of
 from tests.exchange_fakes import FakeExchange, Running, Statuses, coinbase_recording
+from tests.net import free_port
 from tests.scrape import scrape, value
+from tests.test_cli_serve import CLEAN_ENV
 from ticker.core.status import CLOSED, LIVE, STALE
 from ticker.core.ticks import Tick
 
@@ -160,3 +163,36 @@ async def test_a_node_serves_the_feed_status_ticks_and_metrics(
     assert value(samples, "ticker_feed_lag_seconds_count", feed="coinbase") > 0
     assert value(samples, "ticker_feed_malformed_messages_total", feed="coinbase") == 0
     assert value(samples, "ticker_symbols", status="live") == 3
+
+
+async def test_every_product_refused_stops_the_server_with_one_line_and_status_2(
+    fake_exchange: FakeExchange,
+) -> None:
+    argv = ["--port", str(free_port()), "--feed", "coinbase:NOPE-USD,ZERO-USD"]
+    server = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "ticker", "serve", *argv),
+        env={**CLEAN_ENV, "TICKER_COINBASE_URL": fake_exchange.url},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        conn = await fake_exchange.connection(0, timeout=30.0)
+        for number, product in enumerate(("NOPE-USD", "ZERO-USD"), 1):
+            await conn.wait_messages(number)  # Coinbase refuses one product a subscribe
+            await conn.send(
+                orjson.dumps(
+                    {"type": "error", "reason": f"{product} is not a valid product"}
+                ).decode()
+            )
+        assert await asyncio.wait_for(server.wait(), 30.0) == 2
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+    assert server.stderr is not None
+    log = (await server.stderr.read()).decode()
+    assert "Traceback" not in log
+    *_, line = [line for line in log.splitlines() if "ERROR" in line]  # after the refusals
+    assert line.endswith(
+        "feed coinbase cannot work: coinbase refused every product:"
+        " NOPE-USD (not a valid product), ZERO-USD (not a valid product)"
+    )

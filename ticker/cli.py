@@ -325,6 +325,7 @@ def serve(args: argparse.Namespace) -> int:
                 port_flag="--metrics-port",
             )
         node = Node(settings, feeds.adapters(built), broker=_broker(args))
+        node.on_fatal = feeds.stop_serving
         app = create_app(node, metrics_sockets)
         if args.record is not None:
             try:
@@ -372,7 +373,7 @@ def serve(args: argparse.Namespace) -> int:
         ),
     )
     log.info("stopped")
-    return 0
+    return node.exit_status
 
 
 def _log_setup(args: argparse.Namespace, settings: Settings) -> None:

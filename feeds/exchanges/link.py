@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from feeds.base import FeedFatal
 from feeds.exchanges.venue import Venue
 from ticker.core.backoff import Backoff
 from ticker.core.status import CLOSED, LIVE, STALE, StatusSink
@@ -95,7 +96,7 @@ class Link:
                 venue.stats.reconnects += 1
                 delay = self._backoff.delay()
                 log.warning(
-                    "feed %s: connection to %s lost (%s); reconnecting in %.2f s",
+                    "feed %s: no connection to %s (%s); trying again in %.2f s",
                     venue.name,
                     options.url,
                     reason,
@@ -174,7 +175,11 @@ class Link:
             await self._emit(ticks)
 
     def _refused(self) -> None:
+        """Mark what was refused; when it is every product of the feed, stop it for good."""
         venue = self.venue
+        if len(venue.refused) == len(venue.names):
+            refused = ", ".join(f"{p} ({why})" for p, why in venue.refused.items())
+            raise FeedFatal(f"{venue.name} refused every product: {refused}")
         for product, reason in venue.refused.items():
             if product in self.products:
                 log.error("feed %s: the exchange refused %s: %s", venue.name, product, reason)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 from collections.abc import Sequence
 from typing import Any
 
@@ -132,6 +134,12 @@ def build(args: argparse.Namespace) -> Built:
     check_names(built)
     check_disjoint(feed for _, feed in built)
     return built
+
+
+def stop_serving() -> None:
+    """A feed can never work (``FeedFatal``, already logged in one line): stop the server
+    as SIGTERM does, so ``serve`` shuts down in order and exits with status 2."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def adapters(built: Built) -> list[FeedAdapter]:
