@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
+from unittest.mock import ANY
 
 import aiohttp
 import pytest
@@ -13,7 +14,8 @@ from feeds.supervisor import FeedSupervisor
 from tests.conftest import StartServer, next_of
 from tests.test_http_transports import poll, sse_events
 from tests.test_session import frames, make
-from ticker.core.status import CLOSED, LIVE, STALE, StatusBoard, SymbolStatus
+from ticker.client import Connected, Status, connect
+from ticker.core.status import CLOSED, HALTED, LIVE, STALE, StatusBoard, SymbolStatus
 from ticker.core.ticks import TickBatch
 
 
@@ -117,3 +119,14 @@ async def test_every_transport_carries_status_frames(start_server: StartServer) 
         answer = await poll(http, server.make_url("/poll?symbols=MSFT"))
         kinds: list[Any] = [m["type"] for m in answer["messages"]]
         assert kinds[-1] == "status", kinds
+
+
+async def test_the_python_client_reports_status_events(start_server: StartServer) -> None:
+    node, server = await start_server()
+    node.bus.status.set(["MSFT"], HALTED, "the exchange halted it")
+    async with connect(f"ws://127.0.0.1:{server.port}/ws", ["AAPL", "MSFT"]) as feed:
+        events = feed.events()
+        assert isinstance(await anext(events), Connected)
+        assert await anext(events) == Status("MSFT", HALTED, "the exchange halted it", ANY)
+        node.bus.status.set(["MSFT"], LIVE)
+        assert (await anext(events)).status == LIVE  # type: ignore[union-attr]

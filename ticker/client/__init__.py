@@ -22,6 +22,7 @@ from ticker.client.state import (
     Event,
     Gap,
     ServerError,
+    Status,
     SubscriptionRefused,
     Tick,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "PublishError",
     "Publisher",
     "ServerError",
+    "Status",
     "SubscriptionRefused",
     "Tick",
     "connect",
