@@ -175,9 +175,10 @@ class Link:
             await self._emit(ticks)
 
     def _refused(self) -> None:
-        """Mark what was refused; when it is every product of the feed, stop it for good."""
+        """Mark what was refused; when it is every product of a feed that never published
+        a trade (a startup with no valid product), stop it for good."""
         venue = self.venue
-        if len(venue.refused) == len(venue.names):
+        if len(venue.refused) == len(venue.names) and not venue.ids.last:
             refused = ", ".join(f"{p} ({why})" for p, why in venue.refused.items())
             raise FeedFatal(f"{venue.name} refused every product: {refused}")
         for product, reason in venue.refused.items():
