@@ -13,8 +13,10 @@ import pytest
 from feeds.supervisor import FeedSupervisor
 from tests.conftest import StartServer, next_of
 from tests.test_http_transports import poll, sse_events
+from tests.test_publish_http import post
 from tests.test_session import frames, make
 from ticker.client import Connected, Status, connect
+from ticker.core.publish import PublishLimits
 from ticker.core.status import CLOSED, HALTED, LIVE, STALE, StatusBoard, SymbolStatus
 from ticker.core.ticks import TickBatch
 
@@ -130,3 +132,21 @@ async def test_the_python_client_reports_status_events(start_server: StartServer
         assert await anext(events) == Status("MSFT", HALTED, "the exchange halted it", ANY)
         node.bus.status.set(["MSFT"], LIVE)
         assert (await anext(events)).status == LIVE  # type: ignore[union-attr]
+
+
+async def test_a_publisher_sets_the_status_of_symbols_it_may_publish(
+    start_server: StartServer,
+) -> None:
+    _, server = await start_server(publish=PublishLimits())
+    url = server.make_url("/publish/status")
+    halt = {"symbols": {"AAPL": {"status": "halted", "reason": "news pending"}}}
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(server.make_url("/ws?symbols=AAPL")) as ws:
+            assert (await post(http, url, halt))[:2] == (200, {"accepted": 1})
+            told = await next_of(ws, "status")
+            assert told["symbols"]["AAPL"]["status"] == "halted"
+            assert told["symbols"]["AAPL"]["reason"] == "news pending"
+        status, body, _ = await post(http, url, {"symbols": {"AAPL": {"status": "asleep"}}})
+        assert status == 400 and "status must be one of" in body["message"]
+        status, body, _ = await post(http, url, {"symbols": {"NOPE": {"status": "live"}}})
+        assert status == 403 and body["symbols"] == ["NOPE"]

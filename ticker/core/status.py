@@ -100,3 +100,24 @@ class StatusBoard:
     def leave(self, listener: StatusListener) -> None:
         """Stop telling ``listener``."""
         self._listeners.discard(listener)
+
+
+MAX_REASON = 200
+"""Characters of a publisher's reason kept (it goes to every subscriber)."""
+
+
+def parse_statuses(body: object) -> dict[str, tuple[str, str]]:
+    """A publisher's ``{"symbols": {SYMBOL: {"status": ..., "reason": ...}}}`` as
+    symbol -> (status, reason); ``ValueError`` saying what is wrong."""
+    if type(body) is not dict or type(symbols := body.get("symbols")) is not dict or not symbols:
+        raise ValueError('the body must be {"symbols": {SYMBOL: {"status": ..., "reason": ...}}}')
+    out: dict[str, tuple[str, str]] = {}
+    for symbol, given in symbols.items():
+        status = given.get("status") if type(given) is dict else None
+        if status not in STATUSES:
+            raise ValueError(f"{symbol}: status must be one of {', '.join(STATUSES)}")
+        reason = given.get("reason", "")
+        if type(reason) is not str:
+            raise ValueError(f"{symbol}: reason must be a string")
+        out[symbol] = (status, reason[:MAX_REASON])
+    return out
