@@ -237,6 +237,7 @@ def _feed_flags_apply(args: argparse.Namespace, parser: EnvParser) -> str | None
         foreign += [(dest, "sim") for dest in SIM_ONLY]
     if "replay" not in names:
         foreign += [(dest, "replay:PATH") for dest in REPLAY_ONLY]
+    foreign += feeds.foreign_exchange_flags(names)
     if isinstance(args.symbols, list) and "replay" not in names:
         foreign.append(("symbols", "replay:PATH (the simulated feed takes a number of symbols)"))
     if isinstance(args.symbols, int) and "sim" not in names:

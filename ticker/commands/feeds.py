@@ -111,6 +111,11 @@ def add_exchange_options(parser: EnvParser) -> None:
         )
 
 
+def foreign_exchange_flags(names: set[str]) -> list[tuple[str, str]]:
+    """``--binance-url`` with no binance feed would be ignored: (its dest, its feed)."""
+    return [(f"{name}_url", f"{name}:PRODUCTS") for name in EXCHANGES if name not in names]
+
+
 def build(args: argparse.Namespace) -> Built:
     """Every feed of ``args.feed``, checked together; raises ValueError (a FeedPluginError
     among them) or RecordingError with the one line to show."""
