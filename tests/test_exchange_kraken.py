@@ -9,7 +9,7 @@ from feeds.exchanges.feed import ExchangeFeed
 from feeds.exchanges.kraken import Kraken
 from feeds.exchanges.link import LinkOptions
 from tests.exchange_fakes import FakeExchange, Running, Statuses
-from ticker.core.status import CLOSED, LIVE
+from ticker.core.status import CLOSED, HALTED, LIVE
 
 # As in Kraken's docs (docs.kraken.com/api/docs/websocket-v2: trade, ticker, heartbeat,
 # subscribe), the ticker cut to the fields read.
@@ -64,3 +64,30 @@ async def test_a_refused_pair_is_closed_and_the_others_tick(fake_exchange: FakeE
     finally:
         await running.stop()
     assert [t["x"] for t in running.ticks] == [4665906, 4665907]
+
+
+def _system(state: str) -> str:
+    return (
+        '{"channel":"status","type":"update","data":[{"api_version":"v2",'
+        f'"connection_id":1,"system":"{state}","version":"2.0.0"}}]}}'
+    )
+
+
+async def test_the_market_in_maintenance_halts_every_pair(fake_exchange: FakeExchange) -> None:
+    products = ["MATIC/USD", "BTC/USD"]
+    options = LinkOptions(fake_exchange.url, 5.0)
+    feed, statuses = ExchangeFeed(Kraken({p: p for p in products}), products, options), Statuses()
+    feed.bind_status(statuses)
+    running = Running(feed)
+    try:
+        conn = await fake_exchange.connection(0)
+        await conn.wait_messages(2)
+        await conn.send(_system("online"))
+        await statuses.until("BTC/USD", LIVE)
+        await conn.send(_system("maintenance"))
+        await statuses.until("BTC/USD", HALTED)
+        assert statuses.seen[-1] == ("BTC/USD", HALTED, "kraken says the market is maintenance")
+        await conn.send('{"channel":"heartbeat"}', _system("online"))
+        await statuses.until("MATIC/USD", LIVE)
+    finally:
+        await running.stop()

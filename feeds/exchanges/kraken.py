@@ -1,7 +1,9 @@
 """Kraken spot, websocket v2 (``--feed kraken:BTC/USD,ETH/USD``): channels ``trade``
 (without its snapshot: those trades may be old) and ``ticker`` (best bid and ask).
 
-Kraken sends a heartbeat every second once subscribed, so the watchdog allows 10 s. Each
+Kraken sends a heartbeat every second once subscribed, so the watchdog allows 10 s. Its
+``status`` channel says when the market is not ``online`` (``maintenance``,
+``cancel_only``, ``post_only``): every pair is then ``halted`` until it is again. Each
 symbol's subscribe is acknowledged on its own: a refused one (``success: false``) is
 marked ``closed`` and the others go on. Prices and sizes come as JSON numbers, parsed by
 orjson to the nearest double as a decimal string would be. Sources:
@@ -68,5 +70,8 @@ class Kraken(Venue):
             if message.get("success") is False:
                 symbol = message.get("symbol") or message.get("result", {}).get("symbol")
                 self.refuse(str(symbol), str(message.get("error", "refused")))
-        elif channel not in ("heartbeat", "status"):
+        elif channel == "status":
+            system = message["data"][0]["system"]
+            self.halted = None if system == "online" else f"kraken says the market is {system}"
+        elif channel != "heartbeat":
             self.unknown(message)

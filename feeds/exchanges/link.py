@@ -24,7 +24,7 @@ import aiohttp
 from feeds.base import FeedFatal
 from feeds.exchanges.venue import Venue
 from ticker.core.backoff import Backoff
-from ticker.core.status import CLOSED, LIVE, STALE, StatusSink
+from ticker.core.status import CLOSED, HALTED, LIVE, STALE, StatusSink
 from ticker.core.ticks import MicrosClock, TickBatch, now_us
 
 log = logging.getLogger("ticker.feeds")
@@ -162,12 +162,16 @@ class Link:
 
     async def _handle(self, ws: aiohttp.ClientWebSocketResponse, data: str | bytes) -> None:
         venue = self.venue
-        refused = len(venue.refused)
+        refused, halted = len(venue.refused), venue.halted
         ticks = venue.decode(data, self._clock_us())
-        if not self._live:
-            self._live = True
-            self._backoff.reset()
-            self._status(self._symbols(), LIVE, "")
+        if not self._live or venue.halted != halted:
+            if not self._live:
+                self._live = True
+                self._backoff.reset()
+            if venue.halted is None:
+                self._status(self._symbols(), LIVE, "")
+            else:
+                self._status(self._symbols(), HALTED, venue.halted)
         if len(venue.refused) != refused:
             self._refused()
             await self._send(ws, venue.after_refusal(self._wanted()))

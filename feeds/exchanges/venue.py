@@ -55,6 +55,8 @@ class Venue(ABC):
         """The latest best bid and ask of each symbol, carried by its next trade tick."""
         self.refused: dict[str, str] = {}
         """Products the exchange refused (unknown, delisted), with its reason."""
+        self.halted: str | None = None
+        """Why the exchange says trading is halted for all its products; None: it is not."""
 
     @classmethod
     def product(cls, text: str) -> str:
