@@ -43,12 +43,16 @@ def test_trades_and_tickers_become_ticks() -> None:
     assert venue.stats.malformed == 0 and venue.stats.unknown == 0
 
 
+def _started(fake: FakeExchange, products: list[str]) -> tuple[Statuses, Running]:
+    feed = ExchangeFeed(Kraken({p: p for p in products}), products, LinkOptions(fake.url, 5.0))
+    statuses = Statuses()
+    feed.bind_status(statuses)
+    return statuses, Running(feed)
+
+
 async def test_a_refused_pair_is_closed_and_the_others_tick(fake_exchange: FakeExchange) -> None:
     products = ["MATIC/USD", "NOPE/USD"]
-    options = LinkOptions(fake_exchange.url, 5.0)
-    feed, statuses = ExchangeFeed(Kraken({p: p for p in products}), products, options), Statuses()
-    feed.bind_status(statuses)
-    running = Running(feed)
+    statuses, running = _started(fake_exchange, products)
     try:
         conn = await fake_exchange.connection(0)
         trade_sub, ticker_sub = map(orjson.loads, await conn.wait_messages(2))
@@ -75,10 +79,7 @@ def _system(state: str) -> str:
 
 async def test_the_market_in_maintenance_halts_every_pair(fake_exchange: FakeExchange) -> None:
     products = ["MATIC/USD", "BTC/USD"]
-    options = LinkOptions(fake_exchange.url, 5.0)
-    feed, statuses = ExchangeFeed(Kraken({p: p for p in products}), products, options), Statuses()
-    feed.bind_status(statuses)
-    running = Running(feed)
+    statuses, running = _started(fake_exchange, products)
     try:
         conn = await fake_exchange.connection(0)
         await conn.wait_messages(2)
