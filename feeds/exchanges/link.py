@@ -32,6 +32,7 @@ log = logging.getLogger("ticker.feeds")
 MAX_HELD = 100_000
 """Messages of a replacement connection held during an overlap: past it the overlap ends."""
 CONNECT_TIMEOUT_S = 10.0
+"""The TCP, TLS and WebSocket handshake of one connection must be done by then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +108,16 @@ class Link:
                 await asyncio.sleep(delay)
 
     async def _open(self) -> aiohttp.ClientWebSocketResponse:
-        """A connected, subscribed socket (autoping answers the exchange's pings)."""
+        """A connected, subscribed socket (autoping answers the exchange's pings); a
+        handshake that hangs (packets dropped) fails after ``CONNECT_TIMEOUT_S``."""
         venue = self.venue
-        url = venue.endpoint(self.options.url, self.products)
-        ws = await self._http.ws_connect(
-            url, autoping=True, compress=0, timeout=aiohttp.ClientWSTimeout(ws_close=2.0)
-        )
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            ws = await self._http.ws_connect(
+                self.options.url,
+                autoping=True,
+                compress=0,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+            )
         try:
             await self._send(ws, venue.subscriptions(self._wanted()))
         except BaseException:

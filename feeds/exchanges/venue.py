@@ -64,10 +64,6 @@ class Venue(ABC):
         theirs in capitals (``BTC-USD``, ``BTCUSDT``, ``BTC/USD``)."""
         return text.upper()
 
-    def endpoint(self, base: str, products: list[str]) -> str:
-        """The URL one connection opens for these products."""
-        return base
-
     @abstractmethod
     def subscriptions(self, products: list[str]) -> list[str]:
         """The messages to send right after connecting."""
