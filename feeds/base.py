@@ -10,7 +10,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ticker.core.status import StatusSink
 from ticker.core.ticks import TickBatch
+
+
+class FeedFatal(Exception):
+    """A feed that can never work as it was configured (an exchange refused every one of
+    its products): not restarted; ``ticker serve`` stops and exits with status 2, the
+    message its one line, rather than serve nothing for good."""
 
 
 @runtime_checkable
@@ -52,4 +59,17 @@ class ReportsProgress(Protocol):
 
     def progress(self) -> FeedProgress | None:
         """The current position, or ``None`` while there is none yet."""
+        ...
+
+
+@runtime_checkable
+class ReportsStatus(Protocol):
+    """Optional for a ``FeedAdapter``: a feed that knows each symbol's state itself (an
+    exchange feed: which connection is down, which product the exchange refused) is given
+    the node's ``StatusSink`` before it starts and reports through it. A feed without this
+    method gets its status from its supervisor: all its symbols ``stale`` while it is
+    failing, ``closed`` when it ends."""
+
+    def bind_status(self, sink: StatusSink) -> None:
+        """Report per-symbol status to ``sink`` from now on."""
         ...

@@ -20,7 +20,9 @@ from feeds.base import FeedAdapter
 from ticker.core.symbols import symbol_problem
 
 GROUP = "ticker.feeds"
-BUILTIN_FEEDS = ("sim", "replay", "none")
+EXCHANGES = ("coinbase", "binance", "kraken")
+"""Live exchange feeds (``feeds/exchanges/``), built from ``--feed NAME:PRODUCTS``."""
+BUILTIN_FEEDS = ("sim", "replay", "none", *EXCHANGES)
 FeedFactory = Callable[[str], FeedAdapter]
 
 
@@ -67,6 +69,8 @@ def parse_feed_spec(text: str) -> FeedSpec:
         return FeedSpec(f"{head}:{attr}", args)
     if head == "replay" and not rest:
         raise FeedPluginError("feed 'replay' needs its files: replay:PATH[,PATH...]")
+    if head in EXCHANGES and not rest:
+        raise FeedPluginError(f"feed {head!r} needs its products: {head}:PRODUCT[,PRODUCT...]")
     if head in ("sim", "none") and rest:
         raise FeedPluginError(f"feed {head!r} takes no :ARGS, not {text!r}{TAKES_FLAGS[head]}")
     if head in BUILTIN_FEEDS or head in _entry_points():
@@ -78,7 +82,8 @@ def parse_feed_spec(text: str) -> FeedSpec:
         else f" (no plugin is installed in the entry point group {GROUP})"
     )
     raise FeedPluginError(
-        f"unknown feed {head!r}: use sim, replay:PATH[,PATH...], none{installed}"
+        f"unknown feed {head!r}: use sim, replay:PATH[,PATH...], none,"
+        f" coinbase|binance|kraken:PRODUCTS{installed}"
         " or package.module:factory[:ARGS]"
     )
 

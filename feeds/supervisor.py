@@ -12,8 +12,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from feeds.base import FeedAdapter
+from feeds.base import FeedAdapter, FeedFatal, ReportsStatus
 from ticker.core.backoff import Backoff
+from ticker.core.status import CLOSED, LIVE, STALE, StatusSink
 from ticker.core.ticks import TickBatch
 
 log = logging.getLogger("ticker.feeds")
@@ -35,9 +36,18 @@ class FeedSupervisor:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        status: StatusSink | None = None,
     ) -> None:
         self.adapter = adapter
         self._publish = publish
+        self._status: StatusSink | None = None
+        """Set when the supervisor reports the feed's status (the feed does not itself)."""
+        if status is not None:
+            if isinstance(adapter, ReportsStatus):
+                adapter.bind_status(status)
+            else:
+                self._status = status
+        self._failing = False
         self._backoff = Backoff(backoff_initial, backoff_max, rng)
         self._sleep = sleep
         self._clock = clock
@@ -57,8 +67,9 @@ class FeedSupervisor:
         or a replay that stops would look like a stall) or the task is cancelled.
 
         Any ``Exception`` raised while streaming or publishing a batch counts as a failure of
-        this feed. Cancellation does not: ``CancelledError`` is not an ``Exception`` and
-        propagates untouched.
+        this feed, except ``FeedFatal``, which is logged and raised: no restart can help.
+        Cancellation does not: ``CancelledError`` is not an ``Exception`` and propagates
+        untouched.
         """
         self._backoff.reset()
         self.started_monotonic = self._clock()
@@ -67,6 +78,9 @@ class FeedSupervisor:
                 async for batch in self.adapter.stream():
                     self._publish(batch)
                     self._backoff.reset()  # it ran healthily: forget past failures
+                    if self._failing:
+                        self._failing = False
+                        self._report(LIVE, "")
                     if batch:
                         self.ticks += len(batch)
                         self.last_tick_monotonic = self._clock()
@@ -76,7 +90,11 @@ class FeedSupervisor:
                     self.adapter.name,
                     self.ticks,
                 )
+                self._report(CLOSED, "the feed ended")
                 return
+            except FeedFatal as exc:
+                log.error("feed %s cannot work: %s", self.adapter.name, exc)
+                raise
             except Exception as exc:
                 self.restarts += 1
                 delay = self._backoff.delay()
@@ -90,7 +108,13 @@ class FeedSupervisor:
                     delay,
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
+                self._failing = True
+                self._report(STALE, f"feed {self.adapter.name} failed, restarting")
             await self._sleep(delay)
+
+    def _report(self, status: str, reason: str) -> None:
+        if self._status is not None:
+            self._status(self.adapter.symbols(), status, reason)
 
     def tick_age(self) -> float | None:
         """Seconds since the last tick, or since the start while there has been none (a feed

@@ -101,3 +101,12 @@ async def frame(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0) -> di
         msg = await ws.receive()
     assert msg.type is aiohttp.WSMsgType.TEXT, msg
     return msg.json()
+
+
+@pytest.fixture
+async def fake_exchange() -> Any:
+    """A fake exchange on 127.0.0.1 (``tests/exchange_fakes.py``), closed after the test."""
+    from tests.exchange_fakes import FakeExchange
+
+    async with FakeExchange() as exchange:
+        yield exchange

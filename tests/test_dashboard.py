@@ -785,3 +785,36 @@ def sse_reconnect(page: Page) -> Any:
     }""",
         UNIVERSE[0],
     )
+
+
+def test_a_feed_that_ended_marks_its_rows_closed_in_the_dashboard_and_the_js_client(
+    page: Page, problems: Problems
+) -> None:
+    tardis = Path(__file__).parent / "data" / "tardis_trades.csv"  # BTCUSDT, flat out
+    server = ServerProcess(
+        free_port(), "--feed", "sim", "--feed", f"replay:{tardis}", "--speed", "0"
+    )
+    server.start()
+    try:
+        page.goto(f"{server.url}/?symbols=BTCUSDT,AAPL")
+        wait_live(page)
+        expect(page.locator('#rows tr[data-status="closed"] .symbol')).to_have_text("BTCUSDT")
+        assert page.locator("#rows tr[data-status]").count() == 1  # AAPL is live
+        result = run_js(
+            page,
+            """
+            const client = new TickerClient("/ws", { symbols: ["BTCUSDT"] });
+            const told = until(client, "symbolstatus");
+            client.connect();
+            const symbols = await told;
+            const status = client.symbolStatus("BTCUSDT");
+            client.close();
+            return { symbols, status, aapl: client.symbolStatus("AAPL") };
+            """,
+        )
+    finally:
+        server.stop()
+    assert result["symbols"]["BTCUSDT"]["status"] == "closed"
+    assert result["status"]["reason"] == "the feed ended"
+    assert result["aapl"] == {"status": "live"}
+    assert problems == []

@@ -150,7 +150,8 @@ def test_built_in_names_and_bad_specs() -> None:
     with pytest.raises(FeedPluginError) as caught:
         parse_feed_spec("bogus")
     assert str(caught.value).startswith(
-        "unknown feed 'bogus': use sim, replay:PATH[,PATH...], none (no plugin is installed"
+        "unknown feed 'bogus': use sim, replay:PATH[,PATH...], none,"
+        " coinbase|binance|kraken:PRODUCTS (no plugin is installed"
     )
     with pytest.raises(FeedPluginError, match=r"package\.module:factory"):
         parse_feed_spec("pkg.mod:not-an-identifier")

@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 
 from tests.conftest import StartServer, TtyBuffer
-from ticker.client import Tick
-from ticker.commands.tail import Screen, TickTable, split_targets, tail, tick_line
+from ticker.client import Status, Tick
+from ticker.commands.tail import Screen, TickTable, news, split_targets, tail, tick_line
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +31,16 @@ def test_table_shows_last_change_bid_ask_and_age() -> None:
     assert table.render(4_500_000, max_rows=1)[-1].endswith(
         "(1 more symbols: a taller terminal shows them)"
     )
+
+
+def test_a_symbol_not_live_is_marked_until_it_is_again() -> None:
+    table = TickTable()
+    table.update(Tick("BTC-USD", 100.0, 1, 1_000_000))
+    table.mark(Status("BTC-USD", "stale", "reconnecting", 2_000_000))
+    assert table.render(now_us=2_000_000)[1].split()[:2] == ["BTC-USD", "[stale]"]
+    assert news(Status("BTC-USD", "stale", "reconnecting", 0)) == "BTC-USD: stale: reconnecting"
+    table.mark(Status("BTC-USD", "live", "", 3_000_000))
+    assert table.render(now_us=3_000_000)[1].split()[:2] == ["BTC-USD", "100"]
 
 
 def test_screen_redraws_in_place() -> None:

@@ -219,6 +219,7 @@ def _add_feed_options(parser: EnvParser) -> None:
         "--seed", type=int, default=None, help="random seed: the same seed, the same stream"
     )
     replay.add_replay_options(parser)
+    feeds.add_exchange_options(parser)
 
 
 def _add_redis_options(parser: EnvParser, help_text: str) -> None:
@@ -252,6 +253,7 @@ def _feed_flags_apply(args: argparse.Namespace, parser: EnvParser) -> str | None
         foreign += [(dest, "sim") for dest in SIM_ONLY]
     if "replay" not in names:
         foreign += [(dest, "replay:PATH") for dest in REPLAY_ONLY]
+    foreign += feeds.foreign_exchange_flags(names)
     if isinstance(args.symbols, list) and "replay" not in names:
         foreign.append(("symbols", "replay:PATH (the simulated feed takes a number of symbols)"))
     if isinstance(args.symbols, int) and "sim" not in names:
@@ -347,6 +349,7 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
             sockets = listen.bind(args.host, args.port, host_flag="--host", port_flag="--port")
             metrics_sockets = _metrics_sockets(args, settings)
             node = Node(settings, feeds.adapters(built), broker=_broker(args))
+            node.on_fatal = feeds.stop_serving
         app = create_app(node, metrics_sockets, metrics_port_here=worker is None)
         if worker is not None:
             worker.mark(app)
@@ -395,7 +398,7 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         ),
     )
     log.info("stopped")
-    return 0
+    return node.exit_status
 
 
 def _replays(args: argparse.Namespace) -> ReplayPump | None:

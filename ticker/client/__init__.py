@@ -23,6 +23,7 @@ from ticker.client.state import (
     Event,
     Gap,
     ServerError,
+    Status,
     SubscriptionRefused,
     Tick,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "PublishError",
     "Publisher",
     "ServerError",
+    "Status",
     "SubscriptionRefused",
     "Tick",
     "connect",

@@ -27,6 +27,7 @@ from ticker.client.state import (
     Event,
     Refusals,
     ServerError,
+    Status,
     SubscriptionRefused,
     Tick,
 )
@@ -155,8 +156,9 @@ class Feed:
                 yield event
 
     async def events(self) -> AsyncIterator[Event]:
-        """Every event: ticks, gaps (mode ``all``), connects, disconnects and the server's
-        error frames (``ServerError``: symbols refused while others stream).
+        """Every event: ticks, gaps (mode ``all``), connects, disconnects, the server's
+        error frames (``ServerError``: symbols refused while others stream) and symbol
+        status changes (``Status``: ``stale`` while a symbol's source is down).
 
         Ends when the feed is closed; raises ``FeedClosed`` when the server ended it for
         good (1000, 1008, 1009, or a handshake refused with 400, 401, 403 or 404, or
@@ -270,6 +272,9 @@ class Feed:
                     await self._report(error)
                 refusals = None
                 await put(connected)  # streaming now: what was published since is coming
+            elif kind == "status":
+                for status in Status.from_wire(message):
+                    await put(status)
             elif kind == "error":
                 error = ServerError.from_wire(message)
                 if refusals is None or message.get("id") != _SUBSCRIBE_ID:

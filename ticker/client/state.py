@@ -158,7 +158,26 @@ class ServerError:
         )
 
 
-Event = Tick | Candle | Gap | Connected | Disconnected | ServerError
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A symbol's status changed (docs/protocol.md, Symbol status): ``live``, ``stale``
+    (its source is down or silent), ``halted`` or ``closed``; ``since`` in µs."""
+
+    symbol: str
+    status: str
+    reason: str
+    since: int
+
+    @classmethod
+    def from_wire(cls, frame: dict[str, Any]) -> list[Status]:
+        """One event per symbol a ``status`` frame names."""
+        return [
+            cls(symbol, str(s.get("status")), str(s.get("reason", "")), int(s.get("since", 0)))
+            for symbol, s in frame["symbols"].items()
+        ]
+
+
+Event = Tick | Candle | Gap | Connected | Disconnected | ServerError | Status
 
 SYMBOL_REFUSALS = frozenset({ErrorCode.UNKNOWN_SYMBOL, ErrorCode.NOT_ENTITLED})
 """The errors that refuse some symbols of a subscription and let the others through."""

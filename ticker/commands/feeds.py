@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 from collections.abc import Sequence
 from typing import Any
 
 from feeds.base import FeedAdapter
 from feeds.plugins import (
+    EXCHANGES,
     FeedPluginError,
     FeedSpec,
     check_disjoint,
@@ -24,6 +27,7 @@ from feeds.plugins import (
 )
 from feeds.replay.adapter import ReplayFeed
 from ticker.commands import replay
+from ticker.commands.envparser import EnvParser
 
 DEFAULT_SIM_SYMBOLS = 100
 SHOWN_SYMBOLS = 5
@@ -94,6 +98,24 @@ def mix_problem(specs: Feeds) -> str | None:
     return None
 
 
+def add_exchange_options(parser: EnvParser) -> None:
+    """``--coinbase-url`` and its kind: another endpoint (a proxy, a sandbox, a test's)."""
+    from feeds.exchanges.args import VENUES
+
+    for name in EXCHANGES:
+        parser.add_option(
+            f"--{name}-url",
+            default=None,
+            metavar="URL",
+            help=f"{name}: the websocket endpoint (default {VENUES[name].url})",
+        )
+
+
+def foreign_exchange_flags(names: set[str]) -> list[tuple[str, str]]:
+    """``--binance-url`` with no binance feed would be ignored: (its dest, its feed)."""
+    return [(f"{name}_url", f"{name}:PRODUCTS") for name in EXCHANGES if name not in names]
+
+
 def build(args: argparse.Namespace) -> Built:
     """Every feed of ``args.feed``, checked together; raises ValueError (a FeedPluginError
     among them) or RecordingError with the one line to show."""
@@ -107,11 +129,22 @@ def build(args: argparse.Namespace) -> Built:
             built.append((spec, sim))
         elif spec.name == "replay":
             built.append((spec, replay.replay_feed(args, spec.args)))
+        elif spec.name in EXCHANGES:
+            from feeds.exchanges.args import exchange_feed
+
+            url = getattr(args, f"{spec.name}_url", None)
+            built.append((spec, exchange_feed(spec.name, spec.args, url)))
         elif not spec.builtin:
             built.append((spec, load_feed(spec)))
     check_names(built)
     check_disjoint(feed for _, feed in built)
     return built
+
+
+def stop_serving() -> None:
+    """A feed can never work (``FeedFatal``, already logged in one line): stop the server
+    as SIGTERM does, so ``serve`` shuts down in order and exits with status 2."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def adapters(built: Built) -> list[FeedAdapter]:

@@ -33,6 +33,7 @@ from ticker.client import (
     FeedClosed,
     Gap,
     ServerError,
+    Status,
     SubscriptionRefused,
     Tick,
     connect,
@@ -116,6 +117,15 @@ class TickTable:
         self.rows: dict[str, Row] = {}
         self.status = "connecting..."
         """The last connection news, shown under the table."""
+        self.not_live: dict[str, str] = {}
+        """Symbols whose source is not live (``stale``, ``halted``, ``closed``): marked."""
+
+    def mark(self, event: Status) -> None:
+        """A symbol's status changed: its row says so until it is ``live`` again."""
+        if event.status == "live":
+            self.not_live.pop(event.symbol, None)
+        else:
+            self.not_live[event.symbol] = event.status
 
     def update(self, tick: Tick) -> None:
         """Keep the symbol's last tick; its first price stays, for the change."""
@@ -133,9 +143,10 @@ class TickTable:
             tick, change = row.last, row.last.price - row.first
             pct = change / row.first * 100 if row.first else 0.0
             age = max(now_us - tick.time_us, 0) / 1e6
+            marked = self.not_live.get(symbol)
             table.append(
                 (
-                    symbol,
+                    symbol if marked is None else f"{symbol} [{marked}]",
                     f"{tick.price:g}",
                     f"{change:+.4g}",
                     f"{pct:+.2f}%",
@@ -182,8 +193,11 @@ class Screen:
             self.out.flush()
 
 
-def news(event: Gap | Connected | Disconnected | ServerError) -> str:
+def news(event: Gap | Connected | Disconnected | ServerError | Status) -> str:
     """Connection news as one line (stderr, or the status line under the table)."""
+    if isinstance(event, Status):
+        why = f": {event.reason}" if event.reason else ""
+        return f"{event.symbol}: {event.status}{why}"
     if isinstance(event, ServerError):
         return f"server error {event.code}: {event.message}"
     if isinstance(event, Gap):
@@ -237,6 +251,8 @@ async def tail(
                         print(news(event), file=err, flush=True)
                     else:  # under the table: stderr would scroll it away
                         table.status = news(event)
+                        if isinstance(event, Status):
+                            table.mark(event)
                 elif table is not None:
                     table.update(event)
                 elif as_json:

@@ -15,6 +15,7 @@ import orjson
 
 from ticker.core.history import Ring, missed
 from ticker.core.mailbox import Delivery, Subscriber
+from ticker.core.status import StatusBoard
 from ticker.core.ticks import MAX_SYMBOL_LENGTH, MicrosClock, Tick, TickBatch, now_us
 
 WILDCARD = "*"
@@ -73,6 +74,8 @@ class Bus:
         """Ticks published since start (a counter for metrics and readiness)."""
         self.on_interest: InterestHook | None = None
         self.on_publish: PublishTap | None = None
+        self.status = StatusBoard(clock)
+        """Which symbols are not live, and why: sessions tell their clients."""
 
     # -- the universe -----------------------------------------------------------------
 

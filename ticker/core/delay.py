@@ -69,6 +69,7 @@ class DelayLine:
         self.delay_us = round(delay_s * 1_000_000)
         self.bus = Bus(clock=clock, epoch=live.epoch)
         self.bus.add_symbols(live.symbols())
+        self.bus.status = live.status  # a feed's outage is news now, not D seconds later
         self.max_bytes = max_bytes
         self._clock = clock
         self._wake = wake

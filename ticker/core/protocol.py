@@ -301,6 +301,12 @@ def heartbeat(server_time: int) -> bytes:
     return _dumps({"type": "heartbeat", "server_time": server_time})
 
 
+def status(symbols: dict[str, dict[str, object]]) -> bytes:
+    """Per-symbol status (``ticker/core/status.py``): each symbol named, with its status,
+    the reason and since when (µs)."""
+    return _dumps({"type": "status", "symbols": symbols})
+
+
 def close(code: int, reason: str) -> bytes:
     """The last message of an SSE stream or a long-polling session: what a WebSocket
     says in its close frame."""

@@ -23,6 +23,7 @@ from ticker.core.entitlements import ANONYMOUS, Principal, TokenError
 from ticker.core.mailbox import MAX_FRAME_BYTES, ConflatingMailbox, Mailbox, QueueMailbox
 from ticker.core.protocol import Op, ProtocolError
 from ticker.core.ratelimit import TokenBucket
+from ticker.core.status import SymbolStatus
 from ticker.core.ticks import MicrosClock, now_us
 from ticker.core.topics import DerivedTopic, TopicError, TopicKind, TopicKinds, base_of, is_derived
 
@@ -232,6 +233,7 @@ class Session:
                 auth=None if self._authenticate is None else self.principal.describe(),
             )
         )
+        self.bus.status.listen(self)
         if symbols:
             args = {"epoch": resume[0], "since": resume[1]} if resume else {}
             self._run(Op("subscribe", None, list(dict.fromkeys(symbols)), args))
@@ -240,6 +242,7 @@ class Session:
         """Leave every topic and drop what is pending; the session is then inert."""
         if self.replays is not None:
             self.replays.stop(self)
+        self.bus.status.leave(self)
         self.bus.unsubscribe(self.mailbox, self._registered())
         self._unfollow(list(self.derived.values()))
         self.subscriptions.clear()
@@ -444,6 +447,7 @@ class Session:
             self._send(protocol.snapshot(run))
         for run in _chunks(missed):  # control frames: before any live tick
             self._send(protocol.ticks(run))
+        self._send_status(bus.status.not_live(fresh))
         for kind, topics in _by_kind(following).items():
             self.derived_hosts[kind].follow(self, topics, op.args.get("history", 0))
 
@@ -527,6 +531,17 @@ class Session:
             bus.unsubscribe(self.mailbox, leaving)
             self.mailbox.discard(leaving)
         self._send(protocol.subscription("unsubscribed", self._followed(), op.id))
+
+    def status_changed(self, changes: dict[str, SymbolStatus]) -> None:
+        """Symbols changed status (``ticker/core/status.py``): tell the client of those it
+        follows, ``live`` again included."""
+        if WILDCARD not in self.subscriptions:
+            changes = {s: st for s, st in changes.items() if s in self.subscriptions}
+        self._send_status(changes)
+
+    def _send_status(self, statuses: dict[str, SymbolStatus]) -> None:
+        if statuses and self.close_request is None:
+            self._send(protocol.status({s: st.to_json() for s, st in statuses.items()}))
 
     # -- what to write next ---------------------------------------------------------------
 

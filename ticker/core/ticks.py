@@ -20,6 +20,12 @@ class Tick(TypedDict):
     b: NotRequired[float]
     a: NotRequired[float]
     v: NotRequired[float]
+    x: NotRequired[int]
+    """The source's trade id (an exchange feed's)."""
+    et: NotRequired[int]
+    """The source's own event time, µs since the epoch (``t`` is when the bus took it)."""
+    sd: NotRequired[str]
+    """The aggressor's side of a trade: ``buy`` or ``sell``."""
     t: NotRequired[int]
     q: NotRequired[int]
     r: NotRequired[int]

@@ -4,8 +4,9 @@ Hot-path rule: the server counts in plain ints per frame or per batch (``stats.p
 the ``NodeCollector`` turns them into metric families at scrape time; nothing here is
 touched per tick per client. The prometheus-client metrics below are bumped once per
 connection or per handshake. Labels are bounded: transport, close code, error code,
-reason, mode and feed, never a symbol, session or client. docs/operations.md says what
-each metric means and what to do when it moves.
+reason, mode and feed, never a session or client, and a symbol only where the operator
+chose it on the command line (an exchange feed's gaps: its products). docs/operations.md
+says what each metric means and what to do when it moves.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from feeds.base import ReportsProgress
+from feeds.exchanges.feed import ExchangeFeed
 from feeds.supervisor import FeedSupervisor
 from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode, ErrorCode, Refusal
 from ticker.core.mailbox import Mailbox
 from ticker.core.session import MODES
+from ticker.core.status import LIVE
 from ticker.server.candles import CandleService
 from ticker.server.delayed import DelayPump
 from ticker.server.stats import Buckets, Stats
@@ -170,6 +173,8 @@ class NodeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Every family, read now from the plain counters."""
         yield from self._feeds()
+        yield from self._exchanges()
+        yield from self._statuses()
         yield from self._traffic()
         yield from self._mailboxes()
         yield from self._subscriptions()
@@ -224,6 +229,64 @@ class NodeCollector(Collector):
                 if where.fraction is not None:
                     progress.add_metric(name, where.fraction)
         yield from (published, restarts, age, position, progress)
+
+    def _exchanges(self) -> Iterator[Metric]:
+        """What the exchange feeds count (``feeds/exchanges/stats.py``)."""
+        exchanges = [s.adapter for s in self.feeds if isinstance(s.adapter, ExchangeFeed)]
+        gaps = CounterMetricFamily(
+            "ticker_feed_gaps",
+            "Trades an exchange's contiguous trade ids say were never received.",
+            labels=["feed", "symbol"],
+        )
+        counters = {
+            "malformed": CounterMetricFamily(
+                "ticker_feed_malformed_messages",
+                "Exchange messages skipped: not JSON, or fields missing or wrong.",
+                labels=["feed"],
+            ),
+            "unknown": CounterMetricFamily(
+                "ticker_feed_unknown_messages",
+                "Exchange messages skipped: a type the feed does not read.",
+                labels=["feed"],
+            ),
+            "reconnects": CounterMetricFamily(
+                "ticker_feed_reconnects",
+                "Exchange connections lost (closed, failed, silent) and opened again.",
+                labels=["feed"],
+            ),
+        }
+        duplicates = CounterMetricFamily(
+            "ticker_feed_duplicate_trades",
+            "Trades dropped because their trade id was already published (replays).",
+            labels=["feed"],
+        )
+        lag = HistogramMetricFamily(
+            "ticker_feed_lag_seconds",
+            "From a trade's exchange time et to its arrival at the feed.",
+            labels=["feed"],
+        )
+        for feed in exchanges:
+            venue = feed.venue
+            for symbol, missed in venue.ids.gaps.items():
+                gaps.add_metric([feed.name, symbol], missed)
+            for attr, family in counters.items():
+                family.add_metric([feed.name], getattr(venue.stats, attr))
+            duplicates.add_metric([feed.name], venue.ids.duplicates)
+            buckets = venue.stats.lag
+            lag.add_metric([feed.name], buckets.cumulative(1e6), buckets.sum / 1e6)
+        yield from (gaps, *counters.values(), duplicates, lag)
+
+    def _statuses(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "ticker_symbols",
+            "Symbols known to the bus, by status (live, stale, halted, closed).",
+            labels=["status"],
+        )
+        counts = self.bus.status.counts()
+        counts[LIVE] = self.bus.symbol_count() - sum(n for s, n in counts.items() if s != LIVE)
+        for status, count in counts.items():
+            family.add_metric([status], count)
+        yield family
 
     def _traffic(self) -> Iterator[Metric]:
         ticks = CounterMetricFamily(
@@ -325,9 +388,6 @@ class NodeCollector(Collector):
             "ticker_wildcard_subscribers",
             'Clients subscribed to "*" (every symbol).',
             value=bus.wildcard_count() - own,
-        )
-        yield GaugeMetricFamily(
-            "ticker_symbols", "Symbols known to the bus.", value=len(bus.symbols())
         )
         yield GaugeMetricFamily(
             "ticker_symbols_followed",

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
-from feeds.base import FeedAdapter
+from feeds.base import FeedAdapter, FeedFatal
 from feeds.supervisor import FeedSupervisor
 from ticker.cluster.broker import Broker, LocalBroker
 from ticker.core.admission import Admission
@@ -46,6 +46,7 @@ def supervise(feeds: Iterable[FeedAdapter], bus: Bus, settings: Settings) -> lis
             bus.publish,
             backoff_initial=settings.feed_backoff_s,
             backoff_max=settings.feed_backoff_max_s,
+            status=bus.status.set,
         )
         for feed in feeds
     ]
@@ -72,6 +73,10 @@ class Node:
         self.supervisors = supervise(feeds, self.bus, settings)
         self._local_symbols = [s for feed in feeds for s in feed.symbols()]
         self._feed_tasks: list[asyncio.Task[None]] = []
+        self.exit_status = 0
+        """2 once a feed proved it can never work (``FeedFatal``): ``serve`` exits with it."""
+        self.on_fatal: Callable[[], None] = lambda: None
+        """How the process stops on a ``FeedFatal`` (``serve``: as on SIGTERM)."""
         self.admission = Admission(settings.connection_limits)
         """Open connections in all, per IP and per token subject (``ticker/server/auth.py``)."""
         self.delays = DelayPump(self.bus, settings.delay_max_bytes)
@@ -136,6 +141,8 @@ class Node:
         self._feed_tasks = [
             asyncio.create_task(s.run(), name=f"feed:{s.adapter.name}") for s in self.supervisors
         ]
+        for task in self._feed_tasks:
+            task.add_done_callback(self._feed_ended)
         self._feed_tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
         self._feed_tasks.append(asyncio.create_task(self.delays.run(), name="delay-lines"))
         if self.candles is not None:
@@ -143,6 +150,11 @@ class Node:
         if self.settings.metrics:
             probe = probe_loop_lag(self.stats.loop_lag, self.settings.loop_lag_interval_s)
             self._feed_tasks.append(asyncio.create_task(probe, name="loop-lag"))
+
+    def _feed_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and isinstance(task.exception(), FeedFatal):
+            self.exit_status = 2
+            self.on_fatal()
 
     async def _heartbeats(self) -> None:
         """Heartbeat frames for connections that sent nothing for ``heartbeat_s``."""
@@ -160,7 +172,7 @@ class Node:
         for task in self._feed_tasks:
             task.cancel()
         for task in self._feed_tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, FeedFatal):  # logged already
                 await task
         self._feed_tasks = []
         if self.candles is not None:

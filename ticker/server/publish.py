@@ -30,8 +30,9 @@ from ticker.core.bus import Bus
 from ticker.core.codes import Refusal
 from ticker.core.entitlements import EVERYTHING, Entitlements, TokenError
 from ticker.core.idempotency import digest
-from ticker.core.publish import PublishLimits, PublishRefused, check_ticks, decode_body
+from ticker.core.publish import JSON, PublishLimits, PublishRefused, check_ticks, decode_body
 from ticker.core.publish_gate import WS, PublishGate
+from ticker.core.status import parse_statuses
 from ticker.core.ticks import TickBatch
 from ticker.server.auth import BEARER_PROTOCOL, GATE, origin_allowed, token_from
 from ticker.server.refusals import refusal
@@ -174,6 +175,34 @@ async def publish_handler(request: web.Request) -> web.Response:
     return web.Response(body=answer, content_type="application/json", headers=headers)
 
 
+async def status_handler(request: web.Request) -> web.Response:
+    """``POST /publish/status``: a publisher says symbols it may publish are halted,
+    stale, closed or live again; every subscriber of them is told."""
+    gate = request.app[PUBLISH_GATE]
+    try:
+        _, allowed = publisher(request)
+        body = await read_body(request, gate.limits.max_bytes)
+        try:
+            statuses = parse_statuses(orjson.loads(body))
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            raise PublishRefused(400, "bad_request", str(exc)) from None
+        refused = [s for s in statuses if not allowed.allows(s) or not gate.bus.known(s)]
+        if refused:
+            raise PublishRefused(
+                403,
+                "not_entitled",
+                f"not a symbol this publisher may publish: {', '.join(refused[:10])}",
+                symbols=refused,
+            )
+    except PublishRefused as exc:
+        gate.count(TRANSPORT, exc.code)
+        raise _refused(exc) from None
+    for symbol, (status, reason) in statuses.items():
+        gate.bus.status.set([symbol], status, reason)
+    gate.count(TRANSPORT, "status")
+    return web.Response(body=orjson.dumps({"accepted": len(statuses)}), content_type=JSON)
+
+
 async def publisher_socket(request: web.Request) -> web.StreamResponse:
     """A long-lived publisher: one ``ack`` or ``error`` frame per ``publish`` frame."""
     gate = request.app[PUBLISH_GATE]
@@ -294,5 +323,6 @@ def add_routes(
     app[SEQUENCER] = sequencer
     registry.register(PublishCollector(gate))
     app.router.add_post("/publish", publish_handler)
+    app.router.add_post("/publish/status", status_handler)
     app.router.add_get("/publish", publisher_socket)
     app.on_shutdown.append(close_publishers)

@@ -121,6 +121,16 @@ function saveOpens() {
 
 // ---- rows -----------------------------------------------------------------------------
 
+/** A row whose source is not live is greyed (stale) or marked (halted, closed), with why. */
+function showStatus(symbol) {
+  const row = rows.get(symbol);
+  if (row === undefined) return;
+  const { status, reason } = client.symbolStatus(symbol);
+  if (status === "live") delete row.tr.dataset.status;
+  else row.tr.dataset.status = status;
+  row.symbolButton.title = status === "live" ? "" : `${status}: ${reason}`;
+}
+
 function addRow(symbol) {
   const tr = ui.template.content.firstElementChild.cloneNode(true);
   const cell = (cls) => tr.querySelector(`.${cls}`);
@@ -159,6 +169,7 @@ function addRow(symbol) {
   rows.set(symbol, row);
   ui.rows.append(tr);
   ui.empty.hidden = true;
+  showStatus(symbol);
   return row;
 }
 
@@ -527,6 +538,9 @@ function start() {
   client.on("epoch", onEpoch);
   client.on("candles", onCandles);
   client.on("error", onError);
+  client.on("symbolstatus", (symbols) => {
+    for (const symbol of Object.keys(symbols)) showStatus(symbol);
+  });
   client.on("status", ({ status, code }) => {
     ui.tokenForm.hidden = !(status === "closed" && code === 1008);
     if (!ui.tokenForm.hidden) say("The server refused the connection: enter a token.");

@@ -100,6 +100,7 @@ export class TickerClient {
   #welcome = null;
   #epoch = null;
   #subscribed = [];
+  #notLive = new Map(); // symbol -> {status, reason, since}, from the status frames
 
   /**
    * @param {string} url  the server's WebSocket endpoint, e.g. "ws://127.0.0.1:8080/ws" or "/ws"
@@ -153,6 +154,13 @@ export class TickerClient {
   get subscribed() {
     return this.#subscribed;
   }
+  /**
+   * A symbol's status as the server last said (docs/protocol.md, Symbol status):
+   * {status: "live"} or {status: "stale" | "halted" | "closed", reason, since}.
+   */
+  symbolStatus(symbol) {
+    return this.#notLive.get(symbol) ?? { status: "live" };
+  }
   /** Milliseconds until the next connection attempt while reconnecting, else 0. */
   get retryInMs() {
     return this.#status === "reconnecting" ? Math.max(0, this.#retryAt - Date.now()) : 0;
@@ -167,6 +175,7 @@ export class TickerClient {
    * Events: "status" ({status, code, reason, retryInMs}), "welcome" (frame),
    * "epoch" ({epoch, previous}), "snapshot" (ticks), "ticks" (ticks),
    * "subscribed" (symbols), "unsubscribed" (symbols), "gap" ({symbol, missed}),
+   * "symbolstatus" ({symbol: {status, reason, since}}: the symbols whose status changed),
    * "error" (the server's error frame, or {code: "client", message} for a client-side one).
    */
   on(type, handler) {
@@ -367,12 +376,26 @@ export class TickerClient {
       case "candles": // bars keyed by (s, i, ts): a repeat (history again) replaces
         this.#emit("candles", msg.candles);
         break;
+      case "status":
+        for (const [symbol, status] of Object.entries(msg.symbols)) {
+          if (status.status === "live") this.#notLive.delete(symbol);
+          else this.#notLive.set(symbol, status);
+        }
+        this.#emit("symbolstatus", msg.symbols);
+        break;
       // pong, heartbeat and types added later: nothing to do (hearing them is enough)
     }
   }
 
   #onWelcome(msg, subscribedInUrl) {
     this.#attempt = 0;
+    if (this.#notLive.size > 0) {
+      // a new session says afresh which symbols are not live, right after the snapshot
+      const live = { status: "live" };
+      const cleared = Object.fromEntries([...this.#notLive.keys()].map((s) => [s, live]));
+      this.#notLive.clear();
+      this.#emit("symbolstatus", cleared);
+    }
     this.#welcome = msg;
     this.#silenceMs = 2000 * msg.heartbeat_s;
     const previous = this.#epoch;

@@ -1,0 +1,75 @@
+"""Coinbase Exchange (``--feed coinbase:BTC-USD,ETH-USD``): ``matches`` for trades,
+``ticker`` for the best bid and ask, ``heartbeat`` so a quiet product still proves the
+connection alive (one message per product per second; the watchdog allows 10 s).
+
+A ``match``'s ``side`` is the *maker's* side: the aggressor, the tick's ``sd``, is the
+other one. ``last_match`` (the latest trade, replayed at subscribe time, perhaps long
+past) is skipped. One unknown product makes Coinbase refuse the whole subscribe: the
+refused product is marked ``closed`` and the others are subscribed again without it.
+Sources: docs.cdp.coinbase.com/exchange/websocket-feed (channels, subscribe within 5 s).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from feeds.exchanges.venue import Venue
+from ticker.core.ticks import Tick
+from ticker.core.times import micros
+
+AGGRESSOR = {"buy": "sell", "sell": "buy"}
+"""A match's maker side to the aggressor's."""
+_NOT_VALID = re.compile(r"(\S+) is not a valid product")
+
+
+class Coinbase(Venue):
+    """The Coinbase Exchange websocket feed's protocol."""
+
+    name = "coinbase"
+    url = "wss://ws-feed.exchange.coinbase.com"
+    watchdog_s = 10.0
+    per_connection = 100
+    contiguous_ids = False
+
+    def subscriptions(self, products: list[str]) -> list[str]:
+        """One subscribe, sent at once (Coinbase drops a client silent for 5 s)."""
+        if not products:
+            return []
+        message = {
+            "type": "subscribe",
+            "product_ids": products,
+            "channels": ["matches", "ticker", "heartbeat"],
+        }
+        return [orjson.dumps(message).decode()]
+
+    def after_refusal(self, products: list[str]) -> list[str]:
+        """Coinbase refused the whole subscribe for one product: again, without it."""
+        return self.subscriptions(products)
+
+    def read(self, message: Any, arrival_us: int, out: list[Tick]) -> None:
+        """``match`` -> a trade tick; ``ticker`` -> the quote; the rest is bookkeeping."""
+        kind = message["type"]
+        if kind == "match":
+            self.trade(
+                out,
+                message["product_id"],
+                message["trade_id"],
+                message["price"],
+                message["size"],
+                AGGRESSOR[message["side"]],
+                micros(datetime.fromisoformat(message["time"])),
+                arrival_us,
+            )
+        elif kind == "ticker":
+            self.quote(message["product_id"], message["best_bid"], message["best_ask"])
+        elif kind == "error":
+            found = _NOT_VALID.search(str(message.get("reason", "")))
+            if found is None:
+                raise ValueError(f"an error from coinbase: {message.get('message')}")
+            self.refuse(found.group(1), "not a valid product")
+        elif kind not in ("last_match", "heartbeat", "subscriptions"):
+            self.unknown(message)

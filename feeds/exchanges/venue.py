@@ -1,0 +1,149 @@
+"""One exchange's protocol, without I/O: what to send after connecting, and what each
+message it sends means as ticks.
+
+A ``Venue`` subclass per exchange (``coinbase.py``, ``binance.py``, ``kraken.py``) knows
+its messages; this base keeps what every exchange shares: the best bid and ask per
+symbol (which every trade tick carries), the trade ids (``trades.py``: a replayed trade
+is dropped), the lag, and the rule that a message we cannot read is counted and skipped,
+never fatal. It is driven by ``link.py`` and tested with plain calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import orjson
+
+from feeds.exchanges.numbers import decimal
+from feeds.exchanges.stats import ExchangeStats
+from feeds.exchanges.trades import DUPLICATE, TradeIds
+from ticker.core.ticks import Tick
+
+log = logging.getLogger("ticker.feeds")
+
+Message = dict[str, Any]
+
+
+class Venue(ABC):
+    """The protocol of one exchange, for one feed (its state outlives reconnects).
+
+    ``names`` maps the exchange's product ids to ticker's symbols (the prefix added).
+    """
+
+    name: ClassVar[str]
+    """The feed's name (``--feed NAME:...``), labelling its logs and metrics."""
+    url: ClassVar[str]
+    """The public endpoint; ``--NAME-url`` overrides it."""
+    watchdog_s: ClassVar[float]
+    """Reconnect after this long without any message (the exchange's keepalive rules)."""
+    per_connection: ClassVar[int]
+    """Products one connection may carry; more products open more connections."""
+    contiguous_ids: ClassVar[bool]
+    """The exchange's trade ids go up by one per trade of a product: a jump is a gap."""
+    messages_per_s: ClassVar[float] = 5.0
+    """At most this many client messages per second on one connection."""
+    rotate_after_s: ClassVar[float | None] = None
+    """The exchange cuts connections at an age: replace each one before that."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names
+        self.ids = TradeIds(self.contiguous_ids)
+        self.stats = ExchangeStats()
+        self.quotes: dict[str, tuple[float, float]] = {}
+        """The latest best bid and ask of each symbol, carried by its next trade tick."""
+        self.refused: dict[str, str] = {}
+        """Products the exchange refused (unknown, delisted), with its reason."""
+        self.halted: str | None = None
+        """Why the exchange says trading is halted for all its products; None: it is not."""
+
+    @classmethod
+    def product(cls, text: str) -> str:
+        """A product id as the user wrote it, as the exchange spells it: all three spell
+        theirs in capitals (``BTC-USD``, ``BTCUSDT``, ``BTC/USD``)."""
+        return text.upper()
+
+    @abstractmethod
+    def subscriptions(self, products: list[str]) -> list[str]:
+        """The messages to send right after connecting."""
+
+    def after_refusal(self, products: list[str]) -> list[str]:
+        """What to send once a product was refused, ``products`` being those left (an
+        exchange that refuses a whole request for one bad product needs it again)."""
+        return []
+
+    @abstractmethod
+    def read(self, message: Any, arrival_us: int, out: list[Tick]) -> None:
+        """Append the ticks of one decoded message to ``out``; raise ``KeyError``,
+        ``TypeError`` or ``ValueError`` for a message that is not as documented, and
+        call ``unknown`` for one of a type it does not read."""
+
+    def decode(self, data: str | bytes, arrival_us: int) -> list[Tick]:
+        """The ticks of one message as received; a bad message is counted, not raised."""
+        out: list[Tick] = []
+        try:
+            self.read(orjson.loads(data), arrival_us, out)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            self.stats.malformed += 1
+            log.debug("feed %s: skipped a malformed message (%s): %.200s", self.name, exc, data)
+            return []
+        return out
+
+    def unknown(self, message: object) -> None:
+        """Count a message of a type we do not read (exchanges add types)."""
+        self.stats.unknown += 1
+
+    def refuse(self, product: str, reason: str) -> None:
+        """The exchange refused ``product``: the link marks it and carries on."""
+        if product in self.names:
+            self.refused[product] = reason
+
+    def quote(self, product: str, bid: object, ask: object) -> None:
+        """A best bid/ask update: kept for the symbol's next trade, not published alone."""
+        symbol = self.names.get(product)
+        if symbol is not None:
+            self.quotes[symbol] = (decimal(bid), decimal(ask))
+
+    def trade(
+        self,
+        out: list[Tick],
+        product: str,
+        trade_id: int,
+        price: object,
+        size: object,
+        side: str,
+        event_us: int,
+        arrival_us: int,
+    ) -> None:
+        """Append the tick of one trade unless it was published already (a replay)."""
+        symbol = self.names.get(product)
+        if symbol is None:
+            self.unknown(product)
+            return
+        if type(trade_id) is not int:
+            raise TypeError("a trade id must be an integer")
+        tick: Tick = {
+            "s": symbol,
+            "p": decimal(price),
+            "v": decimal(size),
+            "x": trade_id,
+            "et": event_us,
+            "sd": side,
+        }
+        verdict = self.ids.check(symbol, trade_id)
+        if verdict == DUPLICATE:
+            return
+        if verdict > 0:
+            log.warning(
+                "feed %s: %s: %d trade(s) missed before trade %d",
+                self.name,
+                symbol,
+                verdict,
+                trade_id,
+            )
+        quote = self.quotes.get(symbol)
+        if quote is not None:
+            tick["b"], tick["a"] = quote
+        self.stats.lag.observe(arrival_us - event_us)
+        out.append(tick)
