@@ -12,9 +12,9 @@ Four runs:
    latency (receive time - ``et``);
 4. the same with 1 000 subscribers of 10 of the 100 symbols each (1 M deliveries/s).
 
-No baseline runs beside it: the node ``ws`` relay would need ``npm install`` (the
-fan-out's node-ws baseline has no publish side either), so the figures stand against
-the issue's absolute targets instead of ratios.
+No baseline runs beside it: the fan-out's peers (node-ws, bun) have no publish side,
+and a relay for them is not built, so the figures stand against the issue's absolute
+targets instead of ratios.
 """
 
 from __future__ import annotations
