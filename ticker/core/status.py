@@ -77,6 +77,20 @@ class StatusBoard:
             for listener in list(self._listeners):
                 listener.status_changed(changes)
 
+    def apply(self, given: dict[str, SymbolStatus]) -> None:
+        """Take statuses another process set, ``since`` and all (the cluster relays them):
+        each is kept unless the board holds a later one; listeners hear of the changes."""
+        changes: dict[str, SymbolStatus] = {}
+        for symbol, st in given.items():
+            old = self._status.get(symbol)
+            if (old.since > st.since) if old is not None else st.status == LIVE:
+                continue
+            if old != st:
+                changes[symbol] = self._status[symbol] = st
+        if changes:
+            for listener in list(self._listeners):
+                listener.status_changed(changes)
+
     def get(self, symbol: str) -> SymbolStatus | None:
         """The symbol's status, None when it never had one (it is live)."""
         return self._status.get(symbol)
