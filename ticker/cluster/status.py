@@ -22,22 +22,12 @@ import orjson
 
 from ticker.cluster.stats import RedisStats
 from ticker.cluster.wire import BadMessage, Keys, valid_symbol
-from ticker.core.status import LIVE, MAX_REASON, STATUSES, StatusBoard, SymbolStatus
+from ticker.core.status import LIVE, StatusBoard, SymbolStatus, statuses_from_json
 
 if TYPE_CHECKING:  # only redis.py imports the optional package when it runs
     from redis.asyncio import Redis
 
 log = logging.getLogger("ticker.cluster")
-
-
-def _entry(value: Any) -> SymbolStatus:
-    """One symbol's status from Redis: input, checked as strictly as a publisher's."""
-    if type(value) is not dict:
-        raise BadMessage("a status entry must be an object")
-    status, reason, since = value.get("status"), value.get("reason", ""), value.get("since")
-    if status not in STATUSES or type(reason) is not str or type(since) is not int:
-        raise BadMessage(f"not a status entry: {value!r:.100}")
-    return SymbolStatus(status, reason[:MAX_REASON], since)
 
 
 def decode_changes(data: bytes) -> tuple[str, dict[str, SymbolStatus]]:
@@ -51,7 +41,10 @@ def decode_changes(data: bytes) -> tuple[str, dict[str, SymbolStatus]]:
         raise BadMessage("not a status message: wrong field types")
     if not all(valid_symbol(s) for s in symbols):
         raise BadMessage("a status message with an invalid symbol")
-    return origin, {s: _entry(v) for s, v in symbols.items()}
+    try:
+        return origin, statuses_from_json(symbols)
+    except ValueError as exc:
+        raise BadMessage(str(exc)) from None
 
 
 class StatusRelay:
@@ -158,8 +151,8 @@ class StatusRelay:
             try:
                 if not valid_symbol(symbol):
                     raise BadMessage(f"an invalid symbol {symbol!r:.60}")
-                changes[symbol] = _entry(orjson.loads(value))
-            except (BadMessage, orjson.JSONDecodeError) as exc:
+                changes.update(statuses_from_json({symbol: orjson.loads(value)}))
+            except ValueError as exc:  # orjson's errors and BadMessage are ValueErrors
                 self._stats.bad_messages += 1
                 log.debug("skipped a status hash entry: %s", exc)
         self._apply(changes)

@@ -40,6 +40,20 @@ class SymbolStatus:
         return {"status": self.status, "reason": self.reason, "since": self.since}
 
 
+def statuses_from_json(value: object) -> dict[str, SymbolStatus]:
+    """``to_json`` values by symbol, read back (from another process); ``ValueError``."""
+    if type(value) is not dict:
+        raise ValueError("statuses must be an object: symbol -> status")
+    out: dict[str, SymbolStatus] = {}
+    for symbol, given in value.items():
+        got = given if type(given) is dict else {}
+        status, reason, since = got.get("status"), got.get("reason", ""), got.get("since")
+        if status not in STATUSES or type(reason) is not str or type(since) is not int:
+            raise ValueError(f"not a status: {given!r:.100}")
+        out[symbol] = SymbolStatus(status, reason[:MAX_REASON], since)
+    return out
+
+
 class StatusListener(Protocol):
     """A session: told of every change, it keeps those of the symbols it follows."""
 
