@@ -15,11 +15,17 @@ from redis.exceptions import RedisError
 
 from tests.conftest import next_of
 from tests.redis_server import RedisServer
-from tests.test_redis_cluster import StartNode, eventually, publisher, start_node
-from ticker.cluster.status import decode_changes
+from tests.test_redis_cluster import StartNode, config, eventually, publisher, start_node
+from ticker.cluster.redis import RedisBroker
+from ticker.cluster.stats import RedisStats
+from ticker.cluster.status import StatusRelay, decode_changes
 from ticker.cluster.wire import BadMessage, Keys
 from ticker.core.bus import Bus
+from ticker.core.publish import PublishLimits
 from ticker.core.status import StatusBoard, SymbolStatus
+from ticker.server.app import create_app
+from ticker.server.node import Node
+from ticker.server.settings import Settings
 
 __all__ = ["publisher", "start_node"]  # the fixtures, shared with the cluster's tests
 
@@ -60,6 +66,30 @@ async def test_a_status_set_on_one_node_reaches_every_node_and_a_late_one(
         await redis.aclose()
         await ws.close()
         await other.close()
+
+
+async def test_a_publisher_s_status_on_one_node_reaches_the_clients_of_another(
+    redis_server: RedisServer, publisher: Publisher, start_node: StartNode, aiohttp_server: Any
+) -> None:
+    bus = await publisher(["AAPL"])
+    bus.publish([{"s": "AAPL", "p": 1.0}])
+    settings = Settings(publish=PublishLimits(), candle_history=0)
+    taker = Node(settings, (), broker=RedisBroker(config(redis_server.url)))
+    taker_server = await aiohttp_server(create_app(taker))
+    _, server = await start_node(redis_server.url)
+    await eventually(lambda: taker.bus.known("AAPL"))
+    halt = {"symbols": {"AAPL": {"status": "halted", "reason": "news pending"}}}
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(server.make_url("/ws?symbols=AAPL"))
+        await next_of(ws, "subscribed")
+        async with http.post(taker_server.make_url("/publish/status"), json=halt) as resp:
+            assert resp.status == 200, await resp.text()
+        set_there = taker.bus.status.get("AAPL")
+        assert set_there is not None
+        told = statuses(await next_of(ws, "status"))
+        assert told == {"AAPL": ("halted", "news pending", set_there.since)}
+        assert bus.status.get("AAPL") == set_there  # the origin's board too
+        await ws.close()
 
 
 async def test_a_node_whose_link_returns_sends_its_statuses_again(
@@ -119,3 +149,33 @@ def test_the_board_keeps_the_latest_since_of_what_it_is_given() -> None:
     board.apply({"X": SymbolStatus("stale", "a", 60)})  # the same again
     assert board.get("X") == SymbolStatus("stale", "a", 60)
     assert heard == [{"X": SymbolStatus("stale", "a", 60)}]
+
+
+class Pipe:
+    """What a transaction would send, kept instead."""
+
+    def __init__(self, sent: list[tuple[str, Any]]) -> None:
+        self.sent = sent
+
+    def __getattr__(self, command: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: self.sent.append((command, kwargs or args))
+
+    async def execute(self) -> None:
+        return None
+
+
+async def test_after_a_reconnect_a_status_another_node_set_later_is_not_overwritten() -> None:
+    board = StatusBoard(lambda: 10)
+    relay = StatusRelay(Keys(), "me", RedisStats())
+    relay.attach(board)
+    board.set(["X", "Y"], "stale", "link lost")  # set here, then the link drops
+    sent: list[tuple[str, Any]] = []
+    client = type("Client", (), {"pipeline": lambda self, transaction: Pipe(sent)})()
+    relay.link_up()
+    # The hash, read on the new link, says another node set X later.
+    later = b'{"o":"other","s":{"X":{"status":"live","reason":"","since":20}}}'
+    relay.pubsub("message", later)
+    await relay._send(client)
+    [(_, held), (_, (channel, message))] = sent
+    assert list(held["mapping"]) == ["Y"] and channel == Keys().status
+    assert list(orjson.loads(message)["s"]) == ["Y"]  # X is the other node's now

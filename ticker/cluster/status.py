@@ -158,7 +158,12 @@ class StatusRelay:
         self._apply(changes)
 
     async def _send(self, client: Redis) -> None:
+        board = self._board
         due, self._due = self._due, {}
+        if board is not None:  # one another node set later (read from the hash) is kept
+            due = {s: st for s, st in due.items() if board.get(s) == st}
+            if not due:
+                return
         key = self._keys.status
         pipe = client.pipeline(transaction=True)
         live = [s for s, st in due.items() if st.status == LIVE]
