@@ -4,7 +4,7 @@ status, reason and ``since`` on every node, a late node included."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from tests.conftest import next_of
 from tests.redis_server import RedisServer
 from tests.test_redis_cluster import StartNode, config, eventually, publisher, start_node
+from ticker.cluster.publisher import publish
 from ticker.cluster.redis import RedisBroker
 from ticker.cluster.stats import RedisStats
 from ticker.cluster.status import StatusRelay, decode_changes
@@ -23,6 +24,7 @@ from ticker.cluster.wire import BadMessage, Keys
 from ticker.core.bus import Bus
 from ticker.core.publish import PublishLimits
 from ticker.core.status import StatusBoard, SymbolStatus
+from ticker.core.ticks import TickBatch
 from ticker.server.app import create_app
 from ticker.server.node import Node
 from ticker.server.settings import Settings
@@ -90,6 +92,37 @@ async def test_a_publisher_s_status_on_one_node_reaches_the_clients_of_another(
         assert told == {"AAPL": ("halted", "news pending", set_there.since)}
         assert bus.status.get("AAPL") == set_there  # the origin's board too
         await ws.close()
+
+
+class Finite:
+    """A feed that sends one tick and ends (its supervisor then says ``closed``)."""
+
+    name = "finite"
+
+    def symbols(self) -> list[str]:
+        return ["FIN"]
+
+    async def stream(self) -> AsyncIterator[TickBatch]:
+        await asyncio.sleep(0.3)  # a client subscribes first
+        yield [{"s": "FIN", "p": 1.0}]
+
+
+async def test_the_status_of_a_ticker_feed_process_s_feeds_reaches_the_nodes(
+    redis_server: RedisServer, start_node: StartNode
+) -> None:
+    stop = asyncio.Event()
+    feeding = asyncio.create_task(publish([Finite()], RedisBroker(config(redis_server.url)), stop))
+    try:
+        node, server = await start_node(redis_server.url)
+        await eventually(lambda: node.bus.known("FIN"))
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(server.make_url("/ws?symbols=FIN"))
+            told = statuses(await next_of(ws, "status"))
+            assert told["FIN"][:2] == ("closed", "the feed ended")
+            await ws.close()
+    finally:
+        stop.set()
+        await feeding
 
 
 async def test_a_node_whose_link_returns_sends_its_statuses_again(
