@@ -1,14 +1,19 @@
 """The feed process's fan-out without processes: a worker that stops reading is cut off
-(never buffered on), and publishes are numbered once, retries answered from memory."""
+(never buffered on), publishes are numbered once, retries answered from memory, and
+status changes reach every worker, a joining one too."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import orjson
 from prometheus_client import CollectorRegistry
 
+from ticker.cluster.pipe import FrameReader, Kind, decode_status, status_frame
+from ticker.cluster.workers import MAX_FRAME
 from ticker.core.bus import Bus
+from ticker.core.status import SymbolStatus
 from ticker.server.fanout import FanOut, WorkerLink
 
 
@@ -61,3 +66,52 @@ async def test_publishes_are_numbered_once_and_retries_answered() -> None:
     assert publish(2.0, "k") == {"r": True, "q": {"PUB": 2}}  # not published again
     assert publish(9.0, "k")["e"]["code"] == "idempotency_key_reused"
     assert bus.publish([{"s": "PUB", "p": 3.0}]) == {"PUB": 3}
+
+
+class Recording(asyncio.Transport):
+    """A socket that keeps what was written to it, as frames."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reader = FrameReader(MAX_FRAME)
+        self.frames: list[tuple[Kind, bytes]] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.frames += self.reader.feed(bytes(data))
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def statuses(self) -> list[dict[str, SymbolStatus]]:
+        return [decode_status(p) for k, p in self.frames if k is Kind.STATUS]
+
+
+async def test_every_status_change_reaches_every_worker_and_a_joining_one_the_not_live() -> None:
+    bus = Bus(clock=lambda: 7)
+    bus.add_symbols(["AAPL", "MSFT"])
+    out = FanOut(bus, [], CollectorRegistry(), 60.0)
+    links = []
+    for index in range(2):
+        link = WorkerLink(out, index)
+        link.connection_made(transport := Recording())
+        out.links.add(link)
+        links.append(transport)
+    bus.status.set(["AAPL"], "stale", "reconnecting")  # as a feed's supervisor does
+    stale = {"AAPL": SymbolStatus("stale", "reconnecting", 7)}
+    assert [t.statuses() for t in links] == [[stale], [stale]]
+
+    # A worker's publisher sets a status: the feed process's board, then every worker.
+    halted = {"MSFT": SymbolStatus("halted", "news pending", 5)}
+    next(iter(out.links)).data_received(status_frame(halted))
+    assert bus.status.get("MSFT") == halted["MSFT"]
+    assert [t.statuses() for t in links] == [[stale, halted], [stale, halted]]
+
+    # A worker (re)started now learns both before its hello.
+    left, right = socket.socketpair()
+    with left, right:
+        await out.join(left, 2)
+        right.setblocking(False)
+        await asyncio.sleep(0.05)
+        kinds = list(FrameReader(MAX_FRAME).feed(right.recv(1 << 20)))
+    assert [k for k, _ in kinds] == [Kind.BATCH, Kind.STATUS, Kind.HELLO]
+    assert decode_status(kinds[1][1]) == {**stale, **halted}

@@ -14,12 +14,15 @@ from ticker.cluster.pipe import (
     Kind,
     asked,
     decode_batch,
+    decode_status,
     encode_batch,
     json_frame,
     split_asked,
+    status_frame,
 )
 from ticker.core.bus import WILDCARD, Bus
 from ticker.core.mailbox import Delivery, Follows
+from ticker.core.status import SymbolStatus
 
 
 class Tap:
@@ -63,6 +66,15 @@ def test_bad_frames_are_named_not_buffered() -> None:
         list(FrameReader(10).feed(b"\x01\x00\x00\x00\x63"))
     with pytest.raises(BadFrame, match="does not match"):
         decode_batch(encode_batch(Delivery({}, {}, {}, 1, 2, {}))[5:] + b"x")
+    for bad in (b"[]", b'{"X": {"status": "gone", "since": 1}}', b'{"X": {"status": "live"}}'):
+        with pytest.raises(BadFrame, match="bad status frame"):
+            decode_status(bad)
+
+
+def test_a_status_crosses_with_its_since() -> None:
+    changes = {"X": SymbolStatus("halted", "auction", 12), "Y": SymbolStatus("live", "", 13)}
+    [(kind, payload)] = frames_of(status_frame(changes), 3)
+    assert kind is Kind.STATUS and decode_status(payload) == changes
 
 
 def test_a_bus_fed_by_another_serves_the_same_snapshots_and_resumes() -> None:

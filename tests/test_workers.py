@@ -333,3 +333,36 @@ async def test_tls_tokens_and_entitlements_hold_on_every_worker(tmp_path: Path) 
                     cursor = (await resp.json())["cursor"]
             async with http.get(f"{url}/poll", params={"cursor": cursor}, ssl=trusting) as resp:
                 assert resp.status == 401  # passed to the owner or not: the same gate
+
+
+async def test_a_status_set_on_any_worker_or_the_feed_process_reaches_every_worker() -> None:
+    """``POST /publish/status`` on either worker goes through the feed process's board to
+    every worker's clients (the feed process's own changes take the same way): the same
+    status, reason and ``since`` whichever worker a client is on."""
+    async with served() as server, fresh_connections() as http:
+        await server.pids(http)
+        clients = [
+            ws
+            for group in (await on_each_worker(http, f"{server.url}/ws?symbols=AAPL")).values()
+            for ws in group
+        ]
+        answered_by: set[int] = set()
+        sent = 0
+        async with asyncio.timeout(30):
+            while len(answered_by) < 2:
+                sent += 1
+                status = {"status": "halted" if sent % 2 else "stale", "reason": f"set {sent}"}
+                async with http.post(
+                    f"{server.url}/publish/status", json={"symbols": {"AAPL": status}}
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+                    answered_by.add(int(resp.headers[WORKER_HEADER]))
+        seen = []
+        for ws in clients:
+            got: list[tuple[str, str, int]] = []
+            while not got or got[-1][1] != f"set {sent}":
+                frame = (await next_of(ws, "status", timeout=30))["symbols"]["AAPL"]
+                got.append((frame["status"], frame["reason"], frame["since"]))
+            seen.append(got)
+            await ws.close()
+        assert seen[0] == seen[1] and len(seen[0]) == sent

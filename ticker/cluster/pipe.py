@@ -5,7 +5,8 @@ a 4-byte length, a kind byte and a payload. The hot one is ``BATCH``: one publis
 batch as the feed process's bus built it, each symbol's segment of encoded ticks, its
 last tick, its tick count and last ``q``, copied byte for byte, so a worker routes it
 without decoding or encoding a tick (``Bus.forward(..., numbered=True)``). The others
-are rare and small JSON: the hello, feed readiness, publishes and their answers, scrapes.
+are rare and small JSON: the hello, feed readiness, status changes, publishes and their
+answers, scrapes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 
 from ticker.core.mailbox import Delivery
+from ticker.core.status import SymbolStatus, statuses_from_json
 
 HEAD = struct.Struct("<IB")
 """Every frame: the length of kind and payload, then the kind."""
@@ -42,6 +44,20 @@ class Kind(IntEnum):
     METRICS = 7  # worker: its metrics, in the text format (request number, text)
     GATHER = 8  # worker: the whole node's metrics, please (request number)
     GATHERED = 9  # feed process: the whole node's metrics (request number, text)
+    STATUS = 10  # either: symbols' status changes, ``since`` kept (JSON)
+
+
+def status_frame(changes: dict[str, SymbolStatus]) -> bytes:
+    """A ``STATUS`` frame: symbol -> status, reason, since."""
+    return json_frame(Kind.STATUS, {s: st.to_json() for s, st in changes.items()})
+
+
+def decode_status(payload: bytes) -> dict[str, SymbolStatus]:
+    """The changes a ``STATUS`` frame holds; ``BadFrame`` if it holds something else."""
+    try:
+        return statuses_from_json(orjson.loads(payload))
+    except ValueError as exc:
+        raise BadFrame(f"bad status frame: {exc}") from None
 
 
 class BadFrame(ValueError):

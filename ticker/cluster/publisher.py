@@ -32,7 +32,7 @@ async def publish(
     symbols = [s for feed in feeds for s in feed.symbols()]
     bus.add_symbols(symbols)
     await broker.start(bus, symbols, lambda: None)
-    supervisors = [FeedSupervisor(feed, bus.publish) for feed in feeds]
+    supervisors = [FeedSupervisor(feed, bus.publish, status=bus.status.set) for feed in feeds]
     tasks = [asyncio.create_task(s.run(), name=f"feed:{s.adapter.name}") for s in supervisors]
     try:
         while not stop.is_set():

@@ -57,6 +57,7 @@ from ticker.cluster.sequencer import (
     unavailable,
 )
 from ticker.cluster.stats import RedisStats
+from ticker.cluster.status import StatusRelay
 from ticker.cluster.wire import Keys, decode_tick, origin_prefix, valid_symbol
 from ticker.core.backoff import Backoff
 from ticker.core.bus import WILDCARD, Bus
@@ -108,6 +109,7 @@ class RedisBroker:
         self._channels: dict[str, str] = {}
         self._out = Outbox(own, self._channel, config.max_pending_bytes, self.stats)
         self._in = Inbox(own, self._channel, self.stats, self.continuity)
+        self._status = StatusRelay(self.keys, self.origin, self.stats)
         self._relaying = False
         self._publishing = False  # publishers may send batches through this node
         self._sequence: AsyncScript | None = None  # SEQUENCE_SCRIPT on the link, while up
@@ -187,6 +189,7 @@ class RedisBroker:
         self._out.declare(list(local_symbols))
         bus.on_publish = self._forward
         bus.on_interest = self._follow
+        self._status.attach(bus.status)
         self._task = asyncio.create_task(self._run(), name="redis")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.timeout + 1.0):
@@ -199,6 +202,7 @@ class RedisBroker:
             return
         self._bus.on_publish = None
         self._bus.on_interest = None
+        self._status.detach()
         self._stopping = True
         self._stop.set()
         self._outgoing_ready.set()
@@ -302,13 +306,17 @@ class RedisBroker:
             await client.ping()
             self._connected = True
             await self._handshake(client)
-            await pubsub.subscribe(self.keys.control)
+            await pubsub.subscribe(self.keys.control, self._status.channel)
+            self._status.link_up()
             self._sequence = client.register_script(SEQUENCE_SCRIPT)
             self._link_up()
             self._work.set()  # subscribe what local clients want
             self._outgoing_ready.set()
             await _until_first_ends(
-                self._read(pubsub), self._write(client), self._maintain(client, pubsub)
+                self._read(pubsub),
+                self._write(client),
+                self._maintain(client, pubsub),
+                self._status.run(client),
             )
         finally:
             self._connected = False
@@ -488,7 +496,9 @@ class RedisBroker:
                 self._caught_up.set()
                 continue
             channel = message["channel"].decode(errors="replace")
-            if kind == "message":
+            if channel == self._status.channel:
+                self._status.pubsub(kind, message["data"])
+            elif kind == "message":
                 if channel == control:
                     self._refresh = True
                     self._work.set()

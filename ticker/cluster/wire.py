@@ -69,6 +69,11 @@ class Keys:
         """A channel: origins announce themselves here (epoch or universe may have changed)."""
         return f"{self.prefix}:control"
 
+    @property
+    def status(self) -> str:
+        """A hash (symbol -> its status, not ``live``) and a channel (every change)."""
+        return f"{self.prefix}:status"
+
     def channel(self, symbol: str) -> str:
         """The channel a symbol's ticks travel on: its own, or its shard's (crc32)."""
         if not self.shards:

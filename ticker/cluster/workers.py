@@ -6,7 +6,9 @@ once there (``ticker/cluster/pipe.py``), and goes into this worker's bus with it
 ``t`` and bytes (``Bus.forward(..., numbered=True)``): snapshots and history are this
 bus's own, and every worker's clients get the identical stream under the same epoch.
 Before any client connects, the link brings the rings and last values (catch-up
-batches), then the hello (epoch, universe, feed readiness). A publisher's batch is
+batches) and the symbols not live, then the hello (epoch, universe, feed readiness);
+status changes come as they happen, and go there when a publisher sets them here
+(``POST /publish/status``), so every worker says the same. A publisher's batch is
 checked here and numbered there (``take_publishes``), so ``q`` stays one count per
 symbol whichever worker took it. When the feed process goes away the worker stops: a
 worker without its feed would serve a frozen stream.
@@ -33,11 +35,14 @@ from ticker.cluster.pipe import (
     Kind,
     asked,
     decode_batch,
+    decode_status,
     split_asked,
+    status_frame,
 )
 from ticker.cluster.sequencer import Idempotency, Sequenced, unavailable
 from ticker.core.bus import Bus
 from ticker.core.publish import PublishRefused
+from ticker.core.status import SymbolStatus
 from ticker.core.ticks import TickBatch
 
 log = logging.getLogger("ticker.workers")
@@ -69,6 +74,7 @@ class WorkerBroker(asyncio.Protocol):
         self._waiting: dict[int, asyncio.Future[bytes]] = {}
         self._numbers = itertools.count(1)
         self._stopping = False
+        self._applying = False  # the feed process's status changes, not to send back
 
     # -- Broker -----------------------------------------------------------------------
 
@@ -98,6 +104,7 @@ class WorkerBroker(asyncio.Protocol):
     ) -> None:
         """Link up and take the catch-up and the hello: then clients may come."""
         self._bus = bus
+        bus.status.listen(self)
         loop = asyncio.get_running_loop()
         self._hello = loop.create_future()
         await loop.connect_accepted_socket(lambda: self, self._sock)
@@ -159,6 +166,12 @@ class WorkerBroker(asyncio.Protocol):
             number, _ = split_asked(payload)
             body = generate_latest(self._registry) if self._registry is not None else b""
             self._write(asked(Kind.METRICS, number, body))
+        elif kind is Kind.STATUS:
+            self._applying = True
+            try:
+                self._bus.status.apply(decode_status(payload))
+            finally:
+                self._applying = False
         elif kind is Kind.FEEDS:
             self._feeds = orjson.loads(payload)
         elif kind is Kind.HELLO:
@@ -184,6 +197,11 @@ class WorkerBroker(asyncio.Protocol):
         if not self._stopping:
             log.error("worker %d lost its feed process: stopping", self.index)
             signal.raise_signal(signal.SIGTERM)
+
+    def status_changed(self, changes: dict[str, SymbolStatus]) -> None:
+        """A publisher set status here: the feed process tells every worker."""
+        if not self._applying:
+            self._write(status_frame(changes))
 
     def _write(self, data: bytes) -> None:
         if self._transport is not None:

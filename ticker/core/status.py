@@ -40,6 +40,20 @@ class SymbolStatus:
         return {"status": self.status, "reason": self.reason, "since": self.since}
 
 
+def statuses_from_json(value: object) -> dict[str, SymbolStatus]:
+    """``to_json`` values by symbol, read back (from another process); ``ValueError``."""
+    if type(value) is not dict:
+        raise ValueError("statuses must be an object: symbol -> status")
+    out: dict[str, SymbolStatus] = {}
+    for symbol, given in value.items():
+        got = given if type(given) is dict else {}
+        status, reason, since = got.get("status"), got.get("reason", ""), got.get("since")
+        if status not in STATUSES or type(reason) is not str or type(since) is not int:
+            raise ValueError(f"not a status: {given!r:.100}")
+        out[symbol] = SymbolStatus(status, reason[:MAX_REASON], since)
+    return out
+
+
 class StatusListener(Protocol):
     """A session: told of every change, it keeps those of the symbols it follows."""
 
@@ -73,6 +87,20 @@ class StatusBoard:
             if (old.status if old else LIVE) == status and (old is None or old.reason == reason):
                 continue
             changes[symbol] = self._status[symbol] = SymbolStatus(status, reason, now)
+        if changes:
+            for listener in list(self._listeners):
+                listener.status_changed(changes)
+
+    def apply(self, given: dict[str, SymbolStatus]) -> None:
+        """Take statuses another process set, ``since`` and all (the cluster relays them):
+        each is kept unless the board holds a later one; listeners hear of the changes."""
+        changes: dict[str, SymbolStatus] = {}
+        for symbol, st in given.items():
+            old = self._status.get(symbol)
+            if (old.since > st.since) if old is not None else st.status == LIVE:
+                continue
+            if old != st:
+                changes[symbol] = self._status[symbol] = st
         if changes:
             for listener in list(self._listeners):
                 listener.status_changed(changes)

@@ -5,8 +5,10 @@
 worker's Unix socket, a ``transport.write`` each, never awaited. A worker that stops
 reading must not grow this process's memory: past ``max_behind_bytes`` unsent, its link
 is cut and the worker killed (the supervisor restarts it; only its clients reconnect).
-A worker joins with a catch-up (the rings and last values, then the hello) written in
-the same loop step in which it starts getting live batches: nothing falls between.
+A worker joins with a catch-up (the rings and last values, the symbols not live, then
+the hello) written in the same loop step in which it starts getting live batches:
+nothing falls between. Every status change of this process's board goes to every
+worker, and a worker's (a publisher's ``POST /publish/status``) comes here first.
 
 The links also answer the workers' requests: a publisher's batch is numbered here, in
 this bus (idempotency keys kept here, so a retry on any worker is answered), and a
@@ -32,9 +34,11 @@ from ticker.cluster.pipe import (
     FrameReader,
     Kind,
     asked,
+    decode_status,
     encode_batch,
     json_frame,
     split_asked,
+    status_frame,
 )
 from ticker.cluster.workers import MAX_FRAME
 from ticker.core.bus import WILDCARD, Bus
@@ -42,6 +46,7 @@ from ticker.core.idempotency import IdempotencyCache, KeyReused
 from ticker.core.mailbox import Delivery, Follows
 from ticker.core.publish import PublishRefused
 from ticker.core.publish_gate import key_reused
+from ticker.core.status import SymbolStatus
 from ticker.server.merged import merge
 
 log = logging.getLogger("ticker.workers")
@@ -97,6 +102,9 @@ class WorkerLink(asyncio.Protocol):
         """A worker's requests: publishes, its metrics, a node-wide scrape."""
         try:
             for kind, payload in self._reader.feed(data):
+                if kind is Kind.STATUS:  # a publisher's, through that worker: for all
+                    self.fanout.bus.status.apply(decode_status(payload))
+                    continue
                 number, rest = split_asked(payload)
                 if kind is Kind.PUBLISH:
                     self.send(asked(Kind.ACK, number, self.fanout.publish(rest)))
@@ -159,6 +167,7 @@ class FanOut:
         self._feeds = self._feeds_ready()
         self._gathers: set[asyncio.Task[None]] = set()
         bus.subscribe(self, [WILDCARD])
+        bus.status.listen(self)
 
     def _feeds_ready(self) -> dict[str, bool]:
         return {s.adapter.name: s.ready for s in self.supervisors}
@@ -175,6 +184,11 @@ class FanOut:
             self._feeds = feeds
             self.broadcast(json_frame(Kind.FEEDS, feeds))
 
+    def status_changed(self, changes: dict[str, SymbolStatus]) -> None:
+        """Symbols' status changed here (a feed, a worker's publisher): every worker
+        hears it, ``since`` and all (the one that sent it finds nothing new)."""
+        self.broadcast(status_frame(changes))
+
     def broadcast(self, data: bytes) -> None:
         """A frame for every worker."""
         for link in list(self.links):
@@ -187,7 +201,10 @@ class FanOut:
         # From here to the end, synchronous: no batch can be published in between.
         bus = self.bus
         hello = {"epoch": bus.epoch, "symbols": bus.symbols(), "feeds": self._feeds}
-        data = encode_batch(bus.catch_up()) + json_frame(Kind.HELLO, hello)
+        data = encode_batch(bus.catch_up())
+        if not_live := bus.status.not_live(bus.symbols()):
+            data += status_frame(not_live)
+        data += json_frame(Kind.HELLO, hello)
         link.allowance = len(data) + MAX_BEHIND_BYTES
         link.send(data)
         self.links.add(link)
