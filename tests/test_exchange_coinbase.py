@@ -17,7 +17,7 @@ from tests.exchange_fakes import FakeExchange, Running, Statuses, coinbase_recor
 from tests.net import free_port
 from tests.scrape import scrape, value
 from tests.test_cli_serve import CLEAN_ENV
-from ticker.core.status import CLOSED, LIVE, STALE
+from ticker.core.status import CLOSED, HALTED, LIVE, STALE
 from ticker.core.ticks import Tick
 
 PRODUCTS = ["SKL-BTC", "SKL-USD", "DASH-BTC"]
@@ -70,7 +70,7 @@ async def test_a_drop_goes_stale_then_live_with_no_trade_lost_or_doubled(
         assert orjson.loads(subscribe) == {
             "type": "subscribe",
             "product_ids": PRODUCTS,
-            "channels": ["matches", "ticker", "heartbeat"],
+            "channels": ["matches", "ticker", "heartbeat", "status"],
         }
         assert statuses.last("SKL-USD") == STALE  # connecting: nothing heard yet
         await first.send(*messages[:half])
@@ -138,6 +138,40 @@ async def test_bad_messages_and_a_refused_product_leave_the_others_ticking(
     assert statuses.last("SKL-USD") == STALE  # the stream ended: nobody vouches for it
     assert feed.venue.stats.malformed == 2 and feed.venue.stats.unknown == 1
     assert len(fake_exchange.connections) == 1  # never fatal: the same connection all along
+
+
+def _status(**by_product: dict[str, object]) -> str:
+    """A ``status`` channel message (docs.cdp.coinbase.com/exchange/websocket-feed/channels,
+    status), its products cut to the fields read; ``online`` unless told otherwise."""
+    products = [
+        {"id": pid, "status": "online", "trading_disabled": False, "cancel_only": False,
+         "auction_mode": False, **fields}
+        for pid, fields in by_product.items()
+    ]  # fmt: skip
+    return orjson.dumps({"type": "status", "products": products, "currencies": []}).decode()
+
+
+async def test_the_status_channel_halts_a_product_alone(fake_exchange: FakeExchange) -> None:
+    feed, statuses = _feed(fake_exchange.url), Statuses()
+    feed.bind_status(statuses)
+    running = Running(feed)
+    try:
+        conn = await fake_exchange.connection(0)
+        await conn.wait_messages(1)
+        await conn.send(_status(**{p: {} for p in PRODUCTS}))
+        await statuses.until("SKL-USD", LIVE)
+        await conn.send(_status(**{"SKL-USD": {"trading_disabled": True}, "SKL-BTC": {},
+                                   "DASH-BTC": {"status": "delisted"}, "BTC-USD": {}}))  # fmt: skip
+        await statuses.until("SKL-USD", HALTED)
+        await statuses.until("DASH-BTC", HALTED)
+        assert ("SKL-USD", HALTED, "coinbase says SKL-USD is trading_disabled") in statuses.seen
+        assert ("DASH-BTC", HALTED, "coinbase says DASH-BTC is delisted") in statuses.seen
+        assert statuses.last("SKL-BTC") == LIVE
+        await conn.send(_status(**{p: {} for p in PRODUCTS}))
+        await statuses.until("SKL-USD", LIVE)
+        await statuses.until("DASH-BTC", LIVE)
+    finally:
+        await running.stop()
 
 
 async def test_a_node_serves_the_feed_status_ticks_and_metrics(

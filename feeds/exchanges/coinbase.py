@@ -1,6 +1,9 @@
 """Coinbase Exchange (``--feed coinbase:BTC-USD,ETH-USD``): ``matches`` for trades,
 ``ticker`` for the best bid and ask, ``heartbeat`` so a quiet product still proves the
-connection alive (one message per product per second; the watchdog allows 10 s).
+connection alive (one message per product per second; the watchdog allows 10 s), and
+``status``, whose products list says which products cannot trade now: one not
+``online``, or with ``trading_disabled``, ``cancel_only`` or ``auction_mode`` set, is
+``halted`` until the list says otherwise.
 
 A ``match``'s ``side`` is the *maker's* side: the aggressor, the tick's ``sd``, is the
 other one. ``last_match`` (the latest trade, replayed at subscribe time, perhaps long
@@ -23,6 +26,8 @@ from ticker.core.times import micros
 
 AGGRESSOR = {"buy": "sell", "sell": "buy"}
 """A match's maker side to the aggressor's."""
+HALTING = ("trading_disabled", "cancel_only", "auction_mode")
+"""Flags of a product in the status channel under which it does not trade normally."""
 _NOT_VALID = re.compile(r"(\S+) is not a valid product")
 
 
@@ -42,7 +47,7 @@ class Coinbase(Venue):
         message = {
             "type": "subscribe",
             "product_ids": products,
-            "channels": ["matches", "ticker", "heartbeat"],
+            "channels": ["matches", "ticker", "heartbeat", "status"],
         }
         return [orjson.dumps(message).decode()]
 
@@ -66,6 +71,8 @@ class Coinbase(Venue):
             )
         elif kind == "ticker":
             self.quote(message["product_id"], message["best_bid"], message["best_ask"])
+        elif kind == "status":
+            self._halts(message["products"])
         elif kind == "error":
             found = _NOT_VALID.search(str(message.get("reason", "")))
             if found is None:
@@ -73,3 +80,16 @@ class Coinbase(Venue):
             self.refuse(found.group(1), "not a valid product")
         elif kind not in ("last_match", "heartbeat", "subscriptions"):
             self.unknown(message)
+
+    def _halts(self, products: list[dict[str, Any]]) -> None:
+        """The products of ours the status channel says cannot trade now, and why."""
+        halted: dict[str, str] = {}
+        for product in products:
+            pid = product["id"]
+            if pid not in self.names:
+                continue
+            if product.get("status") != "online":
+                halted[pid] = f"coinbase says {pid} is {product.get('status')}"
+            elif flags := [flag for flag in HALTING if product.get(flag)]:
+                halted[pid] = f"coinbase says {pid} is {', '.join(flags)}"
+        self.halted_products = halted

@@ -167,21 +167,28 @@ class Link:
 
     async def _handle(self, ws: aiohttp.ClientWebSocketResponse, data: str | bytes) -> None:
         venue = self.venue
-        refused, halted = len(venue.refused), venue.halted
+        refused, halted, held = len(venue.refused), venue.halted, dict(venue.halted_products)
         ticks = venue.decode(data, self._clock_us())
-        if not self._live or venue.halted != halted:
+        if not self._live or venue.halted != halted or venue.halted_products != held:
             if not self._live:
                 self._live = True
                 self._backoff.reset()
-            if venue.halted is None:
-                self._status(self._symbols(), LIVE, "")
-            else:
-                self._status(self._symbols(), HALTED, venue.halted)
+            self._report_halts()
         if len(venue.refused) != refused:
             self._refused()
             await self._send(ws, venue.after_refusal(self._wanted()))
         if ticks:
             await self._emit(ticks)
+
+    def _report_halts(self) -> None:
+        """Every symbol live but those the exchange halts, all of them or one by one."""
+        venue = self.venue
+        reasons: dict[str, list[str]] = {}
+        for product in self._wanted():
+            why = venue.halted or venue.halted_products.get(product, "")
+            reasons.setdefault(why, []).append(venue.names[product])
+        for why, symbols in reasons.items():
+            self._status(symbols, HALTED if why else LIVE, why)
 
     def _refused(self) -> None:
         """Mark what was refused; when it is every product of a feed that never published

@@ -57,6 +57,8 @@ class Venue(ABC):
         """Products the exchange refused (unknown, delisted), with its reason."""
         self.halted: str | None = None
         """Why the exchange says trading is halted for all its products; None: it is not."""
+        self.halted_products: dict[str, str] = {}
+        """Products the exchange says are halted on their own, with why."""
 
     @classmethod
     def product(cls, text: str) -> str:
