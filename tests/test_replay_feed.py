@@ -233,3 +233,53 @@ def test_serve_refuses_a_bad_replay_before_listening(
         status = exc.code
     assert status == 2
     assert needle in capsys.readouterr().err
+
+
+HALTED_FILE = DATA / "lobster_halt" / "AAPL_2012-06-21_34200000_57600000_message_10.csv"
+
+
+async def test_a_lobster_halt_is_the_symbols_status_at_its_time_in_the_replay() -> None:
+    """Type-7 rows (a halt, quotes back, trading back) become the symbol's status, each
+    reported before the first tick after it, and the end of the recording ``closed``."""
+    fake = FakeTime(jitter_s=0.0)
+    problems = Problems()
+    feed = ReplayFeed.from_paths([HALTED_FILE], ReplayOptions(speed=1), problems)
+    feed._clock, feed._sleep = fake.clock, fake.sleep
+    halt_t = [h.t for h in feed.halts]
+    assert [h.reason for h in feed.halts] == [
+        "trading halted",
+        "quoting resumed, trading still halted",
+        "",
+    ]
+    log: list[tuple[str, object]] = []
+    feed.bind_status(lambda symbols, status, reason: log.append(("status", (status, reason))))
+    async for _batch in feed.stream():
+        assert feed.replay is not None
+        log.append(("ticks", int(feed.table.t[feed.replay.cursor - 1])))  # recording time
+    statuses = [v for kind, v in log if kind == "status"]
+    assert statuses == [
+        ("halted", "trading halted"),
+        ("halted", "quoting resumed, trading still halted"),
+        ("live", ""),
+        ("closed", "the recording ended"),
+    ]
+    # each halt between the ticks before it and those after it, at its time
+    reached = [v for kind, v in log if kind == "ticks"]
+    halt_at = iter(halt_t)
+    last_tick = 0
+    for kind, value in log:
+        if kind == "ticks":
+            last_tick = int(value)  # type: ignore[call-overload]
+        elif value[1] != "the recording ended":  # type: ignore[index]
+            assert last_tick <= next(halt_at)
+    assert reached[0] < halt_t[0] < reached[-1] and reached[-1] > halt_t[-1]
+
+
+def test_halts_outside_the_selection_are_left_out() -> None:
+    feed = ReplayFeed.from_paths(
+        [HALTED_FILE],
+        ReplayOptions(),
+        Problems(),
+        end=parse_time("2012-06-21T09:30:00.27505-04:00"),
+    )
+    assert feed.halts == []

@@ -4,6 +4,10 @@ The files are loaded (and checked) when the feed is made, so a bad file stops th
 before it listens, with the file and line in the message. ``stream()`` paces the ticks
 with ``Replay``: absolute scheduling against the recording's clock, the clock and sleep
 injectable for tests.
+
+The feed reports its symbols' status itself: ``halted`` and live again where a LOBSTER
+file's type-7 rows say so, at their time in the recording, and ``closed`` when the
+recording ends.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 from feeds.base import FeedProgress
+from ticker.core.status import CLOSED, HALTED, LIVE, StatusSink
 from ticker.core.ticks import MicrosClock, TickBatch, now_us
 from ticker.progress import Progress
 from ticker.recording.formats import load
+from ticker.recording.importers import lobster
 from ticker.recording.importers.generic_csv import CsvMapping
-from ticker.recording.importers.lobster import Naming
+from ticker.recording.importers.lobster import Halt, Naming
 from ticker.recording.problems import Problems, RecordingError
 from ticker.recording.schedule import Replay, ReplayOptions
 from ticker.recording.table import TickTable
@@ -53,6 +59,7 @@ class ReplayFeed:
         wall_clock: MicrosClock = now_us,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         meter: Progress | None = None,
+        halts: Sequence[Halt] = (),
     ) -> None:
         self.name = name
         self.meter = meter
@@ -63,6 +70,14 @@ class ReplayFeed:
         self._wall_clock = wall_clock
         self._sleep = sleep
         self.replay: Replay | None = None
+        chosen = set(self.symbols())
+        self.halts = sorted((h for h in halts if h.symbol in chosen), key=lambda h: h.t)
+        """The recording's trading halts and resumptions of the symbols replayed."""
+        self._status: StatusSink | None = None
+
+    def bind_status(self, sink: StatusSink) -> None:
+        """Report halts and the end of the recording to ``sink``."""
+        self._status = sink
 
     @classmethod
     def from_paths(
@@ -81,7 +96,15 @@ class ReplayFeed:
     ) -> ReplayFeed:
         """The feed of recordings read as ``load`` reads them (``fmt`` None: detected)."""
         table = load(paths, problems, sort=sort, fmt=fmt, mapping=mapping, naming=naming)
-        return cls(select(table, str(paths[0]), symbols, start, end), options)
+        halts = [
+            halt
+            for path in paths
+            if fmt == "lobster" or (fmt is None and lobster.matches(path))
+            for halt in lobster.read_halts(path, Problems(), naming)
+            if (start is None or halt.t >= start) and (end is None or halt.t <= end)
+        ]
+        chosen = select(table, str(paths[0]), symbols, start, end)
+        return cls(chosen, options, halts=halts)
 
     def symbols(self) -> list[str]:
         """The symbols that have ticks in the selection, not the whole file's table."""
@@ -104,8 +127,13 @@ class ReplayFeed:
             self.table, self.options, now=clock(), wall_us=self._wall_clock()
         )
         meter = self.meter
+        halted = 0  # halts reported in this pass
+        loop_index = 0
         while True:
             batch = replay.batch(clock())
+            if replay.loop_index != loop_index:  # a new pass: its halts come again
+                loop_index, halted = replay.loop_index, 0
+            halted = self._report_halts(replay, clock(), halted)
             if batch:
                 yield batch
                 if meter is not None:
@@ -114,5 +142,25 @@ class ReplayFeed:
             if wait is None:
                 if meter is not None:
                     meter.done()
+                if self._status is not None:
+                    self._status(self.symbols(), CLOSED, "the recording ended")
                 return
+            if halted < len(self.halts) and replay.speed > 0 and not replay.paused:
+                wait = min(wait, max(0.0, replay.clock_at(self.halts[halted].t) - clock()))
             await self._sleep(wait)  # 0 when more is due: the loop still gets a turn
+
+    def _report_halts(self, replay: Replay, now: float, done: int) -> int:
+        """Report the halts the replay has reached (before the ticks after them); returns
+        how many of this pass's are reported."""
+        halts, sink = self.halts, self._status
+        if not halts or sink is None:
+            return done
+        table = replay.table
+        reached = replay.position(now)
+        if replay.speed == 0 or replay.cursor >= len(table):
+            reached = max(reached, int(table.t[replay.cursor - 1])) if replay.cursor else reached
+        while done < len(halts) and halts[done].t <= reached:
+            halt = halts[done]
+            sink([halt.symbol], HALTED if halt.reason else LIVE, halt.reason)
+            done += 1
+        return done

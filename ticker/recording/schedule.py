@@ -97,7 +97,11 @@ class Replay:
 
     def due_at(self, index: int) -> float:
         """Clock reading at which row ``index`` of this pass is due."""
-        return self.anchor_clock + (int(self.table.t[index]) - self.anchor_rec) / (self.speed * US)
+        return self.clock_at(int(self.table.t[index]))
+
+    def clock_at(self, t_us: int) -> float:
+        """Clock reading at which recording time ``t_us`` is due in this pass (speed > 0)."""
+        return self.anchor_clock + (t_us - self.anchor_rec) / (self.speed * US)
 
     @property
     def finished(self) -> bool:

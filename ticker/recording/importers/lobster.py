@@ -3,7 +3,8 @@
 ``TICKER_DATE_STARTms_ENDms_message_LEVEL.csv``, six (or seven) headerless columns:
 time (seconds after midnight, New York, up to 9 decimals), type, order id, size, price
 (dollars x 10000), direction. Types 4 (visible execution), 5 (hidden) and 6 (cross) are
-trades; the rest are book changes and halts. When ``..._orderbook_LEVEL.csv`` sits beside
+trades; type 7 is a trading halt (``read_halts``: a replay reports it as the symbol's
+status); the rest are book changes. When ``..._orderbook_LEVEL.csv`` sits beside
 the message file (one row per message row: ask price, ask size, bid price, bid size, ...),
 each trade carries the best bid and ask after it. A renamed file gets its symbol and date
 from ``Naming`` (``--symbol``, ``--date``) instead.
@@ -26,6 +27,9 @@ from ticker.recording.table import TickTable
 NAME = re.compile(r"(?P<symbol>[^_]+)_(?P<date>\d{4}-\d{2}-\d{2})_\d+_\d+_message_\d+\.csv")
 NEW_YORK = ZoneInfo("America/New_York")
 TRADE_TYPES = (4, 5, 6)
+HALT_TYPE = 7
+HALT_STATES = {-1: "trading halted", 0: "quoting resumed, trading still halted", 1: ""}
+"""A type-7 row's price says which: -1 a halt, 0 quotes are back, 1 trading is back."""
 PRICE_SCALE = 10_000
 EMPTY_LEVEL = 9_999_999_999
 """LOBSTER's dummy price for an empty book level (negative on the bid side)."""
@@ -103,6 +107,34 @@ def read_lobster(path: Path, problems: Problems, naming: Naming | None = None) -
         a=ask,
         lines=lines[trades],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Halt:
+    """A type-7 row: from ``t`` (µs) on, ``symbol`` is halted (``reason``) or trades again."""
+
+    t: int
+    symbol: str
+    reason: str
+    """Why it is halted; empty: trading resumed."""
+
+
+def read_halts(path: Path, problems: Problems, naming: Naming | None = None) -> list[Halt]:
+    """The file's trading-halt rows (type 7), in file order (times are ascending)."""
+    symbol, day = symbol_and_day(path, naming or Naming())
+    cols, _ = read_columns(path, read_text_lines(path), 1, MESSAGE_COLUMNS, problems)
+    rows = np.flatnonzero(cols["type"] == HALT_TYPE)
+    start = session_start_ns(day)
+    return [
+        Halt(
+            int(start + cols["time"][i]) // 1000,
+            symbol,
+            HALT_STATES.get(
+                int(cols["price"][i]), f"trading halted (LOBSTER halt state {cols['price'][i]})"
+            ),
+        )
+        for i in rows.tolist()
+    ]
 
 
 def _best_quotes(
