@@ -261,7 +261,7 @@ async def test_a_lobster_halt_is_the_symbols_status_at_its_time_in_the_replay() 
         ("halted", "trading halted"),
         ("halted", "quoting resumed, trading still halted"),
         ("live", ""),
-        ("closed", "the recording ended"),
+        ("closed", "the feed ended"),
     ]
     # each halt between the ticks before it and those after it, at its time
     reached = [v for kind, v in log if kind == "ticks"]
@@ -270,7 +270,7 @@ async def test_a_lobster_halt_is_the_symbols_status_at_its_time_in_the_replay() 
     for kind, value in log:
         if kind == "ticks":
             last_tick = int(value)  # type: ignore[call-overload]
-        elif value[1] != "the recording ended":  # type: ignore[index]
+        elif value[1] != "the feed ended":  # type: ignore[index]
             assert last_tick <= next(halt_at)
     assert reached[0] < halt_t[0] < reached[-1] and reached[-1] > halt_t[-1]
 

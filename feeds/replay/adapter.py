@@ -143,7 +143,7 @@ class ReplayFeed:
                 if meter is not None:
                     meter.done()
                 if self._status is not None:
-                    self._status(self.symbols(), CLOSED, "the recording ended")
+                    self._status(self.symbols(), CLOSED, "the feed ended")
                 return
             if halted < len(self.halts) and replay.speed > 0 and not replay.paused:
                 wait = min(wait, max(0.0, replay.clock_at(self.halts[halted].t) - clock()))
