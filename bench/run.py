@@ -39,7 +39,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import publishing, redis_scaleout, workers
+from bench import candles, publishing, redis_scaleout, workers
 from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ SHORT = {"naive-aiohttp": "naive", "node-ws": "node", "bun": "bun"}
 """Each baseline's name in a ratio column's header (``ticker/naive``)."""
 SCENARIOS = (
     *("fanout", "latency", "connections", "slow", "inprocess", "ceiling", "metrics"),
-    *("redis", "publish", "workers"),
+    *("redis", "publish", "workers", "candles"),
 )
 PEER_INTERVAL_MS = 2
 """How often the node and bun baselines emit the ticks due (their feeds' batch interval)."""
@@ -1197,6 +1197,7 @@ def render(results: dict[str, Any]) -> str:
         "redis": redis_scaleout.render,
         "publish": publishing.render,
         "workers": workers.render,
+        "candles": candles.render,
     }
     for name, entry in sc.items():
         if entry["status"] == "failed":
@@ -1220,6 +1221,7 @@ TITLES = {
     "redis": "Redis scale-out (1 publisher -> Redis -> 3 nodes)",
     "publish": "Publishing (ticks in through /publish, ticker only)",
     "workers": "ticker serve --workers 2 against one process (CPU per delivered tick)",
+    "candles": "Candles: the fan-out ladder with bars and without, a history reply, memory",
 }
 
 
@@ -1740,6 +1742,7 @@ def main(argv: list[str] | None = None) -> int:
         "redis": lambda: redis_scaleout.run(ctx.logdir, plan.quick),
         "publish": lambda: publishing.run(ctx),
         "workers": lambda: workers.run(ctx),
+        "candles": lambda: candles.run(ctx),
     }
     for name in scenarios:
         try:
