@@ -168,3 +168,16 @@ def test_bars_in_redis_are_named_by_series_and_stored_as_their_56_bytes() -> Non
     decoded = decode_bars([row.tobytes() for row in rows])
     assert decoded is not None and decoded.tolist() == rows.tolist()
     assert decode_bars([b"not a bar"]) is None
+
+
+def test_bars_waiting_for_redis_are_bounded_and_the_rest_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ticker.cluster import candle_store
+    from ticker.cluster.config import RedisConfig
+    from ticker.core.candles import BAR, Candles
+
+    monkeypatch.setattr(candle_store, "MAX_PENDING", 3)
+    store = candle_store.CandleStore(RedisConfig("redis://127.0.0.1:1"), Candles())
+    store.keep([(("A", "1s"), np.zeros(2, BAR)), (("B", "1s"), np.zeros(2, BAR))])
+    assert store.dropped_bars == 2 and list(store._pending) == [("A", "1s")]

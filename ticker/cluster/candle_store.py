@@ -180,9 +180,13 @@ class CandleStore:
             try:
                 await self._write()
                 await self._fill_joined()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # Redis away (or a bug): log once, go on, retry
                 if not self._failing:
-                    log.warning("candles: redis unavailable (%r): bars kept on this node", exc)
+                    log.warning(
+                        "candles: writing bars to redis failed (%r): kept on this node",
+                        exc,
+                        exc_info=not isinstance(exc, RedisError | OSError | TimeoutError),
+                    )
                 self._failing = True
             else:
                 if self._failing:
