@@ -661,3 +661,19 @@ def test_one_ticker_feed_variable_serves_both_commands(monkeypatch: pytest.Monke
         64,
     )
     assert str(build_parser().parse_args(["feed", "--feed", "sim"]).feed) == "sim"
+
+
+async def test_a_node_that_cannot_read_the_bars_starts_with_a_short_chart(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from ticker.cluster.candle_store import CandleStore
+    from ticker.core.candles import Candles
+
+    store = CandleStore(config(f"redis://127.0.0.1:{free_port()}/0"), Candles())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with caplog.at_level(logging.WARNING, "ticker.candles"):
+        assert await store.load() == 0
+    assert loop.time() - started < 3.0  # bounded by the link's timeout, not stuck
+    assert "a short chart" in caplog.text
+    await store.stop()
