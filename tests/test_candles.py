@@ -284,3 +284,33 @@ def test_a_stream_joined_late_leaves_out_each_series_first_bucket() -> None:
     feed(candles, [{"s": "A", "t": T0 + 1_000_000, "p": 2.0}, {"s": "B", "t": T0, "p": 3.0}])
     assert all_bars(candles, "A", "1s") == [(T0 + 1_000_000, 2.0, 2.0, 2.0, 2.0, 0.0, 1)]
     assert all_bars(candles, "B", "1s") == [] and candles.late == 0
+
+
+def bars_at(*seconds: int) -> np.ndarray:
+    rows = np.zeros(len(seconds), BAR)
+    rows["ts"] = [T0 + s * 1_000_000 for s in seconds]
+    rows["n"] = 1
+    return rows
+
+
+def test_the_ring_merges_in_the_buckets_it_lacks_in_order_and_stays_bounded() -> None:
+    ring = BarRing(5)
+    ring.extend(bars_at(4, 5))
+    assert ring.merge(bars_at(1, 2, 4)) == 2  # 4 is held already
+    assert ring.merge(bars_at(3)) == 1  # between: a hole filled
+    ring.extend(bars_at(6))  # grows again after a merge
+    assert ring.last(5)["ts"].tolist() == [T0 + s * 1_000_000 for s in (2, 3, 4, 5, 6)]
+
+
+def test_a_late_node_backfills_before_its_first_whole_bucket_and_names_the_partial_one() -> None:
+    candles = Candles(["1s"], clock=Clock(), partial_start=True)
+    feed(candles, [{"s": "A", "t": T0 + 3_500_000, "p": 1.0}])  # joined during second 3
+    assert candles.dropped == {("A", "1s"): T0 + 3_000_000}
+    feed(
+        candles,
+        [{"s": "A", "t": T0 + 4_100_000, "p": 2.0}, {"s": "A", "t": T0 + 5_000_000, "p": 3.0}],
+    )
+    # the peers' bars: seconds 1 to 4; 4 is this node's own (whole) bucket, not taken
+    assert candles.backfill(("A", "1s"), bars_at(1, 2, 3, 4)) == 3
+    assert [r[0] for r in all_bars(candles, "A", "1s")] == [T0 + s * 1_000_000 for s in range(1, 6)]
+    assert candles.backfill(("A", "1d"), bars_at(1)) == 0  # an interval not kept

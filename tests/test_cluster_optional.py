@@ -17,9 +17,9 @@ import pytest
 import ticker
 
 MESSAGE = "ticker: --redis needs the redis package: pip install 'ticker[redis]'"
-NOT_IMPORTED = {"ticker.cluster.redis", "ticker.__main__"}
-"""The one module that imports the redis client (everything else reaches it lazily), and
-the entry point (importing it runs the command line)."""
+NOT_IMPORTED = {"ticker.cluster.redis", "ticker.cluster.candle_store", "ticker.__main__"}
+"""The modules that import the redis client (the relay and the store of bars; everything
+else reaches them lazily), and the entry point (importing it runs the command line)."""
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import orjson
 import pytest
 
@@ -153,3 +154,30 @@ def test_the_redis_password_never_reaches_logs_or_readyz() -> None:
     assert redacted("redis://:s3cret@r:6379/0") == "redis://:***@r:6379/0"
     assert redacted("redis://app:s3cret@r:6379/0") == "redis://app:***@r:6379/0"
     assert redacted("redis://r:6379/0") == "redis://r:6379/0"
+
+
+def test_bars_in_redis_are_named_by_series_and_stored_as_their_56_bytes() -> None:
+    from ticker.cluster.candle_store import decode_bars, parse_series, series_key
+    from ticker.core.candles import BAR
+
+    assert series_key("ticker", ("BTC-USD", "1m")) == "ticker:bars:BTC-USD@1m"
+    assert parse_series("ticker", b"ticker:bars:BTC-USD@1m") == ("BTC-USD", "1m")
+    assert parse_series("ticker", b"ticker:bars:BTC-USD@2m") is None  # not an interval
+    rows = np.zeros(2, BAR)
+    rows["ts"] = [1, 2]
+    decoded = decode_bars([row.tobytes() for row in rows])
+    assert decoded is not None and decoded.tolist() == rows.tolist()
+    assert decode_bars([b"not a bar"]) is None
+
+
+def test_bars_waiting_for_redis_are_bounded_and_the_rest_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ticker.cluster import candle_store
+    from ticker.cluster.config import RedisConfig
+    from ticker.core.candles import BAR, Candles
+
+    monkeypatch.setattr(candle_store, "MAX_PENDING", 3)
+    store = candle_store.CandleStore(RedisConfig("redis://127.0.0.1:1"), Candles())
+    store.keep([(("A", "1s"), np.zeros(2, BAR)), (("B", "1s"), np.zeros(2, BAR))])
+    assert store.dropped_bars == 2 and list(store._pending) == [("A", "1s")]

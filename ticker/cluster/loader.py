@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING
 from ticker.cluster.config import RedisConfig
 
 if TYPE_CHECKING:
+    from ticker.cluster.broker import Broker
+    from ticker.cluster.candle_store import CandleStore
     from ticker.cluster.redis import RedisBroker
+    from ticker.core.candles import Candles
 
 INSTALL_HINT = "pip install 'ticker[redis]'"
 
@@ -32,3 +35,16 @@ def redis_broker(config: RedisConfig) -> RedisBroker:
             raise  # one of ours is broken: not a missing extra
         raise RedisMissing() from exc
     return RedisBroker(config)
+
+
+def candle_store(broker: Broker, candles: Candles) -> CandleStore | None:
+    """Where a node of a Redis cluster keeps its closed bars for late joiners; None for
+    any other broker (checked by name first: without a Redis broker, no redis package)."""
+    if broker.name != "redis":
+        return None
+    from ticker.cluster.candle_store import CandleStore
+    from ticker.cluster.redis import RedisBroker
+
+    assert isinstance(broker, RedisBroker)
+
+    return CandleStore(broker.config, candles)

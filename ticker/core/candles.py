@@ -97,6 +97,19 @@ class BarRing:
         self._head = (self._head + len(rows)) % capacity
         self._size = min(capacity, need)
 
+    def merge(self, rows: np.ndarray) -> int:
+        """Add bars of buckets it does not hold (a late node's history from its peers),
+        in ``ts`` order, the newest ``depth`` kept; returns how many new bars stayed."""
+        held = self.last(self._size)
+        rows = rows[~np.isin(rows["ts"], held["ts"])]
+        if not len(rows):
+            return 0
+        both = np.concatenate([held, rows])
+        both = both[np.argsort(both["ts"], kind="stable")][-self.depth :]
+        self._data = both  # full: ``extend`` grows it again
+        self._size, self._head = len(both), 0
+        return int(np.isin(both["ts"], rows["ts"]).sum())
+
     def last(self, n: int, end: int | None = None) -> np.ndarray:
         """The last ``n`` bars (those starting before ``end`` µs, if given), oldest first."""
         capacity = len(self._data)
@@ -173,6 +186,9 @@ class Candles:
         self._offset: int | None = None
         """Clock minus the newest tick time of the last batch: the stream's lag (a replay's
         keeps its recorded times, so this is its distance from now)."""
+        self.dropped: dict[Key, int] = {}
+        """With ``partial_start``: the first bucket (``ts``) left out of each series, until
+        its bar is taken from the cluster (``backfill``)."""
         self.late = 0
         """Ticks dropped from an interval's bars because their bucket had closed."""
 
@@ -221,6 +237,8 @@ class Candles:
             firsts = np.flatnonzero(np.r_[True, sym[1:] != sym[:-1]])
             new = firsts[unseen[firsts]]
             state.floor[sym[new]] = buckets[new] + state.us  # a later bucket is whole
+            for i, ts in zip(sym[new].tolist(), buckets[new].tolist(), strict=True):
+                self.dropped[self._symbols[i], name] = ts
         keep = buckets >= state.floor[sym]
         same = sym[1:] == sym[:-1]
         if (same & (buckets[1:] < buckets[:-1])).any():
@@ -279,6 +297,24 @@ class Candles:
             ring.extend(rows[start:end])
             out.append((key, rows[start:end]))
         return out
+
+    def backfill(self, key: Key, rows: np.ndarray) -> int:
+        """Closed bars of a series from elsewhere (a late node's peers): those of buckets
+        before the first this node makes itself and not held yet are merged in; returns
+        how many."""
+        symbol, name = key
+        state = self._intervals.get(name)
+        if state is None:
+            return 0
+        i = self._index.get(symbol)
+        if i is not None and state.floor[i] != _NEVER:
+            rows = rows[rows["ts"] < state.floor[i]]
+        if not len(rows):
+            return 0
+        ring = self._rings.get(key)
+        if ring is None:
+            ring = self._rings[key] = BarRing(self.depth)
+        return ring.merge(rows)
 
     def stream_now(self) -> int | None:
         """The stream's time: the newest tick's ``t`` plus the time since (None: no tick yet)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
@@ -57,6 +58,8 @@ class CandleService:
         self._seen: dict[tuple[Session, Key], int] = {}
         """How many of ``_closed`` a new follower's history already held."""
         self._task: asyncio.Task[None] | None = None
+        self.on_closed: Callable[[list[tuple[Key, np.ndarray]]], None] | None = None
+        """Given every bar closed, followed or not (the cluster's store of bars)."""
 
     def start(self) -> None:
         """Follow the whole bus and start the task that sends the bars."""
@@ -85,15 +88,23 @@ class CandleService:
     def _aggregate(self) -> None:
         """Aggregate what the tape holds; the bars it closed wait for the next pass."""
         if len(self.tape):
-            for key, rows in self.candles.add(self.tape.take()):
+            closed = self.candles.add(self.tape.take())
+            self._keep(closed)
+            for key, rows in closed:
                 if key in self._followers:
                     self._closed.setdefault(key, []).append(rows)
+
+    def _keep(self, closed: list[tuple[Key, np.ndarray]]) -> None:
+        if closed and self.on_closed is not None:
+            self.on_closed(closed)
 
     def pump(self) -> None:
         """One pass: aggregate what the bus published, close what is due, send changes."""
         self._aggregate()
         closed, self._closed = self._closed, {}
-        for key, rows in self.candles.close_due():
+        due = self.candles.close_due()
+        self._keep(due)
+        for key, rows in due:
             if key in self._followers:
                 closed.setdefault(key, []).append(rows)
         opened = {key: row for key, row in self.candles.take_dirty() if key in self._followers}

@@ -18,6 +18,7 @@ from aiohttp import web
 from feeds.base import FeedAdapter, FeedFatal
 from feeds.supervisor import FeedSupervisor
 from ticker.cluster.broker import Broker, LocalBroker
+from ticker.cluster.loader import candle_store
 from ticker.core.admission import Admission
 from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
@@ -91,6 +92,12 @@ class Node:
                 partial_start=not isinstance(self.broker, LocalBroker),
             )
             self.clients.derived[CandleService.kind.name] = self.candles
+        self.bar_store = (
+            None if self.candles is None else candle_store(self.broker, self.candles.candles)
+        )
+        """The cluster's closed bars in Redis (``ticker/cluster/candle_store.py``), if any."""
+        if self.candles is not None and self.bar_store is not None:
+            self.candles.on_closed = self.bar_store.keep
         self.gate = Gate(settings, self.metrics, self.admission, self.bus, self.delays)
         collector = NodeCollector(
             self.stats,
@@ -147,6 +154,9 @@ class Node:
         self._feed_tasks.append(asyncio.create_task(self.delays.run(), name="delay-lines"))
         if self.candles is not None:
             self.candles.start()
+        if self.bar_store is not None:  # a late node's history, before it takes clients
+            await self.bar_store.load()
+            self.bar_store.start()
         if self.settings.metrics:
             probe = probe_loop_lag(self.stats.loop_lag, self.settings.loop_lag_interval_s)
             self._feed_tasks.append(asyncio.create_task(probe, name="loop-lag"))
@@ -177,6 +187,8 @@ class Node:
         self._feed_tasks = []
         if self.candles is not None:
             await self.candles.stop()
+        if self.bar_store is not None:
+            await self.bar_store.stop()
         await self.broker.stop()
 
     def _restart_clients(self) -> None:
