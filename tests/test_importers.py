@@ -228,3 +228,13 @@ def test_symbols_the_bus_would_refuse_are_an_error(tmp_path: Path) -> None:
     )
     with pytest.raises(RecordingError, match="is not a valid symbol"):
         load([path], Problems())
+
+
+@pytest.mark.parametrize("name", ["BTCUSDT@1m", "BTC USDT", "BTC*"])
+def test_a_recorded_symbol_outside_the_one_rule_is_an_error(tmp_path: Path, name: str) -> None:
+    """``BTCUSDT@1m`` would read back as a candle topic: a recording's symbols follow the
+    rule every other way in follows."""
+    path = tmp_path / "odd.csv"
+    path.write_text(TARDIS.read_text().replace(",BTCUSDT,", f",{name},"))
+    with pytest.raises(RecordingError, match="is not a valid symbol: a symbol is 1 to 32"):
+        load([path], Problems())

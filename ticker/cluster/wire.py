@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from ticker.core.bus import WILDCARD
-from ticker.core.ticks import MAX_SYMBOL_LENGTH, Tick
+from ticker.core.symbols import symbol_problem
+from ticker.core.ticks import Tick
 
 DEFAULT_SHARDS = 64
 
@@ -114,8 +114,8 @@ def decode_message(data: bytes) -> tuple[str, int, list[Any]]:
 
 
 def valid_symbol(symbol: Any) -> bool:
-    """A symbol from Redis is input: checked as strictly as a client's."""
-    return type(symbol) is str and 0 < len(symbol) <= MAX_SYMBOL_LENGTH and symbol != WILDCARD
+    """A symbol from Redis is input: the one rule of ``ticker/core/symbols.py``."""
+    return symbol_problem(symbol) is None
 
 
 def valid_tick(tick: Any) -> bool:

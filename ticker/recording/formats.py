@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from ticker.core.symbols import symbol_problem
 from ticker.core.ticks import TickBatch
 from ticker.recording.columnar import (
     ColumnarDirWriter,
@@ -116,9 +117,9 @@ def read_tables(
         raise RecordingError(path, f"unknown format {fmt!r}; known: {', '.join(READ_FORMATS)}")
     if not len(table):
         raise RecordingError(path, f"no ticks in it (read as {fmt})")
-    bad = [s for s in table.symbols if not valid_symbol(s)]
-    if bad:
-        raise RecordingError(path, f"{bad[0][:40]!r} is not a valid symbol (1 to 32 characters)")
+    problem = next((symbol_problem(s) for s in table.symbols if not valid_symbol(s)), None)
+    if problem is not None:
+        raise RecordingError(path, problem)
     yield table
 
 

@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ticker.core.ticks import MAX_SYMBOL_LENGTH, Tick, TickBatch
+from ticker.core.symbols import symbol_problem
+from ticker.core.ticks import Tick, TickBatch
 
 FLOAT_FIELDS = ("p", "b", "a", "v")
 COLUMNS = ("t", "sym", "p", "b", "a", "v", "q")
@@ -34,8 +35,9 @@ ROW_FIELDS: tuple[TickField, ...] = ("p", "b", "a", "v", "t", "q")
 
 
 def valid_symbol(symbol: object) -> bool:
-    """A symbol read from a file is input: as strict as the protocol's check."""
-    return isinstance(symbol, str) and 0 < len(symbol) <= MAX_SYMBOL_LENGTH and symbol != "*"
+    """A symbol read from a file is input: the one rule of ``ticker/core/symbols.py`` (a
+    recorded ``AAPL@1m`` would read back as a candle topic)."""
+    return symbol_problem(symbol) is None
 
 
 @dataclass(slots=True)
