@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 MAX_FRAME_BYTES = 256 * 1024
 """A frame's worth of ticks: big enough to amortise a write, small enough to stay fair."""
@@ -30,6 +30,7 @@ def _pick_key(symbols: list[str]) -> str:
 
 
 Wake = Callable[[], None]
+_T = TypeVar("_T")
 Follows = frozenset[str] | None
 """The symbols a mailbox follows; ``None`` means every symbol ("*")."""
 
@@ -125,45 +126,49 @@ class Delivery:
         self._latest_picked: dict[str, tuple[list[tuple[str, bytes]], int]] = {}
 
     def share(self, follows: Follows) -> Share:
-        """The part of this batch for a mode ``all`` client following ``follows``.
-
-        Cached by the subscription set, and on a miss by the symbols it picks: clients
-        that each follow their own 10 of 100 symbols mostly pick the same one or two of
-        a small batch, and share what they pick instead of building it each.
-        """
+        """The part of this batch for a mode ``all`` client following ``follows``."""
         share = self._queued.get(follows)
         if share is None:
-            symbols = self._pick(follows)
-            key = _pick_key(symbols)
-            share = self._picked.get(key)
-            if share is None:
-                segments, counts, last_q = self.segments, self.counts, self.last_q
-                share = self._picked[key] = _share(
-                    symbols,
-                    [segments[s] for s in symbols],
-                    [counts[s] for s in symbols],
-                    [last_q.get(s) for s in symbols],
-                    self.t,
-                )
-            self._queued[follows] = share
+            share = self._queued[follows] = self._cached(self._picked, follows, self._share)
         return share
 
     def latest_of(self, follows: Follows) -> tuple[list[tuple[str, bytes]], int]:
         """(symbol, last tick) pairs for a conflating client, and how many ticks they
-        stand for; cached like ``share``."""
+        stand for."""
         entry = self._latest.get(follows)
         if entry is None:
-            symbols = self._pick(follows)
-            key = _pick_key(symbols)
-            entry = self._latest_picked.get(key)
-            if entry is None:
-                latest, counts = self.latest, self.counts
-                entry = self._latest_picked[key] = (
-                    [(s, latest[s]) for s in symbols],
-                    sum([counts[s] for s in symbols]),
-                )
-            self._latest[follows] = entry
+            entry = self._latest[follows] = self._cached(
+                self._latest_picked, follows, self._latest_entry
+            )
         return entry
+
+    def _cached(
+        self, picked: dict[str, _T], follows: Follows, build: Callable[[list[str]], _T]
+    ) -> _T:
+        """What a subscription set takes, on a miss by the set (the callers' first cache):
+        by the symbols it picks. Clients that each follow their own 10 of 100 symbols
+        mostly pick the same one or two of a small batch, and share what they pick
+        instead of building it each."""
+        symbols = self._pick(follows)
+        key = _pick_key(symbols)
+        found = picked.get(key)
+        if found is None:
+            found = picked[key] = build(symbols)
+        return found
+
+    def _share(self, symbols: list[str]) -> Share:
+        segments, counts, last_q = self.segments, self.counts, self.last_q
+        return _share(
+            symbols,
+            [segments[s] for s in symbols],
+            [counts[s] for s in symbols],
+            [last_q.get(s) for s in symbols],
+            self.t,
+        )
+
+    def _latest_entry(self, symbols: list[str]) -> tuple[list[tuple[str, bytes]], int]:
+        latest, counts = self.latest, self.counts
+        return [(s, latest[s]) for s in symbols], sum([counts[s] for s in symbols])
 
     def _pick(self, follows: Follows) -> list[str]:
         segments = self.segments
