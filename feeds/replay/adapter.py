@@ -155,10 +155,9 @@ class ReplayFeed:
         halts, sink = self.halts, self._status
         if not halts or sink is None:
             return done
-        table = replay.table
-        reached = replay.position(now)
-        if replay.speed == 0 or replay.cursor >= len(table):
-            reached = max(reached, int(table.t[replay.cursor - 1])) if replay.cursor else reached
+        reached = replay.position(now)  # at speed 0 it stays put: the ticks taken tell
+        if replay.cursor:
+            reached = max(reached, int(replay.table.t[replay.cursor - 1]))
         while done < len(halts) and halts[done].t <= reached:
             halt = halts[done]
             sink([halt.symbol], HALTED if halt.reason else LIVE, halt.reason)

@@ -159,11 +159,14 @@ class Book:
         self.crossed = False
         """The best bid is at or above the best ask: the source is wrong until it resyncs."""
 
-    def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> Change | None:
-        """One change set of absolute levels; None when it changed nothing."""
+    def apply(
+        self, bids: Iterable[Level], asks: Iterable[Level], depths: Iterable[int] = DEPTHS
+    ) -> Change | None:
+        """One change set of absolute levels; None when it changed nothing. ``depths``:
+        those whose deltas will be asked for (``delta`` needs their top before it)."""
         bids, asks = list(bids), list(asks)
         change = Change(self.u + 1)
-        self._note_tops(change, bids, asks)
+        self._note_tops(change, bids, asks, depths)
         for side, levels, out in ((self.bids, bids, change.bids), (self.asks, asks, change.asks)):
             for price, size in levels:
                 if side.set(price, size):
@@ -180,17 +183,22 @@ class Book:
         self.cs = zlib.crc32(f"{self.bids.checksum_text()}|{self.asks.checksum_text()}".encode())
         return change
 
-    def reset(self, bids: Iterable[Level], asks: Iterable[Level]) -> Change | None:
+    def reset(
+        self, bids: Iterable[Level], asks: Iterable[Level], depths: Iterable[int] = DEPTHS
+    ) -> Change | None:
         """The source's new snapshot (after a resync): one change set to it, with every
         vanished level removed, so clients follow without a resync of their own."""
         new_bids = {p: s for p, s in bids if s}
         new_asks = {p: s for p, s in asks if s}
         gone_bids = [(p, 0.0) for p in self.bids.levels if p not in new_bids]
         gone_asks = [(p, 0.0) for p in self.asks.levels if p not in new_asks]
-        return self.apply([*gone_bids, *new_bids.items()], [*gone_asks, *new_asks.items()])
+        to_bids = [*gone_bids, *new_bids.items()]
+        return self.apply(to_bids, [*gone_asks, *new_asks.items()], depths)
 
-    def _note_tops(self, change: Change, bids: list[Level], asks: list[Level]) -> None:
-        for depth in DEPTHS:
+    def _note_tops(
+        self, change: Change, bids: list[Level], asks: list[Level], depths: Iterable[int]
+    ) -> None:
+        for depth in depths:
             if any(self.bids.in_top(p, depth) for p, _ in bids) or any(
                 self.asks.in_top(p, depth) for p, _ in asks
             ):
@@ -382,7 +390,9 @@ class Books:
         """Apply a change set (or a source's snapshot, ``reset``) and return its frames
         for the ``depths`` someone follows."""
         book = self.book(symbol)
-        change = book.reset(bids, asks) if reset else book.apply(bids, asks)
+        depths = list(depths)
+        tops = [d for d in depths if d is not None]  # every level needs no top kept
+        change = book.reset(bids, asks, tops) if reset else book.apply(bids, asks, tops)
         if change is None:
             return []
         out = []
