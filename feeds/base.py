@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ticker.core.books import BookSink
 from ticker.core.status import StatusSink
 from ticker.core.ticks import TickBatch
 
@@ -72,4 +73,16 @@ class ReportsStatus(Protocol):
 
     def bind_status(self, sink: StatusSink) -> None:
         """Report per-symbol status to ``sink`` from now on."""
+        ...
+
+
+@runtime_checkable
+class ReportsBooks(Protocol):
+    """Optional for a ``FeedAdapter``: a feed that knows order books (the simulator, a
+    recording with books, an exchange's depth channel) is given the node's ``BookSink``
+    before it starts and hands it absolute level changes (``ticker/core/books.py``); a
+    restart of the feed must begin with a ``reset`` of each of its books."""
+
+    def bind_books(self, sink: BookSink) -> None:
+        """Hand level changes to ``sink`` from now on."""
         ...

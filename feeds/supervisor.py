@@ -12,8 +12,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from feeds.base import FeedAdapter, FeedFatal, ReportsStatus
+from feeds.base import FeedAdapter, FeedFatal, ReportsBooks, ReportsStatus
 from ticker.core.backoff import Backoff
+from ticker.core.books import BookSink
 from ticker.core.status import CLOSED, LIVE, STALE, StatusSink
 from ticker.core.ticks import TickBatch
 
@@ -37,6 +38,7 @@ class FeedSupervisor:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         status: StatusSink | None = None,
+        books: BookSink | None = None,
     ) -> None:
         self.adapter = adapter
         self._publish = publish
@@ -47,6 +49,8 @@ class FeedSupervisor:
                 adapter.bind_status(status)
             else:
                 self._status = status
+        if books is not None and isinstance(adapter, ReportsBooks):
+            adapter.bind_books(books)
         self._failing = False
         self._backoff = Backoff(backoff_initial, backoff_max, rng)
         self._sleep = sleep

@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a candle topic's open bar is sent at most once per this many ms",
     )
     serve.add_option(
+        "--book-interval-ms",
+        type=non_negative(int),
+        default=round(DEFAULT_SETTINGS.book_interval_s * 1000),
+        help="book topics (SYMBOL@book10, @book50, @book) get one merged delta per this many "
+        "ms at most; 0 = no book topics",
+    )
+    serve.add_option(
         "--poll-hold",
         type=positive(float),
         default=DEFAULT_SETTINGS.poll_hold_s,
@@ -312,6 +319,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         history=args.history,
         candle_history=args.candle_history,
         candle_update_s=args.candle_update_ms / 1000,
+        book_interval_s=args.book_interval_ms / 1000,
         record_dir=args.record,
         poll_hold_s=args.poll_hold,
         poll_session_s=args.poll_session,

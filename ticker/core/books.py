@@ -23,8 +23,11 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Protocol
 
 import orjson
+
+from ticker.core.topics import TopicKind
 
 Level = tuple[float, float]
 """(price, size): size 0 removes the level."""
@@ -37,6 +40,20 @@ MAX_LEVELS = 5_000
 sent as a removal), so a runaway source cannot grow a book without bound."""
 MAX_PENDING = 8
 """Frames a follower keeps as shared bytes before it merges them per level."""
+SUFFIXES: dict[str, int | None] = {"book10": 10, "book50": 50, "book": None}
+"""Topic suffix -> depth (None: every level)."""
+BOOKS = TopicKind("books", SUFFIXES.__contains__, " ".join(SUFFIXES))
+
+
+class BookSink(Protocol):
+    """Where a source hands its level changes (``BookService.submit`` on a node)."""
+
+    def __call__(
+        self, symbol: str, bids: Iterable[Level], asks: Iterable[Level], reset: bool = False
+    ) -> None:
+        """One change set of absolute levels; ``reset``: the source's full book (a
+        snapshot after a (re)sync): every level not in it is gone."""
+        ...
 
 
 def canonical(x: float) -> str:
@@ -70,15 +87,13 @@ def checksum(bids: Iterable[Level], asks: Iterable[Level]) -> int:
 class Side:
     """One side of a book: price -> size, and the prices kept sorted ascending."""
 
-    __slots__ = ("bids", "levels", "prices", "texts")
+    __slots__ = ("bids", "levels", "prices")
 
     def __init__(self, bids: bool) -> None:
         self.bids = bids
         """Best is the highest price (bids) or the lowest (asks)."""
         self.levels: dict[float, float] = {}
         self.prices: list[float] = []
-        self.texts: dict[float, str] = {}
-        """Each level's ``price:size`` checksum text, made once when the level changes."""
 
     def __len__(self) -> int:
         return len(self.prices)
@@ -89,7 +104,7 @@ class Side:
         if size == 0:
             if price not in levels:
                 return False  # removing an unknown level is normal for a source
-            del levels[price], self.texts[price]
+            del levels[price]
             del self.prices[bisect.bisect_left(self.prices, price)]
             return True
         old = levels.get(price)
@@ -98,7 +113,6 @@ class Side:
         if old is None:
             bisect.insort(self.prices, price)
         levels[price] = size
-        self.texts[price] = f"{canonical(price)}:{canonical(size)}"
         return True
 
     def best(self, n: int | None) -> list[float]:
@@ -127,9 +141,9 @@ class Side:
         return price >= prices[-n] if self.bids else price <= prices[n - 1]
 
     def checksum_text(self) -> str:
-        """This side's part of ``checksum_text``, from the texts kept per level."""
-        texts = self.texts
-        return ",".join(texts[p] for p in self.best(CHECKSUM_DEPTH))
+        """This side's part of ``checksum_text``."""
+        levels = self.levels
+        return ",".join(f"{canonical(p)}:{canonical(levels[p])}" for p in self.best(CHECKSUM_DEPTH))
 
 
 @dataclass(slots=True)
@@ -404,3 +418,42 @@ class Books:
                 last[key] = delta.u
                 out.append(delta)
         return out
+
+
+class PendingChanges:
+    """Change sets a source gave since the last pass, merged per level (the latest size
+    wins), so a pass applies one change set per symbol however fast the source is."""
+
+    __slots__ = ("_sets",)
+
+    def __init__(self) -> None:
+        self._sets: dict[str, tuple[bool, dict[float, float], dict[float, float]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+    def add(
+        self, symbol: str, bids: Iterable[Level], asks: Iterable[Level], reset: bool = False
+    ) -> None:
+        """Merge one change set; a ``reset`` replaces what was pending for the symbol."""
+        pending = self._sets.get(symbol)
+        if reset or pending is None:
+            pending = self._sets[symbol] = (reset, {}, {})
+        was_reset, pbids, pasks = pending
+        for merged, levels in ((pbids, bids), (pasks, asks)):
+            if was_reset:  # a snapshot being built: removals just leave it
+                for price, size in levels:
+                    if size:
+                        merged[price] = size
+                    else:
+                        merged.pop(price, None)
+            else:
+                merged.update(levels)
+
+    def take(self) -> list[tuple[str, bool, list[Level], list[Level]]]:
+        """Everything pending, one ``(symbol, reset, bids, asks)`` per symbol."""
+        sets, self._sets = self._sets, {}
+        return [
+            (symbol, reset, list(bids.items()), list(asks.items()))
+            for symbol, (reset, bids, asks) in sets.items()
+        ]

@@ -51,6 +51,15 @@ class ReplayHost(Protocol):
         ...
 
 
+class PendingFrames(Protocol):
+    """Frames a derived host holds for one client until it is written to (a book
+    topic's changes, merged per level while the client reads slowly)."""
+
+    def take(self) -> list[bytes]:
+        """The frames to write now (none is fine)."""
+        ...
+
+
 class DerivedHost(Protocol):
     """What serves one kind of derived topic (``SYMBOL@1m``: ``ticker/server/candles.py``).
 
@@ -138,6 +147,7 @@ class Session:
         "_opened",
         "_outbox",
         "_outbox_bytes",
+        "_pending",
         "_strikes",
         "_wake",
         "bus",
@@ -191,6 +201,8 @@ class Session:
         """Who serves each kind of derived topic (by kind name); empty: none served."""
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
+        self._pending: dict[PendingFrames, None] = {}
+        """Hosts' frames waiting for this client, taken after the outbox (in order)."""
         self._bucket = TokenBucket(limits.ops_per_s, limits.ops_per_s, clock=monotonic)
         self._strikes = 0
         self.close_request: CloseRequest | None = None
@@ -249,6 +261,7 @@ class Session:
         self.mailbox.clear()
         self._outbox.clear()
         self._outbox_bytes = 0
+        self._pending.clear()
 
     def request_close(self, code: int, reason: str) -> None:
         """Ask the transport to close. Pending ticks are dropped now; the session stays on
@@ -549,6 +562,17 @@ class Session:
         """Queue a reply built elsewhere (the replay host's)."""
         self._send(frame)
 
+    def frames_ready(self, pending: PendingFrames) -> None:
+        """A host holds frames for this client in ``pending``: they are taken when the
+        client is next written to (after the outbox), so while it is backed up they
+        stay merging there instead of queueing here."""
+        self._pending[pending] = None
+        self._wake()
+
+    def forget_frames(self, pending: PendingFrames) -> None:
+        """A topic was left: what ``pending`` holds is not to be written."""
+        self._pending.pop(pending, None)
+
     def send_error(self, exc: ProtocolError) -> None:
         """Queue an error frame built elsewhere (the replay host's)."""
         self._error(exc)
@@ -570,6 +594,10 @@ class Session:
         """Control frames (replies, snapshots, errors) in order; they go before ticks."""
         frames, self._outbox = self._outbox, []
         self._outbox_bytes = 0
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            for source in pending:
+                frames += source.take()
         return frames
 
     def backed_up(self) -> None:
@@ -584,7 +612,7 @@ class Session:
 
     def has_control(self) -> bool:
         """Whether replies are waiting: the transport writes them before ticks."""
-        return bool(self._outbox)
+        return bool(self._outbox) or bool(self._pending)
 
     def has_ticks(self) -> bool:
         """Whether ticks are waiting, so the transport knows to flush again."""

@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ticker.server import candles_http, poll, publish, sse
+from ticker.server import books_http, candles_http, poll, publish, sse
 from ticker.server.auth import GATE
 from ticker.server.connection import CLIENTS
 from ticker.server.node import NODE_KEY, Node
@@ -109,6 +109,8 @@ def create_app(
         )
     if node.candles is not None:
         candles_http.add_routes(app, node.candles)
+    if node.books is not None:
+        books_http.add_routes(app, node.books)
     add_dashboard_routes(app)
 
     async def feeds(app: web.Application) -> AsyncIterator[None]:

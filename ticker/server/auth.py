@@ -126,6 +126,16 @@ class Gate:
         except TokenError as exc:
             raise self.refuse(transport, Refusal.UNAUTHORIZED, str(exc)) from None
 
+    def authorize_live(self, request: web.Request, transport: str, symbol: str) -> Principal:
+        """``authorize``, then refuse (403) a principal not entitled to ``symbol`` live: a
+        derived topic over HTTP (``/candles``, ``/book``) is entitled by its base symbol and
+        is live data, which a delayed token never gets."""
+        principal = self.authorize(request, transport)
+        if not principal.entitlements.allows(symbol) or principal.delay_s:
+            why = "derived topics are live data" if principal.delay_s else "not entitled to"
+            raise self.refuse(transport, Refusal.NOT_ENTITLED, f"{why}: {symbol}")
+        return principal
+
     def _busy(self, transport: str, code: Refusal) -> web.HTTPException:
         return self.refuse(
             transport, code, f"connection refused: {code.value.replace('_', ' ')}; retry later"

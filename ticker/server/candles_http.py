@@ -80,15 +80,12 @@ async def candles_handler(request: web.Request) -> web.Response:
     """The bars of one series; 400 naming the bad parameter, 401/403 as the WebSocket."""
     gate = request.app[GATE]
     service = request.app[CANDLES]
-    principal = gate.authorize(request, TRANSPORT)
+    gate.authorize(request, TRANSPORT)  # 401/403 before a bad query is even read
     try:
         query = parse_query(dict(request.query), gate.bus, service.max_history)
     except ValueError as exc:
         raise gate.refuse(TRANSPORT, Refusal.BAD_REQUEST, str(exc)) from None
-    symbol = query.key[0]
-    if not principal.entitlements.allows(symbol) or principal.delay_s:
-        why = "derived topics are live data" if principal.delay_s else "not entitled to"
-        raise gate.refuse(TRANSPORT, Refusal.NOT_ENTITLED, f"{why}: {symbol}")
+    gate.authorize_live(request, TRANSPORT, query.key[0])
     bars = service.history(query.key, query.limit, query.end)
     if query.csv:
         return web.Response(text=as_csv(bars), content_type="text/csv")

@@ -20,10 +20,12 @@ from feeds.supervisor import FeedSupervisor
 from ticker.cluster.broker import Broker, LocalBroker
 from ticker.cluster.loader import candle_store
 from ticker.core.admission import Admission
+from ticker.core.books import BookSink
 from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
 from ticker.core.session import ReplayHost
 from ticker.server.auth import Gate
+from ticker.server.books import BookService
 from ticker.server.candle_restore import restore
 from ticker.server.candles import CandleService
 from ticker.server.connection import ClientConnection, Clients
@@ -37,8 +39,14 @@ from ticker.server.stats import Stats
 log = logging.getLogger("ticker.server")
 
 
-def supervise(feeds: Iterable[FeedAdapter], bus: Bus, settings: Settings) -> list[FeedSupervisor]:
-    """A supervisor per feed, publishing into ``bus``, whose universe gets their symbols."""
+def supervise(
+    feeds: Iterable[FeedAdapter],
+    bus: Bus,
+    settings: Settings,
+    books: BookSink | None = None,
+) -> list[FeedSupervisor]:
+    """A supervisor per feed, publishing into ``bus`` (and its books into ``books``),
+    whose universe gets their symbols."""
     feeds = list(feeds)
     bus.add_symbols([s for feed in feeds for s in feed.symbols()])
     return [
@@ -48,6 +56,7 @@ def supervise(feeds: Iterable[FeedAdapter], bus: Bus, settings: Settings) -> lis
             backoff_initial=settings.feed_backoff_s,
             backoff_max=settings.feed_backoff_max_s,
             status=bus.status.set,
+            books=books,
         )
         for feed in feeds
     ]
@@ -71,7 +80,17 @@ class Node:
         self.stats = Stats(metrics=settings.metrics)
         self.flusher = Flusher(after_pass=self.stats.settle if settings.metrics else None)
         self.clients = Clients(settings, self.metrics, self.stats, self.flusher)
-        self.supervisors = supervise(feeds, self.bus, settings)
+        self.books: BookService | None = None
+        """The book topics (``SYMBOL@book10``); None with ``--book-interval-ms 0``."""
+        if settings.book_interval_s:
+            self.books = BookService(
+                interval_s=settings.book_interval_s, status=self.bus.status.set
+            )
+            self.clients.derived[BookService.kind.name] = self.books
+        feeds = list(feeds)
+        self.supervisors = supervise(
+            feeds, self.bus, settings, None if self.books is None else self.books.submit
+        )
         self._local_symbols = [s for feed in feeds for s in feed.symbols()]
         self._feed_tasks: list[asyncio.Task[None]] = []
         self.exit_status = 0
@@ -187,6 +206,8 @@ class Node:
         self._feed_tasks = []
         if self.candles is not None:
             await self.candles.stop()
+        if self.books is not None:
+            await self.books.stop()
         if self.bar_store is not None:
             await self.bar_store.stop()
         await self.broker.stop()

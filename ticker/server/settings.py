@@ -66,6 +66,8 @@ class Settings:
     """Closed bars kept per symbol and interval (``--candle-history``); 0: no candles."""
     candle_update_s: float = 0.25
     """The open bar of a candle topic is sent at most this often (``--candle-update-ms``)."""
+    book_interval_s: float = 0.05
+    """Book topics are updated once per this (``--book-interval-ms``); 0: no book topics."""
     record_dir: Path | None = None
     """Where ``--record`` writes; at start the candles rebuild today's bars from it."""
 

@@ -1,0 +1,190 @@
+"""Book topics (``SYMBOL@book10``) on a node: sources' level changes in, frames out.
+
+Sources (the simulator, a replay, an exchange feed, a publisher) hand change sets to
+``submit``; they wait in ``PendingChanges``, merged per level, and a pass every
+``interval_s`` applies one change set per symbol to its ``Book`` (``ticker/core/books.py``)
+and offers each followed depth's delta to its followers. A follower's frames are taken
+when its client is next written to (``Session.frames_ready``), so a client that reads
+slowly leaves them merging per level in its ``BookFollower``: never closed, never a
+resync. The pass bounds the cost of a fast source: whatever it sends, each client gets
+at most one frame per topic per pass.
+
+What a pass applied goes to ``on_applied`` (the cluster, the recorder), so another node
+applying the same change sets gets the same ``u`` and ``cs``; ``apply`` is how it does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+
+from ticker.core.books import (
+    BOOKS,
+    SUFFIXES,
+    Book,
+    BookDelta,
+    BookFollower,
+    Books,
+    Level,
+    PendingChanges,
+)
+from ticker.core.session import Session
+from ticker.core.status import LIVE, STALE, StatusSink
+from ticker.core.topics import DerivedTopic
+
+log = logging.getLogger("ticker.books")
+
+DEFAULT_INTERVAL_S = 0.05
+"""A pass every 50 ms: a book topic updates at most 20 times a second per client
+(Coinbase's batched level2 is 50 ms, Binance's fastest diff stream 100 ms)."""
+CROSSED_REASON = "book crossed or locked: the source must resync"
+
+Applied = Callable[[str, bool, list[Level], list[Level], int], None]
+"""(symbol, reset, bids, asks, u): one change set a pass applied."""
+Topic = tuple[str, int | None]
+"""(symbol, depth): a book topic; depth None is every level."""
+
+
+class BookService:
+    """Serves the ``books`` kind of derived topic (a ``DerivedHost`` of the session)."""
+
+    kind = BOOKS
+    max_history = 0
+
+    def __init__(
+        self, *, interval_s: float = DEFAULT_INTERVAL_S, status: StatusSink | None = None
+    ) -> None:
+        self.books = Books()
+        self.interval_s = interval_s
+        self.pending = PendingChanges()
+        self._status = status
+        self._followers: dict[Topic, dict[Session, BookFollower]] = {}
+        self._depths: dict[str, list[int | None]] = {}
+        """Symbol -> the depths someone follows (what a pass builds deltas for)."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_pass = 0.0
+        self.on_applied: list[Applied] = []
+        self.changes = 0
+        """Level changes submitted, for metrics."""
+        self.crossed = 0
+        """Times a book became crossed or locked after a pass (a source's fault)."""
+        self._stale: set[str] = set()
+
+    # -- the way in -------------------------------------------------------------------
+
+    def submit(
+        self, symbol: str, bids: Iterable[Level], asks: Iterable[Level], reset: bool = False
+    ) -> None:
+        """A source's change set (a ``BookSink``): applied on the next pass."""
+        bids, asks = list(bids), list(asks)
+        self.changes += len(bids) + len(asks)
+        self.pending.add(symbol, bids, asks, reset)
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop (a unit test): ``pump`` is called by hand
+            delay = max(0.0, self._last_pass + self.interval_s - loop.time())
+            self._timer = loop.call_later(delay, self.pump)
+
+    def pump(self) -> None:
+        """One pass: apply what is pending, one change set per symbol, and deliver."""
+        self._timer = None
+        with contextlib.suppress(RuntimeError):
+            self._last_pass = asyncio.get_running_loop().time()
+        for symbol, reset, bids, asks in self.pending.take():
+            self.apply(symbol, reset, bids, asks)
+
+    def apply(
+        self,
+        symbol: str,
+        reset: bool,
+        bids: list[Level],
+        asks: list[Level],
+        u: int | None = None,
+    ) -> None:
+        """Apply one change set now and deliver its frames. ``u``: the number another
+        node gave it; a node that missed one (its ``u`` would differ) takes it as a
+        reset only if it is one, and otherwise waits for the next reset."""
+        book = self.books.book(symbol)
+        if u is not None and u != book.u + 1 and not reset:
+            log.warning("book %s: change %d after %d; waiting for a snapshot", symbol, u, book.u)
+            return
+        depths = self._depths.get(symbol, ())
+        deltas = self.books.apply(symbol, bids, asks, depths, reset=reset)
+        if u is not None and book.u != u:
+            book.u = u  # a reset taken to catch up: number it as the cluster does
+        self._check_crossed(book, reset)
+        for delta in deltas:
+            self._deliver(delta)
+        for listener in self.on_applied:
+            listener(symbol, reset, bids, asks, book.u)
+
+    def _check_crossed(self, book: Book, reset: bool) -> None:
+        symbol = book.symbol
+        if book.crossed and symbol not in self._stale:
+            self.crossed += 1
+            self._stale.add(symbol)
+            log.warning("book %s crossed or locked at u=%d", symbol, book.u)
+            if self._status is not None:
+                self._status([symbol], STALE, CROSSED_REASON)
+        elif symbol in self._stale and not book.crossed:
+            self._stale.discard(symbol)
+            if self._status is not None:
+                self._status([symbol], LIVE, "book uncrossed" if not reset else "book resynced")
+
+    def _deliver(self, delta: BookDelta) -> None:
+        followers = self._followers.get((delta.symbol, delta.depth))
+        if not followers:
+            return
+        for session, follower in followers.items():
+            was = bool(follower)
+            follower.offer(delta)
+            if not was and follower:
+                session.frames_ready(follower)
+
+    # -- the way out ------------------------------------------------------------------
+
+    def snapshot(self, symbol: str, depth: int | None) -> bytes:
+        """The snapshot frame of a topic as of the last pass (``GET /book`` too)."""
+        return self.books.book(symbol).snapshot(depth)
+
+    def follow(self, session: Session, topics: list[DerivedTopic], history: int) -> None:
+        """Queue each topic's snapshot, then follow it from that snapshot's ``u``."""
+        for topic in topics:
+            depth = SUFFIXES[topic.suffix]
+            book = self.books.book(topic.base)
+            followers = self._followers.setdefault((topic.base, depth), {})
+            if session in followers:
+                continue
+            session.send_control(book.snapshot(depth))
+            followers[session] = BookFollower(topic.base, depth, book.u)
+            depths = self._depths.setdefault(topic.base, [])
+            if depth not in depths:
+                depths.append(depth)
+
+    def unfollow(self, session: Session, topics: list[DerivedTopic]) -> None:
+        """Send the session no more of these topics."""
+        for topic in topics:
+            depth = SUFFIXES[topic.suffix]
+            key = (topic.base, depth)
+            followers = self._followers.get(key)
+            if followers is None or session not in followers:
+                continue
+            session.forget_frames(followers.pop(session))
+            if not followers:
+                del self._followers[key]
+                depths = self._depths[topic.base]
+                depths.remove(depth)
+                if not depths:
+                    del self._depths[topic.base]
+
+    def followers(self) -> int:
+        """(session, topic) pairs followed, for metrics."""
+        return sum(map(len, self._followers.values()))
+
+    async def stop(self) -> None:
+        """Apply what is pending (nothing a source gave is lost) and stop the timer."""
+        self.pump()
