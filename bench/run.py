@@ -39,7 +39,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import candles, exchanges, publishing, redis_scaleout, workers
+from bench import books, candles, exchanges, publishing, redis_scaleout, workers
 from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ SHORT = {"naive-aiohttp": "naive", "node-ws": "node", "bun": "bun"}
 """Each baseline's name in a ratio column's header (``ticker/naive``)."""
 SCENARIOS = (
     *("fanout", "latency", "connections", "slow", "inprocess", "ceiling", "metrics"),
-    *("redis", "publish", "workers", "exchanges", "candles"),
+    *("redis", "publish", "workers", "exchanges", "candles", "books"),
 )
 PEER_INTERVAL_MS = 2
 """How often the node and bun baselines emit the ticks due (their feeds' batch interval)."""
@@ -1199,6 +1199,7 @@ def render(results: dict[str, Any]) -> str:
         "workers": workers.render,
         "exchanges": exchanges.render,
         "candles": candles.render,
+        "books": books.render,
     }
     for name, entry in sc.items():
         if entry["status"] == "failed":
@@ -1224,6 +1225,7 @@ TITLES = {
     "workers": "ticker serve --workers 2 against one process (CPU per delivered tick)",
     "exchanges": "Live exchange feeds: parsing on one core, frame arrival -> bus publish",
     "candles": "Candles: the fan-out ladder with bars and without, a history reply, memory",
+    "books": "Order books: level changes/s on one core with 1 000 clients x 10 books",
 }
 
 
@@ -1746,6 +1748,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": lambda: workers.run(ctx),
         "exchanges": lambda: exchanges.run(ctx),
         "candles": lambda: candles.run(ctx),
+        "books": lambda: books.run(ctx),
     }
     for name in scenarios:
         try:

@@ -56,11 +56,26 @@ class BookSink(Protocol):
         ...
 
 
+_TEXTS: dict[float, str] = {}
+"""``canonical`` of the numbers seen lately: prices and sizes repeat, and writing one
+is most of a checksum's cost. Emptied when it holds ``_TEXTS_MAX``."""
+_TEXTS_MAX = 100_000
+
+
 def canonical(x: float) -> str:
     """A number as the checksum writes it: the shortest decimal that reads back as the
     same double (Python's ``repr``, JavaScript's ``String``), without an exponent, without
     trailing zeros after the point, without a trailing point: 100.0 -> ``100``,
     1.305e-05 -> ``0.00001305``, 189.10 -> ``189.1``."""
+    text = _TEXTS.get(x)
+    if text is None:
+        if len(_TEXTS) >= _TEXTS_MAX:
+            _TEXTS.clear()
+        text = _TEXTS[x] = _canonical(x)
+    return text
+
+
+def _canonical(x: float) -> str:
     text = repr(float(x))
     if "e" in text or "E" in text:
         text = format(Decimal(text), "f")
@@ -87,13 +102,15 @@ def checksum(bids: Iterable[Level], asks: Iterable[Level]) -> int:
 class Side:
     """One side of a book: price -> size, and the prices kept sorted ascending."""
 
-    __slots__ = ("bids", "levels", "prices")
+    __slots__ = ("bids", "levels", "prices", "texts")
 
     def __init__(self, bids: bool) -> None:
         self.bids = bids
         """Best is the highest price (bids) or the lowest (asks)."""
         self.levels: dict[float, float] = {}
         self.prices: list[float] = []
+        self.texts: dict[float, str] = {}
+        """Each level's ``price:size`` checksum text, written when the level changes."""
 
     def __len__(self) -> int:
         return len(self.prices)
@@ -104,7 +121,7 @@ class Side:
         if size == 0:
             if price not in levels:
                 return False  # removing an unknown level is normal for a source
-            del levels[price]
+            del levels[price], self.texts[price]
             del self.prices[bisect.bisect_left(self.prices, price)]
             return True
         old = levels.get(price)
@@ -113,6 +130,7 @@ class Side:
         if old is None:
             bisect.insort(self.prices, price)
         levels[price] = size
+        self.texts[price] = f"{canonical(price)}:{canonical(size)}"
         return True
 
     def best(self, n: int | None) -> list[float]:
@@ -142,8 +160,8 @@ class Side:
 
     def checksum_text(self) -> str:
         """This side's part of ``checksum_text``."""
-        levels = self.levels
-        return ",".join(f"{canonical(p)}:{canonical(levels[p])}" for p in self.best(CHECKSUM_DEPTH))
+        texts = self.texts
+        return ",".join([texts[p] for p in self.best(CHECKSUM_DEPTH)])
 
 
 @dataclass(slots=True)
@@ -181,6 +199,10 @@ class Book:
         bids, asks = list(bids), list(asks)
         change = Change(self.u + 1)
         self._note_tops(change, bids, asks, depths)
+        # only a change inside the top 10 (before it) can change what the checksum reads
+        top10 = any(self.bids.in_top(p, CHECKSUM_DEPTH) for p, _ in bids) or any(
+            self.asks.in_top(p, CHECKSUM_DEPTH) for p, _ in asks
+        )
         for side, levels, out in ((self.bids, bids, change.bids), (self.asks, asks, change.asks)):
             for price, size in levels:
                 if side.set(price, size):
@@ -194,7 +216,10 @@ class Book:
         self.u = change.u
         top_bid, top_ask = self.bids.best(1), self.asks.best(1)
         self.crossed = bool(top_bid and top_ask and top_bid[0] >= top_ask[0])
-        self.cs = zlib.crc32(f"{self.bids.checksum_text()}|{self.asks.checksum_text()}".encode())
+        if top10 or len(self.bids) <= CHECKSUM_DEPTH or len(self.asks) <= CHECKSUM_DEPTH:
+            self.cs = zlib.crc32(
+                f"{self.bids.checksum_text()}|{self.asks.checksum_text()}".encode()
+            )
         return change
 
     def reset(
@@ -254,10 +279,17 @@ def _top_delta(
     """Levels to send so a client holding the old top ``depth`` holds the new one: those
     that left (size 0), entered, or changed while in it."""
     after = side.best(depth)
+    levels = side.levels
+    if after == before:  # nothing entered or left: what changed inside the top, if any
+        if len(after) < depth:
+            return dict(changed)
+        edge = after[-1]
+        if side.bids:
+            return {p: s for p, s in changed.items() if p >= edge}
+        return {p: s for p, s in changed.items() if p <= edge}
     now = set(after)
     out = {p: 0.0 for p in before if p not in now}
     was = set(before)
-    levels = side.levels
     for p in after:
         if p not in was or p in changed:
             out[p] = levels[p]
@@ -391,6 +423,14 @@ class Books:
     def get(self, symbol: str) -> Book | None:
         """The symbol's book if a source ever gave it one."""
         return self._books.get(symbol)
+
+    def count(self) -> int:
+        """Books held."""
+        return len(self._books)
+
+    def levels(self) -> int:
+        """Levels held in every book, both sides."""
+        return sum(len(b.bids) + len(b.asks) for b in self._books.values())
 
     def apply(
         self,

@@ -68,6 +68,11 @@ class BookService:
         self.on_applied: list[Applied] = []
         self.changes = 0
         """Level changes submitted, for metrics."""
+        self.applied = 0
+        """Level changes applied: ``changes`` less those a later one of the same level in
+        the same pass made moot."""
+        self.passes = 0
+        """Passes that applied something."""
         self.crossed = 0
         """Times a book became crossed or locked after a pass (a source's fault)."""
         self._stale: set[str] = set()
@@ -94,6 +99,8 @@ class BookService:
         self._timer = None
         with contextlib.suppress(RuntimeError):
             self._last_pass = asyncio.get_running_loop().time()
+        if len(self.pending):
+            self.passes += 1
         for symbol, reset, bids, asks in self.pending.take():
             self.apply(symbol, reset, bids, asks)
 
@@ -113,6 +120,7 @@ class BookService:
             log.warning("book %s: change %d after %d; waiting for a snapshot", symbol, u, book.u)
             return
         depths = self._depths.get(symbol, ())
+        self.applied += len(bids) + len(asks)
         deltas = self.books.apply(symbol, bids, asks, depths, reset=reset)
         if u is not None and book.u != u:
             book.u = u  # a reset taken to catch up: number it as the cluster does

@@ -40,6 +40,7 @@ from ticker.core.codes import CloseCode, ErrorCode, Refusal
 from ticker.core.mailbox import Mailbox
 from ticker.core.session import MODES
 from ticker.core.status import LIVE
+from ticker.server.books import BookService
 from ticker.server.candles import CandleService
 from ticker.server.delayed import DelayPump
 from ticker.server.stats import Buckets, Stats
@@ -160,8 +161,10 @@ class NodeCollector(Collector):
         delays: DelayPump,
         mailboxes: Callable[[], Iterable[Mailbox]],
         candles: CandleService | None = None,
+        books: BookService | None = None,
     ) -> None:
         self.stats = stats
+        self.books = books
         self.candles = candles
         """The candle topics, whose tape is the node's own "*" subscriber, not a client."""
         self.bus = bus
@@ -180,6 +183,7 @@ class NodeCollector(Collector):
         yield from self._subscriptions()
         yield from self._delays()
         yield from self._candles()
+        yield from self._books()
         errors = CounterMetricFamily(
             "ticker_client_errors", "Error frames sent to clients, by code.", labels=["code"]
         )
@@ -374,6 +378,42 @@ class NodeCollector(Collector):
             "ticker_candle_dropped_ticks",
             "Ticks the candles never saw: more than the tape's bound waited for a pass.",
             value=self.candles.tape.dropped,
+        )
+
+    def _books(self) -> Iterator[Metric]:
+        if self.books is None:
+            return
+        service = self.books
+        yield GaugeMetricFamily(
+            "ticker_books", "Symbols with an order book.", value=service.books.count()
+        )
+        yield GaugeMetricFamily(
+            "ticker_book_levels",
+            "Price levels held in all books (both sides).",
+            value=service.books.levels(),
+        )
+        yield CounterMetricFamily(
+            "ticker_book_level_changes",
+            "Level changes sources handed to the books (before merging per pass).",
+            value=service.changes,
+        )
+        yield CounterMetricFamily(
+            "ticker_book_levels_applied",
+            "Level changes applied to books, after merging each pass's per level.",
+            value=service.applied,
+        )
+        yield CounterMetricFamily(
+            "ticker_book_passes", "Passes that applied change sets to books.", value=service.passes
+        )
+        yield CounterMetricFamily(
+            "ticker_book_crossed",
+            "Times a source left a book crossed or locked (its symbol is stale until fixed).",
+            value=service.crossed,
+        )
+        yield GaugeMetricFamily(
+            "ticker_book_followers",
+            "Book topics followed, summed over clients.",
+            value=service.followers(),
         )
 
     def _subscriptions(self) -> Iterator[Metric]:

@@ -125,6 +125,7 @@ class Node:
             self.delays,
             self.clients.mailboxes,
             self.candles,
+            self.books,
         )
         self.metrics.registry.register(collector)
         self.broker.register(self.metrics.registry)

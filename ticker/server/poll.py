@@ -81,6 +81,10 @@ class PollConnection(ClientConnection):
         """Add to the answer of the waiting poll."""
         self._batch.append(data)
 
+    def write_all(self, datas: list[bytes]) -> None:
+        """Each message stays its own item of the answer."""
+        self._batch.extend(datas)
+
     def wrote(self) -> None:
         """Answer the waiting poll with what the flush wrote."""
         self._answer()
