@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ticker.core import books
-from ticker.core.books import Book, BookFollower, Books, canonical, checksum
+from ticker.core.books import Book, BookFollower, Books, canonical, checksum, checksum_text
 
 
 def independent_canonical(text: str) -> str:
@@ -197,3 +197,26 @@ def test_any_changes_any_read_pattern_the_client_book_is_the_top_n(
         client.apply(frame)
     assert client.top() == (book.bids.top(depth), book.asks.top(depth))
     assert client.u == book.u or not follower
+
+
+def test_the_protocol_docs_worked_checksum_example_is_what_the_server_computes() -> None:
+    import re
+    from pathlib import Path
+
+    import orjson
+
+    from tests.books_ref import RefBook, ref_checksum
+
+    doc = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    section = doc[doc.index("## Order books") : doc.index("## Ticks")]
+    frames = [orjson.loads(x) for x in re.findall(r'^(\{"type": "book".*\})$', section, re.M)]
+    ref = RefBook(frames[0])  # checks cs itself
+    ref.apply(frames[1])
+    book = Book("BTC-USD")
+    book.apply([(100.0, 1.5), (99.5, 2.0), (99.0, 0.00001305)], [(100.5, 3.0), (101.25, 1e-7)])
+    text = "100:1.5,99.5:2,99:0.00001305|100.5:3,101.25:0.0000001"
+    assert text in section and checksum_text(book.bids.top(10), book.asks.top(10)) == text
+    assert f"is `{book.cs}`" in section
+    book.apply([(99.5, 0.0), (100.25, 4.0)], [])
+    assert f"`cs` is `{book.cs}`" in section
+    assert book.cs == ref_checksum(dict(book.bids.top(10)), dict(book.asks.top(10)))

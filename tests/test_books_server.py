@@ -56,3 +56,16 @@ async def test_bad_book_suffix_names_the_valid_ones(start_server: StartServer) -
         await ws.send_json({"op": "subscribe", "symbols": ["AAPL@book7"], "id": 3})
         err = await frame(ws)
         assert err["type"] == "error" and "book10 book50 book" in err["message"]
+
+
+async def test_history_for_candles_in_the_same_subscribe_does_not_refuse_a_book_topic(
+    start_server: StartServer,
+) -> None:
+    _, server = await start_server(book_interval_s=3600)
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.make_url("/ws")) as ws:
+        await next_of(ws, "welcome")
+        topics = ["AAPL@1m", "AAPL@book10"]
+        await ws.send_json({"op": "subscribe", "symbols": topics, "history": 5, "id": 2})
+        assert (await frame(ws))["symbols"] == topics
+        kinds = {(await frame(ws))["type"], (await frame(ws))["type"]}
+        assert kinds == {"candles", "book"}

@@ -491,8 +491,8 @@ class Session:
             except TopicError as exc:
                 problem = str(exc)
         history = op.args.get("history", 0)
-        for kind in {t.kind for t in topics}:
-            if history > (bound := hosts[kind].max_history):
+        for kind in {t.kind for t in topics}:  # a kind that keeps none (books) ignores it
+            if 0 < (bound := hosts[kind].max_history) < history:
                 problem = f"history is at most {bound} bars per topic of kind {kind}"
         if problem is not None:
             self._error(ProtocolError(ErrorCode.BAD_REQUEST, problem, id=op.id))
