@@ -239,26 +239,30 @@ async def test_the_clients_book_is_the_nodes_after_every_pass_and_after_a_reconn
         feed.book("AAPL@book7")
 
 
-async def test_a_server_whose_book_does_not_chain_ends_the_feed_with_a_book_error(
-    aiohttp_server: Any,
-) -> None:
+def unchained_book_server() -> web.Application:
+    """A server whose second frame of ``AAPL@book10`` does not chain to the first."""
+
     async def broken(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_json({"type": "welcome", "session": "s", "epoch": "e", "heartbeat_s": 5})
         await ws.receive()  # the subscribe
-        await ws.send_json(
-            {"type": "subscribed", "symbols": ["AAPL@book10"], "id": "ticker.client"}
-        )
-        cs = ref_checksum({10.0: 1.0}, {})
-        await ws.send_json(frame(3, [[10.0, 1.0]], [], cs=cs))
+        subscribed = {"type": "subscribed", "symbols": ["AAPL@book10"], "id": "ticker.client"}
+        await ws.send_json(subscribed)
+        await ws.send_json(frame(3, [[10.0, 1.0]], [], cs=ref_checksum({10.0: 1.0}, {})))
         await ws.send_json(frame(5, [[10.0, 0.0]], [], pu=4, cs=ref_checksum({}, {})))
         await ws.receive()
         return ws
 
     app = web.Application()
     app.router.add_get("/ws", broken)
-    server = await aiohttp_server(app)
+    return app
+
+
+async def test_a_server_whose_book_does_not_chain_ends_the_feed_with_a_book_error(
+    aiohttp_server: Any,
+) -> None:
+    server = await aiohttp_server(unchained_book_server())
     seen: list[object] = []
     async with connect(f"ws://{server.host}:{server.port}/ws", ["AAPL@book10"]) as feed:
         with pytest.raises(BookError, match="pu 4 does not chain to the last u 3"):

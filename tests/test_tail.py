@@ -8,11 +8,13 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from tests.conftest import StartServer, TtyBuffer
+from tests.test_client_books import unchained_book_server
 from ticker.client import OrderBook, Status, Tick
 from ticker.client.books import LocalBooks
 from ticker.commands.tail import (
@@ -268,3 +270,16 @@ async def test_tail_book_piped_prints_a_line_per_update_as_the_node_has_it(
     assert lines[-1] == (
         f"MSFT@book50 u={book.u} bid=50x2 ask=50.25x3 spread=0.25 levels=3/1 cs={book.cs} ok"
     )
+
+
+async def test_tail_book_that_does_not_check_out_exits_1_saying_why(aiohttp_server: Any) -> None:
+    server = await aiohttp_server(unchained_book_server())
+    out, err = TtyBuffer(), TtyBuffer()
+    url = f"ws://{server.host}:{server.port}/ws"
+    async with asyncio.timeout(5):
+        code = await tail(url, ["AAPL@book10"], out=out, err=err)
+    assert code == 1 and err.getvalue() == (
+        "ticker tail: the book does not check out: "
+        "AAPL@book10: pu 4 does not chain to the last u 3\n"
+    )
+    assert out.getvalue().endswith("\x1b[?25h")  # the cursor given back

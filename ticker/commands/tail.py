@@ -68,7 +68,7 @@ def add_parser(commands: Commands) -> None:
         f"(default {DEFAULT_URL}).",
     )
     parser.add_argument("targets", nargs="*", metavar="[URL] SYMBOL", help="symbols, * = all")
-    parser.checks.append(_named_something)
+    parser.checks.append(_targets_agree)
     add = parser.add_option
     parser.add_argument("--json", action="store_true", help="one JSON object per tick")
     parser.add_argument(
@@ -104,10 +104,14 @@ def split_targets(
     return url, symbols
 
 
-def _named_something(args: argparse.Namespace, parser: EnvParser) -> str | None:
-    """What argparse says of a missing positional: ``--book`` makes SYMBOL optional."""
-    if not args.targets and args.book is None:
-        return "the following arguments are required: [URL] SYMBOL"
+def _targets_agree(args: argparse.Namespace, parser: EnvParser) -> str | None:
+    """What argparse says of a missing positional (``--book`` makes SYMBOL optional), and
+    a ``--depth`` that would be ignored."""
+    if args.book is None:
+        if not args.targets:
+            return "the following arguments are required: [URL] SYMBOL"
+        if depth := parser.given(args, "depth"):
+            return f"{depth} is the depth of --book SYMBOL; without --book there is no book"
     return None
 
 
