@@ -13,6 +13,7 @@ See docs/python-client.md.
 
 from __future__ import annotations
 
+from ticker.client.books import BookError, OrderBook
 from ticker.client.feed import Feed, FeedClosed, connect
 from ticker.client.links import LinkError
 from ticker.client.publisher import Ack, Publisher, PublishError
@@ -30,6 +31,7 @@ from ticker.client.state import (
 
 __all__ = [
     "Ack",
+    "BookError",
     "Candle",
     "Connected",
     "Disconnected",
@@ -38,6 +40,7 @@ __all__ = [
     "FeedClosed",
     "Gap",
     "LinkError",
+    "OrderBook",
     "PublishError",
     "Publisher",
     "ServerError",

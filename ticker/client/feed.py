@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from ticker.client.books import BookError, LocalBooks, OrderBook, is_book_topic
 from ticker.client.links import Link, LinkError, SslOption, open_link, transport_of
 from ticker.client.state import (
     Backoff,
@@ -78,7 +79,8 @@ class Feed:
     events held for a slow consumer before reading stops. ``history``: closed bars each
     candle topic of ``symbols`` (``AAPL@1m``) starts with; its bars come out of
     ``events()`` (or ``candles()``) as ``Candle``, each closed bar once even across
-    reconnects.
+    reconnects. A book topic in ``symbols`` (``AAPL@book10``) is kept as a local book,
+    checked on every frame: ``book(topic)``, and ``OrderBook`` events (``books()``).
     """
 
     def __init__(
@@ -102,6 +104,10 @@ class Feed:
             raise ValueError("symbols: name at least one symbol (or '*')")
         if max_hz is not None and not 0 < max_hz <= 1000:
             raise ValueError("max_hz must be above 0 and at most 1000")
+        if history and any(map(is_book_topic, symbols)):
+            raise ValueError(
+                "history is for candle topics: follow book topics in a feed without history"
+            )
         self.url = url
         self.symbols = list(symbols)
         self.mode = mode
@@ -113,6 +119,7 @@ class Feed:
         self.history = history
         """Closed bars each candle topic (``AAPL@1m`` in ``symbols``) starts with."""
         self._candles = CandleContinuity()
+        self._books = LocalBooks()
         self._queue: asyncio.Queue[Event | _End] = asyncio.Queue(max_pending)
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
@@ -155,14 +162,30 @@ class Feed:
             if isinstance(event, Candle):
                 yield event
 
+    async def books(self) -> AsyncIterator[OrderBook]:
+        """The book topics' books, after each frame (a snapshot first, then per delta)."""
+        async for event in self.events():
+            if isinstance(event, OrderBook):
+                yield event
+
+    def book(self, topic: str) -> OrderBook | None:
+        """The latest book of a book topic of this feed, as read from the server (it may
+        be ahead of the events not consumed yet); None before its snapshot and while
+        disconnected (a reconnect starts from a new snapshot)."""
+        if topic not in self.symbols or not is_book_topic(topic):
+            raise ValueError(f"{topic!r} is not a book topic of this feed")
+        return self._books.get(topic)
+
     async def events(self) -> AsyncIterator[Event]:
         """Every event: ticks, gaps (mode ``all``), connects, disconnects, the server's
-        error frames (``ServerError``: symbols refused while others stream) and symbol
-        status changes (``Status``: ``stale`` while a symbol's source is down).
+        error frames (``ServerError``: symbols refused while others stream), symbol
+        status changes (``Status``: ``stale`` while a symbol's source is down), bars
+        (``Candle``) and books (``OrderBook``).
 
         Ends when the feed is closed; raises ``FeedClosed`` when the server ended it for
         good (1000, 1008, 1009, or a handshake refused with 400, 401, 403 or 404, or
-        answered with no upgrade), ``SubscriptionRefused`` when it refused every symbol.
+        answered with no upgrade), ``SubscriptionRefused`` when it refused every symbol,
+        ``BookError`` when a book frame does not check out (which must never happen).
         """
         while not self._ended:
             event = await self._queue.get()
@@ -185,6 +208,9 @@ class Feed:
     async def _run(self) -> None:
         try:
             await self._connect_until_closed()
+        except BookError as exc:  # the server's bug (or a proxy's): no book is better
+            log.error("book check failed: %s", exc)
+            self._put_nowait(_End(exc))
         except Exception as exc:  # a bug, or a server that breaks the protocol: say so
             log.exception("the feed failed")
             self._put_nowait(_End(exc))
@@ -208,6 +234,7 @@ class Feed:
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 code, reason = ABNORMAL, str(exc) or type(exc).__name__
             finally:
+                self._books.clear()  # nothing stale: the next session sends snapshots
                 if link is not None:
                     await link.close()
             delay = None if refused else self._backoff.next(code)
@@ -258,6 +285,8 @@ class Feed:
                 for bar in message["candles"]:
                     if (candle := self._candles.accept(bar)) is not None:
                         await put(candle)
+            elif kind == "book":
+                await put(self._books.accept(message))
             elif kind == "welcome":
                 self._backoff.reset()
                 if transport_of(self.url) != "poll":  # a held poll is silent by design

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ticker.client.books import OrderBook
 from ticker.core.bus import WILDCARD
 from ticker.core.codes import ABNORMAL, BACKOFF, ErrorCode, reconnect_rule
 
@@ -177,7 +178,7 @@ class Status:
         ]
 
 
-Event = Tick | Candle | Gap | Connected | Disconnected | ServerError | Status
+Event = Tick | Candle | OrderBook | Gap | Connected | Disconnected | ServerError | Status
 
 SYMBOL_REFUSALS = frozenset({ErrorCode.UNKNOWN_SYMBOL, ErrorCode.NOT_ENTITLED})
 """The errors that refuse some symbols of a subscription and let the others through."""

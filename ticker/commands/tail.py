@@ -2,7 +2,10 @@
 
 On a terminal, a table updated in place (last price, change since the first tick seen,
 bid/ask, age of the last tick), redrawn at most ``REDRAW_S`` apart; piped, one line per
-tick; ``--json``, one JSON object per tick (the protocol's fields). Connection news
+tick; ``--json``, one JSON object per tick (the protocol's fields). ``--book SYMBOL``
+follows ``SYMBOL@book10`` (``--depth 50``) instead: on a terminal a ladder (asks above,
+bids below, the spread between), piped a line (or JSON object) per update, every update
+checked by the client (``pu`` chaining, ``cs``). Connection news
 (reconnects, gaps, the server's errors) goes to stderr. Ctrl-C or SIGTERM ends it cleanly
 (exit 0); a server that ends the feed for good exits 1; a handshake refused (no valid
 token) or only unknown or not-entitled symbols exits 2, with the server's reason.
@@ -27,20 +30,26 @@ from typing import TextIO
 import orjson
 
 from ticker.client import (
+    BookError,
     Candle,
     Connected,
     Disconnected,
     FeedClosed,
     Gap,
+    OrderBook,
     ServerError,
     Status,
     SubscriptionRefused,
     Tick,
     connect,
 )
-from ticker.commands.envparser import Commands
+from ticker.client.books import book_topic, is_book_topic
+from ticker.commands.envparser import Commands, EnvParser
 from ticker.commands.refusals import nothing_left_line, refused_line
+from ticker.core.books import DEPTHS, canonical
+from ticker.core.bus import WILDCARD
 from ticker.core.ticks import MicrosClock, now_us
+from ticker.core.topics import is_derived
 
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
 REDRAW_S = 0.2
@@ -58,23 +67,52 @@ def add_parser(commands: Commands) -> None:
         "URL: ws(s)://HOST/ws, http(s)://HOST/sse or http(s)://HOST/poll "
         f"(default {DEFAULT_URL}).",
     )
-    parser.add_argument("targets", nargs="+", metavar="[URL] SYMBOL", help="symbols, * = all")
+    parser.add_argument("targets", nargs="*", metavar="[URL] SYMBOL", help="symbols, * = all")
+    parser.checks.append(_targets_agree)
     add = parser.add_option
     parser.add_argument("--json", action="store_true", help="one JSON object per tick")
+    parser.add_argument(
+        "--book",
+        metavar="SYMBOL",
+        help="the order book of SYMBOL: a ladder on a terminal, a line per update piped",
+    )
+    add("--depth", type=int, default=10, choices=DEPTHS, help="levels a side with --book")
     add("--mode", default="conflate", choices=("conflate", "all"), help="delivery mode")
     add("--max-hz", type=float, default=None, help="at most this many updates per second")
     add("--token", default=None, help="sent as Authorization: Bearer (see ticker token)")
 
 
-def split_targets(targets: list[str]) -> tuple[str, list[str]]:
-    """``[URL] SYMBOL...``: the URL is the first argument if it has a scheme."""
-    if "://" in targets[0]:
+def split_targets(
+    targets: list[str], book: str | None = None, depth: int = 10
+) -> tuple[str, list[str]]:
+    """``[URL] SYMBOL...``: the URL is the first argument if it has a scheme. With
+    ``--book SYMBOL`` the one topic is ``SYMBOL@bookN`` and no other symbol is named."""
+    if targets and "://" in targets[0]:
         url, symbols = targets[0], targets[1:]
     else:
         url, symbols = DEFAULT_URL, targets
+    if book is not None:
+        if symbols:
+            raise ValueError("--book SYMBOL follows one book: name no other symbol")
+        if book == WILDCARD or is_derived(book):
+            raise ValueError(f"--book takes a symbol (AAPL), not {book!r}")
+        return url, [book_topic(book, depth)]
     if not symbols:
         raise ValueError("name at least one symbol (or '*')")
+    if any(map(is_book_topic, symbols)):
+        raise ValueError("to follow an order book, write --book SYMBOL (--depth 10|50)")
     return url, symbols
+
+
+def _targets_agree(args: argparse.Namespace, parser: EnvParser) -> str | None:
+    """What argparse says of a missing positional (``--book`` makes SYMBOL optional), and
+    a ``--depth`` that would be ignored."""
+    if args.book is None:
+        if not args.targets:
+            return "the following arguments are required: [URL] SYMBOL"
+        if depth := parser.given(args, "depth"):
+            return f"{depth} is the depth of --book SYMBOL; without --book there is no book"
+    return None
 
 
 def _clock_text(t_us: int) -> str:
@@ -98,6 +136,41 @@ def tick_json(tick: Tick) -> bytes:
     wire = {"s": tick.symbol, "p": tick.price, "b": tick.bid, "a": tick.ask, "v": tick.size}
     wire = {k: v for k, v in wire.items() if v is not None}
     return orjson.dumps({**wire, "t": tick.time_us, "q": tick.q})
+
+
+def _level(level: tuple[float, float] | None) -> str:
+    return "-" if level is None else f"{canonical(level[0])}x{canonical(level[1])}"
+
+
+def _spread(book: OrderBook) -> str:
+    spread = book.spread
+    return "-" if spread is None else f"{spread:.10g}"  # no float noise (0.0200000000001)
+
+
+def book_line(book: OrderBook) -> str:
+    """One book update as a line of text (piped output): the touch, the spread, how many
+    levels a side, and that the checksum was verified (a failure ends the tail)."""
+    kind = " snapshot" if book.snapshot else ""
+    return (
+        f"{book.topic} u={book.u}{kind} bid={_level(book.best_bid)} "
+        f"ask={_level(book.best_ask)} spread={_spread(book)} "
+        f"levels={len(book.bids)}/{len(book.asks)} cs={book.cs} ok"
+    )
+
+
+def book_json(book: OrderBook) -> bytes:
+    """The client's whole book after an update, best first (``--book --json``)."""
+    return orjson.dumps(
+        {
+            "s": book.symbol,
+            "depth": book.depth,
+            "u": book.u,
+            "cs": book.cs,
+            "snapshot": book.snapshot,
+            "bids": book.bids,
+            "asks": book.asks,
+        }
+    )
 
 
 @dataclass(slots=True)
@@ -171,6 +244,51 @@ class TickTable:
         ]
 
 
+class Ladder:
+    """One book topic as a price ladder: asks above (best lowest), bids below (best on
+    top), the spread between, each level's size with a bar scaled to the largest shown."""
+
+    BAR = 20
+
+    def __init__(self) -> None:
+        self.book: OrderBook | None = None
+        self.status = "connecting..."
+        """The last connection news, shown under the ladder."""
+        self.not_live: str | None = None
+
+    def mark(self, event: Status) -> None:
+        """The symbol's status changed: the header says so until it is ``live`` again."""
+        self.not_live = None if event.status == "live" else event.status
+
+    def update(self, book: OrderBook) -> None:
+        """Show the book after its latest update."""
+        self.book = book
+
+    def render(self, now_us: int, max_rows: int = 1000) -> list[str]:
+        """Header, asks, spread, bids and the status line, in at most ``max_rows`` + 1
+        lines (levels past the terminal's height are left out, far ones first)."""
+        book = self.book
+        if book is None:
+            return ["waiting for the book's snapshot...", self.status]
+        per_side = max((max_rows - 2) // 2, 1)
+        asks, bids = book.asks[:per_side], book.bids[:per_side]
+        marked = f" [{self.not_live}]" if self.not_live else ""
+        header = f"{book.topic}{marked}  u={book.u}  cs={book.cs} ok  spread={_spread(book)}"
+        shown = [*asks, *bids]
+        pw = max((len(canonical(p)) for p, _ in shown), default=1)
+        sw = max((len(canonical(s)) for _, s in shown), default=1)
+        largest = max((s for _, s in shown), default=0.0) or 1.0
+
+        def row(side: str, price: float, size: float) -> str:
+            bar = "#" * max(round(size / largest * self.BAR), 1)
+            return f"{side}  {canonical(price):>{pw}}  {canonical(size):>{sw}}  {bar}"
+
+        lines = [header, *(row("ask", p, s) for p, s in reversed(asks))]
+        lines.append(f"{'':3}  {'-' * pw}  spread {_spread(book)}")
+        lines += [row("bid", p, s) for p, s in bids]
+        return [*lines, self.status]
+
+
 class Screen:
     """Redraws a block of lines in place on a terminal (ANSI: up, clear line)."""
 
@@ -222,8 +340,11 @@ async def tail(
     clock: MicrosClock = now_us,
 ) -> int:
     """Print the feed until it ends (exit 1) or the task is cancelled; a refused token or
-    nothing valid to subscribe to is the user's to fix (one line, exit 2)."""
-    table = TickTable() if out.isatty() and not as_json else None
+    nothing valid to subscribe to is the user's to fix (one line, exit 2). A book topic
+    in ``symbols`` (``--book``, see ``split_targets``) is drawn as a ``Ladder``."""
+    table: TickTable | Ladder | None = None
+    if out.isatty() and not as_json:
+        table = Ladder() if any(map(is_book_topic, symbols)) else TickTable()
     screen = Screen(out)
     redraw: asyncio.Task[None] | None = None
 
@@ -245,15 +366,23 @@ async def tail(
                 if isinstance(event, Disconnected) and event.retry_in is None:
                     continue  # for good: the exception that follows says why, once
                 if isinstance(event, Candle):
-                    continue  # the table and the lines are of ticks
-                if not isinstance(event, Tick):
+                    continue  # the table and the lines are of ticks (or a book)
+                if isinstance(event, OrderBook):
+                    if isinstance(table, Ladder):
+                        table.update(event)
+                    else:
+                        out.write(
+                            (book_json(event).decode() if as_json else book_line(event)) + "\n"
+                        )
+                        out.flush()
+                elif not isinstance(event, Tick):
                     if table is None:
                         print(news(event), file=err, flush=True)
                     else:  # under the table: stderr would scroll it away
                         table.status = news(event)
                         if isinstance(event, Status):
                             table.mark(event)
-                elif table is not None:
+                elif isinstance(table, TickTable):
                     table.update(event)
                 elif as_json:
                     out.write(tick_json(event).decode() + "\n")
@@ -263,6 +392,8 @@ async def tail(
                     out.flush()
     except SubscriptionRefused as exc:
         failure = EXIT_BAD_INPUT, nothing_left_line("tail", exc)
+    except BookError as exc:  # must never happen: the server's bug, said plainly
+        failure = EXIT_CLOSED, f"ticker tail: the book does not check out: {exc}"
     except FeedClosed as exc:
         if exc.status is not None:  # the handshake was refused: a token, a parameter
             failure = EXIT_BAD_INPUT, refused_line("tail", url, exc.reason, exc.status)
@@ -282,7 +413,7 @@ async def tail(
 def run(args: argparse.Namespace) -> int:
     """``ticker tail``: check the targets before connecting, then follow until Ctrl-C."""
     try:
-        url, symbols = split_targets(args.targets)
+        url, symbols = split_targets(args.targets, args.book, args.depth)
         connect(url, symbols, mode=args.mode, max_hz=args.max_hz)  # checks, connects nothing
     except ValueError as exc:
         print(f"ticker tail: error: {exc}", file=sys.stderr)
