@@ -1,5 +1,6 @@
 // ticker-client.js: a browser client of the ticker WebSocket protocol v1 (docs/protocol.md).
-// An ES module with no dependencies; the API is documented in docs/javascript-client.md.
+// An ES module with no dependencies (but book.js beside it); the API is documented in
+// docs/javascript-client.md.
 //
 // It reconnects by the close code table of the protocol (jittered exponential backoff,
 // longer after 4029, never after 1000/1008/1009), resubscribes on every connection, drops
