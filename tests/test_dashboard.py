@@ -1077,3 +1077,19 @@ def test_a_corrupted_book_frame_is_an_error_event_and_the_topic_starts_again_fro
     assert broken_pu["message"] == f"AAPL@book10: pu {u - 1} does not chain to u {u}"
     for fresh in (after_cs, after_pu):  # the server's book, not the injected level
         assert fresh == {"u": u, "bids": [[100.0, 5.0]]}
+
+
+def test_a_server_without_books_says_so_in_the_book_panel_not_as_an_alert(
+    page: Page, problems: Problems
+) -> None:
+    server = ServerProcess(free_port(), "--book-interval-ms", "0").start()
+    try:
+        page.goto(f"{server.url}/?symbols=AAPL")
+        wait_live(page)
+        expect(page.locator("#book-empty")).to_have_text("This server serves no books.")
+        expect(page.locator("#rows .last").first).not_to_have_text("")  # the rest goes on
+        assert page.get_by_role("alert").inner_text() == ""
+        assert "AAPL@book50" not in page.evaluate("window.tickerDashboard.client.symbols")
+    finally:
+        server.stop()
+    assert problems == []

@@ -390,6 +390,11 @@ function onEpoch({ epoch, previous }) {
 
 function onError(msg) {
   if (msg.code === "book") return say(`Book: ${msg.message} (fetching it again)`); // must never happen
+  if (bookTopic !== null && msg.code === "bad_request" && !client.symbols.includes(bookTopic)) {
+    // its own op was refused: a server with no book topics (--book-interval-ms 0)
+    ui.bookEmpty.textContent = "This server serves no books.";
+    return;
+  }
   if (msg.code === "unknown_symbol") {
     for (const s of msg.symbols ?? []) removeSymbol(s, false);
   } else if (msg.code === "too_many_symbols") {
