@@ -1,26 +1,31 @@
 """The dashboard page and the JavaScript client, in a real headless Chromium.
 
 Each server here is a real ``ticker serve`` process with the simulated feed, on a free port
-of 127.0.0.1; the browser is the system's Chromium driven by Playwright (one per module).
+of 127.0.0.1 (or, for the book tests, a node in a thread of this process, so the test can
+set its book); the browser is the system's Chromium driven by Playwright (one per module).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from aiohttp import web
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
@@ -32,10 +37,15 @@ from playwright.sync_api import (
 )
 
 from feeds.sim.symbols import symbol_names
-from tests.conftest import require
+from tests.conftest import SYMBOLS, require
 from tests.net import free_port
+from ticker.core.books import Level, canonical, checksum_text
 from ticker.core.codes import BACKOFF, RECONNECT, CloseCode, Retry, reconnect_rule
 from ticker.core.tokens import mint
+from ticker.server.app import create_app
+from ticker.server.books import BookService
+from ticker.server.node import Node
+from ticker.server.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -817,4 +827,269 @@ def test_a_feed_that_ended_marks_its_rows_closed_in_the_dashboard_and_the_js_cli
     assert result["symbols"]["BTCUSDT"]["status"] == "closed"
     assert result["status"]["reason"] == "the feed ended"
     assert result["aapl"] == {"status": "live"}
+    assert problems == []
+
+
+# ---- books: a node in a thread of this process, whose books the test sets -------------
+
+T = TypeVar("T")
+
+
+class NodeThread:
+    """A node with no feeds (``book_interval_s`` 3600: the test runs the passes) served on
+    127.0.0.1 by an event loop in a thread of its own, so that the synchronous Playwright
+    of this module can drive a page while the test sets the node's books."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.node = Node(Settings(port=self.port, book_interval_s=3600), ())
+        self.node.bus.add_symbols(SYMBOLS)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.runner = web.AppRunner(create_app(self.node), access_log=None)
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout=10)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the node's loop (where its sessions live)."""
+
+        async def call() -> T:
+            return fn()
+
+        return self.run(call())
+
+    @property
+    def books(self) -> BookService:
+        assert self.node.books is not None
+        return self.node.books
+
+    def set_book(
+        self, symbol: str, bids: list[Level], asks: list[Level], reset: bool = False
+    ) -> int:
+        """One change set applied now (a pass); the book's ``u`` after it."""
+
+        def change() -> int:
+            self.books.submit(symbol, bids, asks, reset)
+            self.books.pump()
+            return self.books.books.book(symbol).u
+
+        return self.call(change)
+
+    def start(self) -> NodeThread:
+        self.thread.start()
+
+        async def start() -> None:
+            await self.runner.setup()
+            await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+        self.run(start())
+        return self
+
+    def stop(self) -> None:
+        self.run(self.runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture
+def book_node() -> Iterator[NodeThread]:
+    node = NodeThread().start()
+    yield node
+    node.stop()
+
+
+def ladder(page: Page) -> dict[str, list[str]]:
+    """The ladder's filled rows as "price size", top to bottom: asks, then bids."""
+    rows = page.evaluate(
+        """() => ["asks", "bids"].map((side) =>
+            [...document.querySelectorAll(`#ladder-${side} tr`)]
+              .map((tr) => `${tr.cells[0].textContent} ${tr.cells[1].textContent}`)
+              .filter((text) => text !== " "))"""
+    )
+    return {"asks": rows[0], "bids": rows[1]}
+
+
+def test_the_ladder_and_depth_chart_show_the_selected_symbols_book_and_follow_the_selection(
+    page: Page, book_node: NodeThread, problems: Problems
+) -> None:
+    bids = [(100.0 - i / 4, 1.0 + i) for i in range(12)]  # 12 bids: the ladder shows 10
+    asks = [(100.5, 0.30000000000000004), (101.0, 2.5), (101.5, 1.305e-05)]
+    book_node.set_book("AAPL", bids, asks, reset=True)
+    book_node.set_book("MSFT", [(189.1, 3.0)], [(189.2, 4.0)], reset=True)
+    page.goto(f"{book_node.url}/?symbols=AAPL,MSFT")
+    wait_live(page)
+    page.wait_for_function("() => window.tickerDashboard.book?.bids === 10")
+    shown = ladder(page)
+    # asks above bids, best of each next to the spread; sizes without float noise
+    assert shown["asks"] == ["101.5 0.00001305", "101 2.5", "100.5 0.3"]
+    assert shown["bids"] == [f"{canonical(p)} {canonical(s)}" for p, s in bids[:10]]
+    expect(page.locator("#ladder-spread")).to_have_text("spread 0.5")
+    expect(page.locator("#book-empty")).to_be_hidden()
+    assert painted(page, "#depth") > 500
+    bars = page.eval_on_selector_all(
+        "#ladder-bids .depth-bar span", "(spans) => spans.map((s) => s.style.transform)"
+    )
+    assert bars[-1] == "scaleX(1)" and bars[0] == f"scaleX({round(1 / 10, 3)})"
+
+    book_node.set_book("AAPL", [(100.25, 7.0), (100.0, 0.0)], [(100.5, 0.0)])  # a delta
+    expect(page.locator("#ladder-spread")).to_have_text("spread 0.75")
+    assert ladder(page)["bids"][:2] == ["100.25 7", "99.75 2"]
+
+    page.get_by_role("button", name="Show MSFT in the chart").click()
+    expect(page.locator("#ladder-spread")).to_have_text("spread 0.1")
+    assert ladder(page) == {"asks": ["189.2 4"], "bids": ["189.1 3"]}
+    topics = page.evaluate("window.tickerDashboard.client.symbols")
+    assert "MSFT@book50" in topics and "AAPL@book50" not in topics
+    followers = book_node.call(book_node.books.followers)
+    assert followers == 1  # the old topic was unsubscribed on the server too
+    page.get_by_role("button", name="Remove MSFT").click()  # AAPL again
+    expect(page.locator("#ladder-spread")).to_have_text("spread 0.75")
+    assert problems == []
+
+
+AWKWARD = [1.305e-05, 100.0, 189.1, 12345678.9, 0.1 + 0.2, 1e21, 1e-7, 1e16, 2.5e-8, 1 / 3]
+
+
+FAILED = "window.seen.errors.length > 0"  # stop waiting: the client found a mismatch
+
+
+def awkward_change(rng: random.Random, prices: list[float]) -> list[Level]:
+    """A few levels of ``prices`` at awkward sizes, some removed."""
+    sizes = [*AWKWARD, 0.0, 0.0]
+    return [(p, rng.choice(sizes)) for p in rng.sample(prices, rng.randint(1, 4))]
+
+
+def test_the_js_clients_checksum_equals_the_servers_cs_on_every_frame_of_awkward_numbers(
+    page: Page, book_node: NodeThread
+) -> None:
+    # bids below asks, each side with levels entering and leaving its top 10
+    bid_prices = [1.305e-05, 2.5e-8, 1e-7, 0.1 + 0.2, 1 / 3, 100.0, 189.1, 0.7, 3.3, 9.99]
+    bid_prices += [float(i) / 7 for i in range(1, 13)]
+    ask_prices = [12345678.9, 1e21, 1e16, 1.5e21, 2e3 + 0.1 + 0.2, 12345678.900000002]
+    ask_prices += [1e3 * i + 0.1 for i in range(1, 13)]
+    page.goto(f"{book_node.url}/healthz")
+    run_js(
+        page,
+        """
+        const { bookChecksum } = await import("/static/book.js");
+        const client = new TickerClient("/ws", { symbols: ["AAPL@book10", "AAPL@book"] });
+        const seen = window.seen = { frames: 0, errors: [], mismatches: [] };
+        client.on("error", (e) => seen.errors.push(e));
+        client.on("book", ({ topic, book }) => {
+            seen.frames += 1;
+            const mine = bookChecksum(book.bids, book.asks);
+            if (mine !== book.cs) seen.mismatches.push([topic, book.u, mine, book.cs]);
+        });
+        window.client = client;
+        client.connect();
+        await until(client, "book");
+        await until(client, "book");  // both snapshots
+        """,
+    )
+    rng = random.Random(20)
+    u = book_node.set_book("AAPL", [(p, 1.0) for p in bid_prices[:5]], [(1e21, 0.1 + 0.2)], True)
+    for step in range(120):
+        u = book_node.set_book(
+            "AAPL", awkward_change(rng, bid_prices), awkward_change(rng, ask_prices)
+        )
+        if step % 10 == 9:  # the client keeps up: most passes are a frame of their own
+            page.wait_for_function(
+                f"u => {FAILED} || window.client.book('AAPL@book')?.u === u", arg=u
+            )
+    book = book_node.books.books.book("AAPL")
+    page.wait_for_function(
+        f"cs => {FAILED} || ['AAPL@book10', 'AAPL@book']"
+        ".every((topic) => window.client.book(topic)?.cs === cs)",
+        arg=book.cs,
+    )
+    result = page.evaluate(
+        """() => {
+            const text = (b) => b && `${b.bids.checksumText()}|${b.asks.checksumText()}`;
+            const b10 = window.client.book("AAPL@book10"), all = window.client.book("AAPL@book");
+            window.client.close();
+            return { ...window.seen, text10: text(b10), text: text(all), top: all?.top() };
+        }"""
+    )
+    assert result["errors"] == [] and result["mismatches"] == []
+    assert result["frames"] > 100  # of both topics
+    expected = checksum_text(
+        [(p, book.bids.levels[p]) for p in book.bids.best(10)],
+        [(p, book.asks.levels[p]) for p in book.asks.best(10)],
+    )
+    assert result["text10"] == result["text"] == expected
+    assert "e" not in expected and any(canonical(x) in expected for x in (1.305e-05, 1e-7, 2.5e-8))
+    assert result["top"] == {"bids": book.bids.top(None), "asks": book.asks.top(None)}
+
+    # the formatting alone, against the reference, over doubles of every magnitude
+    rng = random.Random(1)
+    numbers = [*AWKWARD, 5e-324, 1.7976931348623157e308, -2.5e-8, 1e-6, 1e-5, 123e18, 0.5]
+    numbers += [rng.random() * 10 ** rng.randint(-12, 25) for _ in range(300)]
+    written = run_js(
+        page,
+        """const { canonical } = await import("/static/book.js");
+        return NUMBERS.map(canonical);""".replace("NUMBERS", json.dumps(numbers)),
+    )
+    assert written == [canonical(x) for x in numbers]
+
+
+def test_a_corrupted_book_frame_is_an_error_event_and_the_topic_starts_again_from_a_snapshot(
+    page: Page, book_node: NodeThread
+) -> None:
+    book_node.set_book("AAPL", [(100.0, 5.0)], [(100.5, 1.0)], reset=True)
+    page.goto(f"{book_node.url}/healthz")
+    result = run_js(
+        page,
+        """
+        // the client's socket, so the page can hand it frames the server never sent
+        let socket = null;
+        class Tap extends WebSocket {
+            constructor(url) { super(url); socket = this; }
+        }
+        const inject = (frame) => socket.onmessage({ data: JSON.stringify(frame) });
+        const client = new TickerClient("/ws", { symbols: ["AAPL@book10"], WebSocket: Tap });
+        client.connect();
+        const first = (await until(client, "book")).book;
+        const { u, cs } = first;
+        const delta = { type: "book", s: "AAPL", depth: 10, u: u + 1, pu: u, asks: [] };
+        delta.bids = [[99.0, 1.0]];
+        const errors = [];
+        for (const bad of [{ ...delta, cs: (cs ^ 1) >>> 0 }, { ...delta, pu: u - 1, cs }]) {
+            const told = until(client, "error");
+            const again = until(client, "book", ({ snapshot }) => snapshot);
+            inject(bad);
+            errors.push(await told);
+            const fresh = (await again).book;  // unsubscribed and subscribed again
+            errors.push({ u: fresh.u, bids: fresh.top().bids });
+        }
+        client.close();
+        return { u, errors };
+        """,
+    )
+    wrong_cs, after_cs, broken_pu, after_pu = result["errors"]
+    u = result["u"]
+    assert wrong_cs["code"] == "book" and wrong_cs["topic"] == "AAPL@book10"
+    assert re.fullmatch(
+        rf"AAPL@book10: cs \d+ at u {u + 1}, but the book's is \d+", wrong_cs["message"]
+    )
+    assert broken_pu["message"] == f"AAPL@book10: pu {u - 1} does not chain to u {u}"
+    for fresh in (after_cs, after_pu):  # the server's book, not the injected level
+        assert fresh == {"u": u, "bids": [[100.0, 5.0]]}
+
+
+def test_a_server_without_books_says_so_in_the_book_panel_not_as_an_alert(
+    page: Page, problems: Problems
+) -> None:
+    server = ServerProcess(free_port(), "--book-interval-ms", "0").start()
+    try:
+        page.goto(f"{server.url}/?symbols=AAPL")
+        wait_live(page)
+        expect(page.locator("#book-empty")).to_have_text("This server serves no books.")
+        expect(page.locator("#rows .last").first).not_to_have_text("")  # the rest goes on
+        assert page.get_by_role("alert").inner_text() == ""
+        assert "AAPL@book50" not in page.evaluate("window.tickerDashboard.client.symbols")
+    finally:
+        server.stop()
     assert problems == []

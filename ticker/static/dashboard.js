@@ -4,15 +4,19 @@
 // are drawn once per animation frame, and only what changed. Everything kept is bounded:
 // a fixed number of one-second bars per symbol, a fixed number of latency samples, and
 // the large chart's bars: the server's candles of the selected symbol (`SYMBOL@1m`), its
-// history asked for on subscribe, so the chart is full at once.
+// history asked for on subscribe, so the chart is full at once. The selected symbol's
+// book (`SYMBOL@book50`, kept and checked by the client) is drawn as a ladder and a depth
+// chart in the same pass as the chart, when a frame changed it.
 
 import { drawChart, drawSparkline, fitCanvas, hms, readColors, Series } from "./chart.js";
+import { drawDepth, Ladder } from "./depth.js";
 import { fetchHistory } from "./history.js";
 import { RollingStats } from "./stats.js";
 import { TickerClient } from "./ticker-client.js";
 
 const ROW_BARS = 300; // each row keeps five minutes of one-second bars (from its ticks)
 const CHART_BARS = 300; // the large chart: its last 300 bars (five minutes of 1 s bars)
+const BOOK_SUFFIX = "book50"; // the ladder shows its best 10 a side, the depth chart all 50
 const INTERVALS = { "1s": 1000, "1m": 60000, "5m": 300000, "1h": 3600000 }; // the picker's
 const SPARK_S = 60; // the sparklines: the last minute
 const TABLE_EVERY_MS = 200; // numbers and chart: 5 times a second, readable and cheap
@@ -47,7 +51,10 @@ const ui = {
   viewCandles: $("view-candles"),
   interval: $("interval"),
   crosshair: $("crosshair"),
+  depth: $("depth"),
+  bookEmpty: $("book-empty"),
 };
+const ladder = new Ladder($("ladder-asks"), $("ladder-bids"), $("ladder-spread"));
 
 const rows = new Map(); // symbol -> row state, in watchlist order
 const stats = new RollingStats(5);
@@ -67,6 +74,10 @@ let drawn = null; // what the chart last drew (drawChart's answer), for its titl
 let interval = "1s"; // of the large chart's bars
 let chartTopic = null; // the candle topic the chart follows ("AAPL@1s"), or null
 let chartSeries = new Series(CHART_BARS, INTERVALS[interval]);
+let bookTopic = null; // the book topic the ladder follows ("AAPL@book50"), or null
+let bookDirty = true;
+let bookShown = null; // what the ladder and the depth chart last drew, for the tests
+let depthSize = { width: 0, height: 0 };
 
 // ---- the watchlist: URL and localStorage ----------------------------------------------
 
@@ -218,6 +229,7 @@ function select(symbol) {
   }
   drawn = null;
   followChart();
+  followBook();
   setChartTitle();
   ui.chart.setAttribute("aria-label", symbol === null ? "Price chart" : `Price chart of ${symbol}`);
   chartDirty = true;
@@ -234,6 +246,33 @@ function followChart() {
   chartSeries = new Series(CHART_BARS, INTERVALS[interval]);
   ui.crosshair.hidden = true;
   if (topic !== null) client.subscribe([topic]);
+}
+
+/** The ladder follows the selected symbol's book topic (the old one is unsubscribed). */
+function followBook() {
+  const topic = selected === null ? null : `${selected}@${BOOK_SUFFIX}`;
+  if (topic === bookTopic) return;
+  if (bookTopic !== null) client.unsubscribe([bookTopic]);
+  bookTopic = topic;
+  bookDirty = true;
+  if (topic !== null) client.subscribe([topic]);
+}
+
+function onBook({ topic }) {
+  if (topic !== bookTopic) return;
+  bookDirty = true;
+  schedule();
+}
+
+function drawBook() {
+  bookDirty = false;
+  const book = bookTopic === null ? null : client.book(bookTopic);
+  const levels = ladder.draw(book);
+  const ratio = fitCanvas(ui.depth, depthSize.width, depthSize.height);
+  const depth = drawDepth(ui.depth.getContext("2d"), book, colors, ratio);
+  const empty = levels.bids === 0 && levels.asks === 0;
+  if (ui.bookEmpty.hidden === empty) ui.bookEmpty.hidden = !empty;
+  bookShown = { topic: bookTopic, u: book?.u ?? null, ...levels, depth };
 }
 
 function onCandles(bars) {
@@ -350,6 +389,12 @@ function onEpoch({ epoch, previous }) {
 }
 
 function onError(msg) {
+  if (msg.code === "book") return say(`Book: ${msg.message} (fetching it again)`); // must never happen
+  if (bookTopic !== null && msg.code === "bad_request" && !client.symbols.includes(bookTopic)) {
+    // its own op was refused: a server with no book topics (--book-interval-ms 0)
+    ui.bookEmpty.textContent = "This server serves no books.";
+    return;
+  }
   if (msg.code === "unknown_symbol") {
     for (const s of msg.symbols ?? []) removeSymbol(s, false);
   } else if (msg.code === "too_many_symbols") {
@@ -457,8 +502,9 @@ function draw(frameTime) {
       else drawn = drawChart(ctx, chartSeries, now, CHART_BARS * chartSeries.barMs, candles, colors, ratio);
       setChartTitle();
     }
+    if (bookDirty) drawBook();
   } else {
-    pending = chartDirty;
+    pending = chartDirty || bookDirty;
     for (const row of rows.values()) pending ||= row.dirty || row.flash !== "";
   }
   if (frameTime - lastSparkPass >= SPARK_EVERY_MS) {
@@ -537,6 +583,7 @@ function start() {
   client.on("snapshot", (ticks) => apply(ticks, false));
   client.on("epoch", onEpoch);
   client.on("candles", onCandles);
+  client.on("book", onBook);
   client.on("error", onError);
   client.on("symbolstatus", (symbols) => {
     for (const symbol of Object.keys(symbols)) showStatus(symbol);
@@ -587,9 +634,14 @@ function start() {
   matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
     colors = readColors(document.documentElement);
     for (const row of rows.values()) row.sparkDirty = true;
-    chartDirty = true;
+    chartDirty = bookDirty = true;
     schedule();
   });
+  new ResizeObserver(([entry]) => {
+    depthSize = { width: entry.contentRect.width, height: entry.contentRect.height };
+    bookDirty = true;
+    schedule();
+  }).observe(ui.depth);
   new ResizeObserver(([entry]) => {
     chartSize = { width: entry.contentRect.width, height: entry.contentRect.height };
     chartDirty = true;
@@ -612,6 +664,9 @@ function start() {
     },
     get chartSeries() {
       return chartSeries;
+    },
+    get book() {
+      return bookShown;
     },
   };
   client.connect();

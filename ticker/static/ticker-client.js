@@ -1,10 +1,14 @@
 // ticker-client.js: a browser client of the ticker WebSocket protocol v1 (docs/protocol.md).
-// An ES module with no dependencies; the API is documented in docs/javascript-client.md.
+// An ES module with no dependencies (but book.js beside it); the API is documented in
+// docs/javascript-client.md.
 //
 // It reconnects by the close code table of the protocol (jittered exponential backoff,
 // longer after 4029, never after 1000/1008/1009), resubscribes on every connection, drops
 // ticks it has already seen (by q) and reports gaps across a reconnection, and tells a new
-// epoch (a server restart) apart from a reconnection to the same stream.
+// epoch (a server restart) apart from a reconnection to the same stream. It keeps a local
+// book per book topic ("AAPL@book10"), checked on every frame (book.js).
+
+import { BookError, bookTopic, isBookTopic, LocalBook } from "./book.js";
 
 /** Close codes after which the client does not reconnect (the "no" rows of the table). */
 export const NO_RECONNECT = Object.freeze([1000, 1008, 1009]);
@@ -101,6 +105,7 @@ export class TickerClient {
   #epoch = null;
   #subscribed = [];
   #notLive = new Map(); // symbol -> {status, reason, since}, from the status frames
+  #books = new Map(); // book topic -> LocalBook, or null until its (next) snapshot
 
   /**
    * @param {string} url  the server's WebSocket endpoint, e.g. "ws://127.0.0.1:8080/ws" or "/ws"
@@ -111,6 +116,7 @@ export class TickerClient {
    * @param {string} [options.token]  sent as ?token= (for servers with authentication)
    * @param {number} [options.history]  closed bars each candle topic ("AAPL@1m") starts
    *   with, on every subscribe of one: its "candles" event brings them, then the changes
+   *   (book topics, "AAPL@book10", are subscribed apart: they keep no history)
    * @param {object} [options.backoff]  {initialMs, rateLimitedMs, maxMs, jitter}
    * @param {() => number} [options.random]  for the jitter (tests)
    * @param {typeof WebSocket} [options.WebSocket]  the WebSocket class to use
@@ -154,6 +160,10 @@ export class TickerClient {
   get subscribed() {
     return this.#subscribed;
   }
+  /** The local book of a book topic ("AAPL@book10"), or null before its snapshot. */
+  book(topic) {
+    return this.#books.get(topic) ?? null;
+  }
   /**
    * A symbol's status as the server last said (docs/protocol.md, Symbol status):
    * {status: "live"} or {status: "stale" | "halted" | "closed", reason, since}.
@@ -176,7 +186,9 @@ export class TickerClient {
    * "epoch" ({epoch, previous}), "snapshot" (ticks), "ticks" (ticks),
    * "subscribed" (symbols), "unsubscribed" (symbols), "gap" ({symbol, missed}),
    * "symbolstatus" ({symbol: {status, reason, since}}: the symbols whose status changed),
-   * "error" (the server's error frame, or {code: "client", message} for a client-side one).
+   * "book" ({topic, book, snapshot}: a book topic's LocalBook after each frame),
+   * "error" (the server's error frame, or {code: "client", message} for a client-side
+   * one, or {code: "book", topic, message} for a book frame that did not fit).
    */
   on(type, handler) {
     let set = this.#handlers.get(type);
@@ -212,14 +224,20 @@ export class TickerClient {
     const list = checkSymbols(symbols).filter((s) => !this.#wanted.has(s));
     if (list.length === 0) return;
     for (const s of list) this.#wanted.add(s);
-    if (this.#status === "live") this.#request(this.#subscribeOp(list), list);
+    if (this.#status === "live") this.#subscribeNow(list);
   }
 
-  /** A subscribe of `symbols`, asking for history when one is a candle topic. */
-  #subscribeOp(symbols) {
-    const op = { op: "subscribe", symbols };
-    if (this.#history > 0 && symbols.some((s) => s.includes("@"))) op.history = this.#history;
-    return op;
+  /** Subscribe ops for `symbols`: book topics in one of their own (a book keeps no
+   *  history, the server would refuse the op), history asked when a candle topic is in. */
+  #subscribeNow(symbols) {
+    const books = symbols.filter(isBookTopic);
+    const rest = symbols.filter((s) => !isBookTopic(s));
+    if (rest.length > 0) {
+      const op = { op: "subscribe", symbols: rest };
+      if (this.#history > 0 && rest.some((s) => s.includes("@"))) op.history = this.#history;
+      this.#request(op, rest);
+    }
+    if (books.length > 0) this.#request({ op: "subscribe", symbols: books }, books);
   }
 
   /** Stop receiving these symbols. */
@@ -229,6 +247,7 @@ export class TickerClient {
     for (const s of list) {
       this.#wanted.delete(s);
       this.#lastQ.delete(s);
+      this.#books.delete(s);
     }
     if (this.#status === "live") this.#request({ op: "unsubscribe", symbols: list }, list);
   }
@@ -376,6 +395,9 @@ export class TickerClient {
       case "candles": // bars keyed by (s, i, ts): a repeat (history again) replaces
         this.#emit("candles", msg.candles);
         break;
+      case "book":
+        this.#onBook(msg);
+        break;
       case "status":
         for (const [symbol, status] of Object.entries(msg.symbols)) {
           if (status.status === "live") this.#notLive.delete(symbol);
@@ -397,6 +419,7 @@ export class TickerClient {
       this.#emit("symbolstatus", cleared);
     }
     this.#welcome = msg;
+    this.#books.clear(); // each topic starts again from its snapshot on this connection
     this.#silenceMs = 2000 * msg.heartbeat_s;
     const previous = this.#epoch;
     if (msg.epoch !== previous) {
@@ -409,7 +432,30 @@ export class TickerClient {
     this.#setStatus("live");
     this.#emit("welcome", msg);
     const symbols = subscribedInUrl ? this.symbols.filter((s) => s.includes("@")) : this.symbols;
-    if (symbols.length > 0) this.#request(this.#subscribeOp(symbols), symbols);
+    if (symbols.length > 0) this.#subscribeNow(symbols);
+  }
+
+  /** A book frame: a snapshot replaces the topic's book, a delta is checked and applied.
+   *  One that does not fit is an error event, and the topic is subscribed again for a
+   *  fresh snapshot (its frames in flight until then are ignored). */
+  #onBook(msg) {
+    const topic = bookTopic(msg);
+    if (!this.#wanted.has(topic)) return; // in flight after its unsubscribe
+    const book = this.#books.get(topic);
+    try {
+      if (msg.snapshot === true) this.#books.set(topic, new LocalBook(msg));
+      else if (book === null) return; // before the snapshot of a resync
+      else if (book === undefined) throw new BookError(topic, "a delta before its snapshot");
+      else book.apply(msg);
+    } catch (err) {
+      if (!(err instanceof BookError)) throw err;
+      this.#books.set(topic, null);
+      this.#emit("error", { type: "error", code: "book", topic, message: err.message });
+      this.#request({ op: "unsubscribe", symbols: [topic] }, [topic]);
+      this.#request({ op: "subscribe", symbols: [topic] }, [topic]);
+      return;
+    }
+    this.#emit("book", { topic, book: this.#books.get(topic), snapshot: msg.snapshot === true });
   }
 
   #onError(msg) {
@@ -420,6 +466,8 @@ export class TickerClient {
     let refused = [];
     if (msg.code === "unknown_symbol") refused = msg.symbols ?? [];
     else if (msg.code === "too_many_symbols" && request !== undefined) refused = request.symbols;
+    // a refused op (e.g. a topic kind this server does not serve) would be refused again
+    else if (msg.code === "bad_request" && request !== undefined) refused = request.symbols;
     for (const s of refused) this.#wanted.delete(s);
     request?.reject?.(new Error(`${msg.code}: ${msg.message}`));
     this.#emit("error", msg);
