@@ -5,22 +5,30 @@ Python ``Publisher`` and ``ticker publish`` send books too."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.books_ref import RefBook
-from tests.conftest import StartServer, next_of
+from tests.conftest import StartServer, next_of, require
+from tests.redis_server import RedisServer
 from tests.test_publish_cli import finish, ticker_publish
 from tests.test_publish_http import SECRET, post, token
+from tests.test_redis_cluster import config
 from ticker.client.publisher import Publisher, PublishError, book_item
+from ticker.cluster.redis import RedisBroker
 from ticker.core.publish import NDJSON, PublishLimits, PublishRefused
 from ticker.core.publish_books import MAX_CHANGE_LEVELS, check_items
 from ticker.core.tokens import TokenVerifier
+from ticker.server.app import create_app
 from ticker.server.node import Node
+from ticker.server.settings import Settings
 
 LIMITS = PublishLimits(max_ticks=20_000, max_bytes=1 << 20)
 PASS_BY_HAND = 3600.0
@@ -337,3 +345,84 @@ async def test_ticker_publish_sends_book_lines(start_server: StartServer, tmp_pa
         "  line 2: book.bids[0]: the size must not be negative",
     ]
     assert node.bus.published == 1  # the first file's tick only
+
+
+async def cluster_node(aiohttp_server: Any, redis_url: str) -> tuple[Node, Any]:
+    node = Node(
+        Settings(publish=LIMITS, book_interval_s=PASS_BY_HAND),
+        (),
+        broker=RedisBroker(config(redis_url)),
+    )
+    return node, await aiohttp_server(create_app(node))
+
+
+async def test_in_a_cluster_books_go_in_once_the_script_took_the_ticks(
+    aiohttp_server: Any, redis_server: RedisServer
+) -> None:
+    node, server = await cluster_node(aiohttp_server, redis_server.url)
+    other, other_server = await cluster_node(aiohttp_server, redis_server.url)
+    assert node.books is not None and other.books is not None
+    url = server.make_url("/publish")
+    body = {"ticks": [{"s": "NEW", "p": 5.5}, book_item("NEW", [(5.0, 1.0)], reset=True)]}
+    key = {"Idempotency-Key": "k1"}
+    async with aiohttp.ClientSession() as http:
+        status, answer, _ = await post(http, url, body, **key)
+        assert (status, answer) == (200, {"accepted": 2, "q": {"NEW": 1}, "books": 1})
+        # the retry on another node: the script answers it as a replay
+        status, again, headers = await post(http, other_server.make_url("/publish"), body, **key)
+        assert (status, again, headers["Idempotent-Replayed"]) == (200, answer, "true")
+        assert other.books.changes == 0  # the replay handed over nothing
+        books_only = {"ticks": [book_item("NEW", [(4.5, 2.0)])]}  # no script call
+        status, answer, _ = await post(http, url, books_only)
+        assert (status, answer) == (200, {"accepted": 1, "q": {}, "books": 1})
+    pump(node)
+    assert node.books.books.book("NEW").bids.levels == {5.0: 1.0, 4.5: 2.0}
+
+
+async def test_in_a_cluster_a_request_redis_never_took_hands_over_no_books(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    absent = RedisServer(require("redis-server"), tmp_path)  # never started
+    node, server = await cluster_node(aiohttp_server, absent.url)
+    body = {"ticks": [{"s": "NEW", "p": 5.5}, book_item("NEW", [(5.0, 1.0)], reset=True)]}
+    async with aiohttp.ClientSession() as http:
+        status, answer, _ = await post(http, server.make_url("/publish"), body)
+    assert (status, answer["error"]) == (503, "cluster_unavailable")
+    assert node.books is not None and node.books.changes == 0 and len(node.books.pending) == 0
+
+
+_numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**54), max_value=2**54),
+    st.booleans(),
+    st.text(max_size=2),
+    st.none(),
+)
+_good_level = st.tuples(
+    st.floats(min_value=1e-9, max_value=1e12), st.floats(min_value=0, max_value=1e12)
+).map(list)
+_any_level = st.one_of(_good_level, st.lists(_numbers, min_size=1, max_size=3))
+_levels = st.one_of(st.lists(_good_level, max_size=4), st.lists(_any_level, max_size=4))
+_books = st.fixed_dictionaries(
+    {"s": st.sampled_from(["AAPL", "AAPL", "A B"])},
+    optional={
+        "bids": _levels,
+        "asks": _levels,
+        "reset": st.sampled_from([True, False, False, None]),
+    },
+)
+
+
+@given(st.lists(_books, max_size=3))
+def test_what_the_check_accepts_is_a_valid_change_set(bodies: list[dict[str, Any]]) -> None:
+    try:
+        batch = check_items([{"book": body} for body in bodies])
+    except PublishRefused as refused:
+        assert refused.problems and all(p.field for p in refused.problems)
+        return
+    assert len(batch.books) == len(bodies) and not batch.ticks
+    for change, body in zip(batch.books, bodies, strict=True):
+        assert change.symbol == "AAPL" and change.reset is body.get("reset", False)
+        assert len(change.bids) == len(body.get("bids", []))
+        for price, size in change.bids + change.asks:
+            assert math.isfinite(price) and price > 0 and math.isfinite(size) and size >= 0

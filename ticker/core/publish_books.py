@@ -11,7 +11,10 @@ request with one bad item publishes neither its ticks nor its book changes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from ticker.core.books import MAX_LEVELS, Level
@@ -69,7 +72,9 @@ class Batch:
 
     def symbols(self) -> list[str]:
         """Every symbol of the request, once each, ticks' first."""
-        named = [tick["s"] for tick in self.ticks] + [change.symbol for change in self.books]
+        named: Iterable[str] = map(itemgetter("s"), self.ticks)
+        if self.books:
+            named = chain(named, (change.symbol for change in self.books))
         return list(dict.fromkeys(named))
 
 
@@ -151,7 +156,7 @@ def _side(name: str, levels: object, problems: list[tuple[str, str]]) -> list[Le
         if why is not None:
             problems.append((f"{where}[{i}]", why))
         else:
-            out.append((float(level[0]), float(level[1])))
+            out.append((float(level[0]), float(level[1]) or 0.0))  # -0.0 removes as 0
     return out
 
 
