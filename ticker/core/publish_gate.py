@@ -83,8 +83,6 @@ class PublishGate:
         """(transport, result) -> requests; result is "accepted", "replayed" or an error code."""
         self.ticks = 0
         """Ticks published through the gate."""
-        self.book_changes = 0
-        """Book change sets handed to the books through the gate."""
         self.rejected_ticks: Counter[str] = Counter()
         """Error code -> ticks in refused requests."""
         self.publishers = 0
@@ -98,13 +96,12 @@ class PublishGate:
 
     def published(self, batch: Batch, last_q: dict[str, int]) -> dict[str, Any]:
         """After its ticks are in (``q`` their last numbers): the batch's book change
-        sets to the books, the counters, and the answer."""
+        sets to the books, the tick counter, and the answer."""
         books = self.books
         for change in batch.books:
             assert books is not None, "admit refuses book items without books"
             books(change.symbol, change.bids, change.asks, change.reset)
         self.ticks += len(batch.ticks)
-        self.book_changes += len(batch.books)
         return batch_answer(batch, last_q)
 
     def admit(self, who: str, allowed: Entitlements, batch: Batch) -> None:
