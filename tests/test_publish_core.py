@@ -18,10 +18,11 @@ from ticker.core.publish import (
     PublishLimits,
     PublishRefused,
     _every_problem,
-    _plainly_good,
     check_ticks,
     decode_body,
+    plainly_good,
 )
+from ticker.core.publish_books import check_items
 from ticker.core.publish_gate import PublishGate
 from ticker.core.symbols import symbol_problem
 from ticker.core.ticks import TickBatch
@@ -126,7 +127,7 @@ def test_envelope_size_count_and_type_are_refused_before_the_ticks() -> None:
 def test_the_answer_gives_each_symbols_last_q() -> None:
     gate = PublishGate(Bus(), PublishLimits())
     batch = [{"s": "A", "p": 1}, {"s": "B", "p": 2}, {"s": "A", "p": 3}]
-    answer = gate.publish("me", Entitlements(["*"]), batch)  # type: ignore[arg-type]
+    answer = gate.publish("me", Entitlements(["*"]), check_items(batch))
     assert answer == {"accepted": 3, "q": {"A": 2, "B": 1}}
 
 
@@ -145,7 +146,7 @@ _ticks = st.dictionaries(
 
 @given(st.lists(st.one_of(_ticks, st.none()), max_size=5))
 def test_the_fast_check_never_passes_what_the_full_check_refuses(items: list[object]) -> None:
-    if _plainly_good(items):
+    if plainly_good(items):
         assert _every_problem(items).found == 0
 
 

@@ -2,8 +2,9 @@
 
 ``ticker publish`` reads a file or a pipe line by line (``tail -f quotes.csv | ticker
 publish URL -``), so the format is decided by the first line that is not blank: a JSON
-object makes it NDJSON, anything else is a CSV header such as ``s,p,v``. Decoding only
-turns text into tick objects; the checks are ``ticker.core.publish``'s, the same the
+object makes it NDJSON, anything else is a CSV header such as ``s,p,v``. An NDJSON line
+may also be a book change set (``{"book": {...}}``); CSV carries ticks only. Decoding
+only turns text into objects; the checks are ``ticker.core.publish``'s, the same the
 server applies, so a bad line is reported with its number before anything is sent.
 """
 

@@ -4,7 +4,11 @@
 async with Publisher("http://127.0.0.1:8080", token=token) as pub:
     ack = await pub.publish([{"s": "AAPL", "p": 189.12, "v": 100}])
     print(ack.q)            # {"AAPL": 43}: the last q the server gave each symbol
+    await pub.publish_book("AAPL", bids=[(189.11, 300)], asks=[(189.13, 200)], reset=True)
 ```
+
+Book change sets (``book_item``) travel in the same batches as ticks, with the same ids,
+acks and retries.
 
 Each batch is sent with an id and waits for its ack before the next, so nothing is ever
 in doubt for long: when the connection drops, the publisher reconnects (capped
@@ -19,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -35,12 +39,34 @@ BACKOFF_S = (0.1, 5.0)
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """What the server answered for the ticks of one ``publish`` call."""
+    """What the server answered for the items of one ``publish`` call."""
 
     accepted: int
+    """Items published: ticks and book change sets."""
     q: dict[str, int] = field(default_factory=dict)
     replayed: int = 0
     """Batches the server had published already (resent after a reconnect)."""
+    books: int = 0
+    """Book change sets among ``accepted``."""
+
+
+def book_item(
+    symbol: str,
+    bids: Iterable[Sequence[float]] = (),
+    asks: Iterable[Sequence[float]] = (),
+    *,
+    reset: bool = False,
+) -> dict[str, Any]:
+    """A book change set as ``publish`` sends it among ticks: absolute ``(price, size)``
+    levels, size 0 removes one; ``reset``: this is the whole book (levels left out go)."""
+    return {
+        "book": {
+            "s": symbol,
+            "bids": [[price, size] for price, size in bids],
+            "asks": [[price, size] for price, size in asks],
+            "reset": reset,
+        }
+    }
 
 
 class PublishError(Exception):
@@ -144,17 +170,30 @@ class Publisher:
         return self._ws
 
     async def publish(self, ticks: Iterable[Mapping[str, Any]]) -> Ack:
-        """Publishes the ticks in batches of ``batch``; returns when all are acked."""
+        """Publishes the ticks (and ``book_item`` change sets among them, in order) in
+        batches of ``batch``; returns when all are acked."""
         items = list(ticks)
-        accepted = replayed = 0
+        accepted = replayed = books = 0
         q: dict[str, int] = {}
         for start in range(0, len(items), self.batch):
             chunk = items[start : start + self.batch]
             answer = await self._send(next(self._ids), chunk)
             accepted += answer["accepted"]
             replayed += bool(answer.get("replayed"))
+            books += answer.get("books", 0)
             q.update(answer["q"])
-        return Ack(accepted, q, replayed)
+        return Ack(accepted, q, replayed, books)
+
+    async def publish_book(
+        self,
+        symbol: str,
+        bids: Iterable[Sequence[float]] = (),
+        asks: Iterable[Sequence[float]] = (),
+        *,
+        reset: bool = False,
+    ) -> Ack:
+        """Publishes one book change set (``book_item``) for the node's ``@book`` topics."""
+        return await self.publish([book_item(symbol, bids, asks, reset=reset)])
 
     async def _send(self, batch_id: str, ticks: list[Mapping[str, Any]]) -> dict[str, Any]:
         frame = orjson.dumps({"op": "publish", "id": batch_id, "ticks": ticks}).decode()

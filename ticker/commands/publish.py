@@ -1,6 +1,9 @@
-"""``ticker publish URL [FILE|-]``: ticks from a file or a pipe into a server.
+"""``ticker publish URL [FILE|-]``: ticks (and book changes) from a file or a pipe into a
+server.
 
-Lines are NDJSON or CSV with a header (``ticker/client/lines.py``), sent through
+Lines are NDJSON or CSV with a header (``ticker/client/lines.py``); an NDJSON line may
+be a book change set (``{"book": {...}}``, docs/publishing.md), sent in order with the
+ticks. They go through
 ``ticker.client.Publisher`` in batches of ``--batch``: full batches while the input keeps
 up, and whatever has arrived as soon as the input pauses, so ``tail -f quotes.csv |
 ticker publish URL -`` publishes each line when it is written. A reader thread hands
@@ -21,6 +24,7 @@ from typing import Any
 
 from ticker.commands.argtypes import positive
 from ticker.commands.envparser import Commands
+from ticker.core.publish_books import is_book
 from ticker.progress import Progress
 
 CHUNK = 1 << 16
@@ -36,7 +40,8 @@ def add_parser(commands: Commands) -> None:
         "publish",
         help="publish ticks from a file or stdin into a server (ticker serve --publish)",
         description="Publish ticks read from FILE (or stdin: -) into the server at URL: NDJSON "
-        "(one tick object a line) or CSV with a header naming tick fields, e.g. s,p,v. "
+        '(one tick object a line, or a book change {"book": {"s": ..., "bids": [[price, '
+        'size], ...], "asks": [...]}}) or CSV with a header naming tick fields, e.g. s,p,v. '
         "Example: tail -f quotes.csv | ticker publish http://127.0.0.1:8080 -",
     )
     parser.add_argument("url", help="the server, e.g. http://127.0.0.1:8080")
@@ -88,6 +93,8 @@ class Run:
         self.pending: list[Any] = []
         self.lines: list[int] = []
         self.symbols: set[str] = set()
+        self.books = 0
+        """Book change sets published (the rest of ``progress.count`` are ticks)."""
         self.batches = 0
         self.progress = Progress("published", stream=sys.stderr)
         self._sending_lines: list[int] = []
@@ -116,7 +123,14 @@ class Run:
             ack = await pub.publish(ticks)
             self.batches += 1
             self.symbols.update(ack.q)
+            self.symbols.update(item["book"]["s"] for item in ticks if is_book(item))
+            self.books += ack.books
             self.progress.advance(ack.accepted)
+
+    def published(self) -> str:
+        """What went in: ``N ticks``, and the book change sets when there were any."""
+        ticks = f"{self.progress.count - self.books:,} ticks"
+        return f"{ticks} and {self.books:,} book change(s)" if self.books else ticks
 
     def problems(self, problems: list[dict[str, Any]]) -> list[str]:
         """The server's problems, by input line instead of index in the batch."""
@@ -160,7 +174,7 @@ async def _publish(args: argparse.Namespace, fd: int) -> int:
     except PublishError as exc:
         job.progress.done()
         print(
-            f"ticker publish: error: {exc}; published {job.progress.count:,} ticks before it",
+            f"ticker publish: error: {exc}; published {job.published()} before it",
             file=sys.stderr,
         )
         for line in job.problems(exc.problems):
@@ -168,7 +182,7 @@ async def _publish(args: argparse.Namespace, fd: int) -> int:
         return EXIT_REFUSED
     job.progress.done()
     print(
-        f"published {job.progress.count:,} ticks of {len(job.symbols)} symbol(s)"
+        f"published {job.published()} of {len(job.symbols)} symbol(s)"
         f" in {job.batches} batch(es), {time.monotonic() - started:.1f} s",
         file=sys.stderr,
     )

@@ -4,7 +4,8 @@ Pure and synchronous: the HTTP and WebSocket publish handlers give it the bytes 
 read and their limits, and get back a batch ready for ``Bus.publish`` or a
 ``PublishRefused`` carrying every problem found (at most ``MAX_PROBLEMS`` listed). No
 tick of a refused request is published, so a publisher can fix and resend the whole
-request without working out which part went through.
+request without working out which part went through. Book items among the ticks are
+checked by ``ticker/core/publish_books.py``, which uses these checks for the ticks.
 """
 
 from __future__ import annotations
@@ -95,8 +96,8 @@ class PublishRefused(Exception):
         return out
 
 
-class _Problems:
-    """Collects problems, keeping the first ``MAX_PROBLEMS`` and counting the rest."""
+class Problems:
+    """Collects a request's problems, keeping the first ``MAX_PROBLEMS`` and counting the rest."""
 
     __slots__ = ("found", "kept")
 
@@ -105,6 +106,7 @@ class _Problems:
         self.found = 0
 
     def add(self, index: int | None, name: str | None, message: str) -> None:
+        """One more problem (kept while fewer than ``MAX_PROBLEMS`` are)."""
         self.found += 1
         if len(self.kept) < MAX_PROBLEMS:
             self.kept.append(Problem(index, name, message))
@@ -151,7 +153,9 @@ def _json_ticks(body: bytes) -> list[Any]:
     except orjson.JSONDecodeError as exc:
         raise PublishRefused(400, "bad_json", f"the body is not valid JSON: {exc}") from None
     if type(obj) is not dict or type(obj.get("ticks")) is not list:
-        raise PublishRefused(400, "bad_request", 'the body must be {"ticks": [tick, ...]}')
+        raise PublishRefused(
+            400, "bad_request", 'the body must be {"ticks": [tick or book item, ...]}'
+        )
     extra = sorted(k for k in obj if k != "ticks")
     if extra:
         raise PublishRefused(
@@ -163,7 +167,7 @@ def _json_ticks(body: bytes) -> list[Any]:
 
 def _ndjson_ticks(body: bytes) -> list[Any]:
     items: list[Any] = []
-    problems = _Problems()
+    problems = Problems()
     for number, line in enumerate(body.split(b"\n"), 1):
         if not line.strip():
             continue
@@ -173,11 +177,12 @@ def _ndjson_ticks(body: bytes) -> list[Any]:
             problems.add(len(items), None, f"line {number} is not valid JSON")
             items.append(None)  # keeps the indexes of the later lines right
     if problems.found:
-        raise _bad(problems)
+        raise bad_request(problems)
     return items
 
 
-def _bad(problems: _Problems) -> PublishRefused:
+def bad_request(problems: Problems) -> PublishRefused:
+    """The refusal of a request with these problems: nothing of it is published."""
     return PublishRefused(
         400,
         "bad_request",
@@ -190,7 +195,7 @@ def _bad(problems: _Problems) -> PublishRefused:
 _NUMBERS = frozenset({"p", "b", "a", "v"})
 
 
-def _number_problem(name: str, value: object) -> str | None:
+def number_problem(name: str, value: object) -> str | None:
     """Why ``value`` cannot be field ``name``; the types are exact, as JSON decodes them."""
     kind = type(value)
     if kind is float:
@@ -206,10 +211,10 @@ def _number_problem(name: str, value: object) -> str | None:
     return None
 
 
-def _check(index: int, item: object, problems: _Problems) -> None:
+def check_tick(index: int, item: object, problems: Problems) -> None:
     """Every problem of one tick, in one pass over its fields (the hot path of a publish)."""
     if type(item) is not dict:
-        problems.add(index, None, "a tick must be a JSON object")
+        problems.add(index, None, "a tick (or a book item) must be a JSON object")
         return
     if "s" not in item:
         problems.add(index, "s", "missing: every tick needs a symbol")
@@ -222,7 +227,7 @@ def _check(index: int, item: object, problems: _Problems) -> None:
     bid = ask = None
     for name, value in item.items():
         if name in _NUMBERS:
-            why = _number_problem(name, value)
+            why = number_problem(name, value)
             if why is not None:
                 problems.add(index, name, why)
             elif name == "b":
@@ -263,7 +268,7 @@ def _numbers_plainly_good(values: list[Any]) -> bool:
     )
 
 
-def _plainly_good(items: list[Any]) -> bool:
+def plainly_good(items: list[Any]) -> bool:
     """True when every tick is certainly valid, found in passes over the batch that run
     in C (a publish's hot path: ~10x cheaper than a tick at a time); False sends the
     batch to the per-tick check, which finds and names every problem."""
@@ -302,18 +307,18 @@ def _plainly_good(items: list[Any]) -> bool:
         return False
 
 
-def _every_problem(items: list[Any]) -> _Problems:
-    problems = _Problems()
+def _every_problem(items: list[Any]) -> Problems:
+    problems = Problems()
     for index, item in enumerate(items):
-        _check(index, item, problems)
+        check_tick(index, item, problems)
     return problems
 
 
 def check_ticks(items: list[Any]) -> TickBatch:
     """Every item checked; the batch when all pass, else every problem, nothing kept."""
-    if not _plainly_good(items):
+    if not plainly_good(items):
         problems = _every_problem(items)
         if problems.found:
-            raise _bad(problems)
+            raise bad_request(problems)
     batch: TickBatch = items  # each item is a tick the bus may stamp
     return batch

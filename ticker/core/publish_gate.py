@@ -1,4 +1,5 @@
-"""Who may publish what, how fast, and how big the universe may grow: then the bus.
+"""Who may publish what, how fast, and how big the universe may grow: then the bus
+(and the node's books, for a request's book change sets).
 
 The transports (``POST /publish``, the publisher WebSocket) decode and check a request
 with ``ticker.core.publish``, learn who sent it, and hand the batch here. The gate
@@ -16,17 +17,17 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 import orjson
 
+from ticker.core.books import BookSink
 from ticker.core.bus import Bus
 from ticker.core.entitlements import Entitlements
 from ticker.core.idempotency import IdempotencyCache, KeyReused, Remembered, digest
-from ticker.core.publish import PublishLimits, PublishRefused, check_ticks
+from ticker.core.publish import Problems, PublishLimits, PublishRefused, bad_request
+from ticker.core.publish_books import Batch, check_items
 from ticker.core.ratelimit import TokenBucket
-from ticker.core.ticks import TickBatch
 
 MAX_BATCH_ID = 64
 MAX_PUBLISHERS = 10_000
@@ -42,7 +43,15 @@ class Frame:
     key: str
     """The frame's idempotency key (scoped to the publisher like an ``Idempotency-Key``)."""
     digest: bytes
-    batch: TickBatch
+    batch: Batch
+
+
+def batch_answer(batch: Batch, last_q: dict[str, int]) -> dict[str, Any]:
+    """A published batch's answer: its items, each symbol's last ``q``, its book items."""
+    out: dict[str, Any] = {"accepted": len(batch), "q": last_q}
+    if batch.books:
+        out["books"] = len(batch.books)
+    return out
 
 
 def key_reused(what: str) -> PublishRefused:
@@ -56,10 +65,17 @@ class PublishGate:
     """One node's publishing state: rate buckets, idempotency keys, counters."""
 
     def __init__(
-        self, bus: Bus, limits: PublishLimits, *, clock: Callable[[], float] = time.monotonic
+        self,
+        bus: Bus,
+        limits: PublishLimits,
+        *,
+        books: BookSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus
         self.limits = limits
+        self.books = books
+        """The node's ``BookService.submit``; None: the node keeps no books."""
         self._clock = clock
         self.idempotency = IdempotencyCache(clock, ttl_s=limits.idempotency_ttl_s)
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
@@ -72,17 +88,27 @@ class PublishGate:
         self.publishers = 0
         """Publisher WebSockets open now."""
 
-    def publish(self, who: str, allowed: Entitlements, batch: TickBatch) -> dict[str, Any]:
-        """Publishes the whole batch into the bus or raises ``PublishRefused``; returns the
-        answer."""
+    def publish(self, who: str, allowed: Entitlements, batch: Batch) -> dict[str, Any]:
+        """Publishes the whole batch into the bus and the books or raises
+        ``PublishRefused``; returns the answer."""
         self.admit(who, allowed, batch)
-        last_q = self.bus.publish(batch)
-        self.ticks += len(batch)
-        return {"accepted": len(batch), "q": last_q}
+        return self.published(batch, self.bus.publish(batch.ticks))
 
-    def admit(self, who: str, allowed: Entitlements, batch: TickBatch) -> None:
+    def published(self, batch: Batch, last_q: dict[str, int]) -> dict[str, Any]:
+        """After its ticks are in (``q`` their last numbers): the batch's book change
+        sets to the books, the tick counter, and the answer."""
+        books = self.books
+        for change in batch.books:
+            assert books is not None, "admit refuses book items without books"
+            books(change.symbol, change.bids, change.asks, change.reset)
+        self.ticks += len(batch.ticks)
+        return batch_answer(batch, last_q)
+
+    def admit(self, who: str, allowed: Entitlements, batch: Batch) -> None:
         """Raises ``PublishRefused`` unless this publisher may publish all of it, now."""
-        symbols = list(dict.fromkeys(map(itemgetter("s"), batch)))
+        if batch.books:
+            self._admit_books(batch)
+        symbols = batch.symbols()
         _, refused = allowed.split(symbols)
         if refused:
             raise PublishRefused(
@@ -92,6 +118,8 @@ class PublishGate:
                 symbols=refused[:100],
             )
         bus = self.bus
+        if batch.books:
+            self._known_books(batch)
         new = sum(1 for symbol in symbols if not bus.known(symbol))
         if new and bus.symbol_count() + new > self.limits.max_universe:
             raise PublishRefused(
@@ -101,8 +129,9 @@ class PublishGate:
                 " (--max-universe)",
             )
         bucket = self._bucket(who)
-        if not bucket.take(len(batch)):
-            wait = bucket.wait_s(len(batch))
+        cost = batch.cost
+        if not bucket.take(cost):
+            wait = bucket.wait_s(cost)
             raise PublishRefused(
                 429,
                 "rate_limited",
@@ -110,6 +139,42 @@ class PublishGate:
                 f" retry in {wait:.1f} s",
                 retry_after_s=wait,
             )
+
+    def _admit_books(self, batch: Batch) -> None:
+        """Book items need a node with books, and count a tick a level against the size."""
+        if self.books is None:
+            problems = Problems()
+            for change in batch.books:
+                problems.add(
+                    change.index, "book", "this server keeps no books (--book-interval-ms 0)"
+                )
+            raise bad_request(problems)
+        cost, limit = batch.cost, self.limits.max_ticks
+        if cost > limit:
+            raise PublishRefused(
+                413,
+                "too_large",
+                f"{len(batch.ticks)} ticks and {cost - len(batch.ticks)} book levels in one"
+                f" request, over the limit of {limit} (--max-publish-ticks, a level counts as"
+                " a tick): split it",
+            )
+
+    def _known_books(self, batch: Batch) -> None:
+        """A book is for a symbol the server knows (or one a tick of the batch adds): a
+        book alone never grows the universe."""
+        bus = self.bus
+        ticked = {tick["s"] for tick in batch.ticks}
+        problems = Problems()
+        for change in batch.books:
+            if change.symbol not in ticked and not bus.known(change.symbol):
+                problems.add(
+                    change.index,
+                    "book.s",
+                    f"the server does not know {change.symbol!r}: publish a tick of it first"
+                    " (before or in this request)",
+                )
+        if problems.found:
+            raise bad_request(problems)
 
     def _bucket(self, who: str) -> TokenBucket:
         buckets = self._buckets
@@ -149,7 +214,7 @@ class PublishGate:
             if found is not None:
                 self.count(WS, "replayed")
                 return _ack(batch_id, found.answer, replayed=True)
-            return Frame(batch_id, key, body_digest, check_ticks(items))
+            return Frame(batch_id, key, body_digest, check_items(items))
         except PublishRefused as exc:
             return self.error_frame(batch_id, exc, ticks)
 
@@ -191,7 +256,7 @@ class PublishGate:
             raise PublishRefused(400, "unknown_op", 'a publisher sends {"op": "publish", ...}')
         items = op.get("ticks")
         if type(items) is not list:
-            raise PublishRefused(400, "bad_request", "ticks must be a list of ticks")
+            raise PublishRefused(400, "bad_request", "ticks must be a list of ticks and books")
         if len(items) > self.limits.max_ticks:
             raise PublishRefused(
                 413,

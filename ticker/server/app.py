@@ -106,6 +106,7 @@ def create_app(
             node.metrics.registry,
             settings.publish,
             node.broker.take_publishes(),
+            None if node.books is None else node.books.submit,
         )
     if node.candles is not None:
         candles_http.add_routes(app, node.candles)

@@ -1,10 +1,12 @@
-"""``/publish`` (``--publish``): ticks in over HTTP ``POST`` or a publisher WebSocket.
+"""``/publish`` (``--publish``): ticks and book changes in over HTTP ``POST`` or a
+publisher WebSocket.
 
 Thin adapters: who is asking (a token with a ``pub`` claim, or, without an auth key,
 only a loopback client; a browser only from an allowed origin), the body read within its
-bound, then ``ticker.core.publish`` checks it and ``PublishGate`` publishes all of it or
-none: into the node's bus, or, in a cluster, through the broker's sequencer, which has
-Redis number it for every node. Every HTTP refusal is JSON ``{"error": code, "message":
+bound, then ``ticker.core.publish_books.check_items`` checks it and ``PublishGate``
+publishes all of it or none: ticks into the node's bus, or, in a cluster, through the
+broker's sequencer, which has Redis number them for every node; book change sets into
+the node's books once the ticks are in. Every HTTP refusal is JSON ``{"error": code, "message":
 ..., ...}`` with the status of its code in ``HTTP_REFUSALS`` (``refusals.py``;
 docs/publishing.md lists them). The WebSocket handler answers each frame before it reads
 the next, so a publisher that outruns the server is slowed by TCP, never buffered.
@@ -26,14 +28,15 @@ from prometheus_client.registry import Collector
 
 from ticker.cluster.broker import Sequencer
 from ticker.cluster.sequencer import Idempotency
+from ticker.core.books import BookSink
 from ticker.core.bus import Bus
 from ticker.core.codes import Refusal
 from ticker.core.entitlements import EVERYTHING, Entitlements, TokenError
 from ticker.core.idempotency import digest
-from ticker.core.publish import JSON, PublishLimits, PublishRefused, check_ticks, decode_body
-from ticker.core.publish_gate import WS, PublishGate
+from ticker.core.publish import JSON, PublishLimits, PublishRefused, decode_body
+from ticker.core.publish_books import Batch, check_items
+from ticker.core.publish_gate import WS, PublishGate, batch_answer
 from ticker.core.status import parse_statuses
-from ticker.core.ticks import TickBatch
 from ticker.server.auth import BEARER_PROTOCOL, GATE, origin_allowed, token_from
 from ticker.server.refusals import refusal
 
@@ -122,25 +125,28 @@ async def publish_batch(
     app: web.Application,
     who: str,
     allowed: Entitlements,
-    batch: TickBatch,
+    batch: Batch,
     idempotency: Idempotency | None,
 ) -> tuple[bytes, bool]:
     """Publish a checked batch, all or nothing: (the answer, whether an earlier request's
     answer is given again). One node: into its bus. A cluster: the gate's checks, then one
-    call to the broker's sequencer, which may find the key used on another node."""
+    call to the broker's sequencer for the ticks, which may find the key used on another
+    node; the book changes go to this node's books only once the ticks are in."""
     gate = app[PUBLISH_GATE]
     sequencer = app[SEQUENCER]
     if sequencer is None:
         return orjson.dumps(gate.publish(who, allowed, batch)), False
     gate.admit(who, allowed, batch)
-    done = await sequencer(batch, idempotency)
-    if not done.replayed:
-        gate.ticks += len(batch)
-    return orjson.dumps({"accepted": len(batch), "q": done.q}), done.replayed
+    if not batch.ticks:  # books only: nothing for the cluster to number
+        return orjson.dumps(gate.published(batch, {})), False
+    done = await sequencer(batch.ticks, idempotency)
+    if done.replayed:
+        return orjson.dumps(batch_answer(batch, done.q)), True
+    return orjson.dumps(gate.published(batch, done.q)), False
 
 
 async def publish_handler(request: web.Request) -> web.Response:
-    """One request: every tick published, or none and every reason why."""
+    """One request: every tick and book change published, or none and every reason why."""
     gate = request.app[PUBLISH_GATE]
     ticks = 0
     try:
@@ -160,7 +166,7 @@ async def publish_handler(request: web.Request) -> web.Response:
                 )
         items = decode_body(request.headers.get(hdrs.CONTENT_TYPE), body, gate.limits)
         ticks = len(items)  # a refused batch's ticks count as rejected, as on the WebSocket
-        batch = check_ticks(items)
+        batch = check_items(items)
         idempotency = None
         if key is not None:
             idempotency = Idempotency(who, key, body_digest, gate.limits.idempotency_ttl_s)
@@ -315,10 +321,12 @@ def add_routes(
     registry: CollectorRegistry,
     limits: PublishLimits,
     sequencer: Sequencer | None = None,
+    books: BookSink | None = None,
 ) -> None:
     """``/publish`` on ``bus`` (the node's), and its metrics in ``registry``; with a
-    ``sequencer`` (a cluster's broker), batches are numbered in Redis instead."""
-    gate = app[PUBLISH_GATE] = PublishGate(bus, limits, clock=time.monotonic)
+    ``sequencer`` (a cluster's broker), batches are numbered in Redis instead; ``books``:
+    where book items go (None: the node keeps no books, and refuses them)."""
+    gate = app[PUBLISH_GATE] = PublishGate(bus, limits, books=books, clock=time.monotonic)
     app[PUBLISHER_SOCKETS] = set()
     app[SEQUENCER] = sequencer
     registry.register(PublishCollector(gate))
