@@ -229,5 +229,5 @@ class SimBooks:
 
     def _size(self, distance: int) -> int:
         """A new level's shares: a few lots at the touch, more deeper in the book."""
-        lots = 1 + int(self._rng.expovariate(1.0) * (2 + distance / 2))
+        lots = 1 + int(self._rng.expovariate(1.0) * (2 + distance))
         return LOT * min(lots, MAX_SIZE_LOTS)
