@@ -62,12 +62,12 @@ def test_same_seed_same_books_and_changes() -> None:
     for _ in range(2):
         model, batches = model_batches(5, SIZES)
         books = new_books(model, seed=9)
-        changes = [books.update(batch) for batch in batches]
+        changes = [books.update(batch, 0.01) for batch in batches]
         runs.append((changes, [books.snapshot(s) for s in NAMES]))
     assert runs[0] == runs[1]
     model, batches = model_batches(5, SIZES)
     other = new_books(model, seed=10)
-    assert [other.update(batch) for batch in batches] != runs[0][0]
+    assert [other.update(batch, 0.01) for batch in batches] != runs[0][0]
 
 
 def test_after_every_batch_the_touch_is_the_tick_and_changes_are_minimal() -> None:
@@ -82,9 +82,8 @@ def test_after_every_batch_the_touch_is_the_tick_and_changes_are_minimal() -> No
     latest: dict[str, Tick] = {}
     updates = changed = 0
     for batch in batches:
-        out = books.update(batch)
+        out = books.update(batch, 0.05)  # quiet books change too: 0.8 a batch
         latest.update({t["s"]: t for t in batch})
-        assert {s for s, _, _ in out} <= {t["s"] for t in batch}  # only who ticked
         for symbol, bids, asks in out:
             updates += 1
             changed += len(bids) + len(asks)
@@ -129,7 +128,7 @@ def test_the_book_has_depth_and_moves_at_every_kind_of_event() -> None:
     seen = {"add": 0, "remove": 0, "grow": 0, "shrink": 0}
     for batch in batches:
         before = {s: tuple(map(dict, books.snapshot(s))) for s in NAMES}
-        for symbol, bids, asks in books.update(batch):
+        for symbol, bids, asks in books.update(batch, 0.05):
             for side, levels in zip(before[symbol], (bids, asks), strict=True):
                 for price, size in levels:
                     old = side.get(price, 0.0)
@@ -144,6 +143,24 @@ def test_the_book_has_depth_and_moves_at_every_kind_of_event() -> None:
                     )
                     seen[kind] += 1
     assert all(count > 100 for count in seen.values()), seen
+
+
+def test_quiet_books_change_behind_the_touch() -> None:
+    model = MarketModel(N_SYMBOLS, seed=6)
+    books = new_books(model, seed=6)
+    assert books.update([], 0.0) == []  # no time, no change
+    before = {s: books.snapshot(s) for s in NAMES}
+    changed: set[str] = set()
+    for _ in range(50):
+        for symbol, bids, asks in books.update([], 0.01):  # 0.16 books a step
+            changed.add(symbol)
+            for price, size in bids + asks:
+                assert size or price not in books.best(symbol)
+    assert len(changed) >= N_SYMBOLS // 2
+    for symbol, (bids, asks) in before.items():
+        assert books.best(symbol) == (bids[0][0], asks[0][0])  # the quote stays
+    out = books.update([], 100.0)  # a stall: each book changes once, not 1 600 times
+    assert sorted(s for s, _, _ in out) == sorted(NAMES)
 
 
 def test_a_jump_past_the_window_rebuilds_the_side_and_bad_ticks_are_refused() -> None:

@@ -108,7 +108,7 @@ class SimulatedFeed:
             if due > 0:
                 batch = self._batch(due, now - last)
                 if sink is not None:
-                    for symbol, bids, asks in self.books.update(batch):
+                    for symbol, bids, asks in self.books.update(batch, now - last):
                         sink(symbol, bids, asks)
                 yield batch
                 last = now

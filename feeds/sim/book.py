@@ -11,7 +11,7 @@ so the book is never crossed. ``update`` returns, per symbol, only the levels wh
 the batch changed, as absolute sizes (0: removed): what a ``BookSink`` takes.
 
 The cost is per symbol that ticked in a batch (a handful of levels each), not per tick
-and not per symbol of the universe.
+and not per symbol of the universe, plus a few quiet books' changes a second.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ FILL = 0.85
 """Chance that a price entering the window has a level: a book with a few gaps."""
 EVENTS = 3
 """Resting-order events (add, cancel, pull) per symbol per update: 0 to this many."""
+QUIET_PER_S = 2.0
+"""Times a second a book changes between its symbol's trades (resting orders only), so
+the book of a quiet symbol is not a still picture."""
 NEAR = 6.0
 """Mean distance from the touch, in ticks, of a resting-order event: activity is near it."""
 MAX_SIZE_LOTS = 2000
@@ -113,6 +116,7 @@ class SimBooks:
             for side in (book.bids, book.asks):
                 self._fill(side, 0, window)
                 side.was.clear()
+        self._symbols = list(self._books)
 
     def __len__(self) -> int:
         return len(self._books)
@@ -122,7 +126,7 @@ class SimBooks:
 
     def symbols(self) -> list[str]:
         """The symbols with a book."""
-        return list(self._books)
+        return list(self._symbols)
 
     def snapshot(self, symbol: str) -> tuple[list[Level], list[Level]]:
         """A symbol's whole book (bids high to low, asks low to high): a reset's levels."""
@@ -134,9 +138,12 @@ class SimBooks:
         book = self._books[symbol]
         return self.grid.price(book.bids.best), self.grid.price(book.asks.best)
 
-    def update(self, ticks: Iterable[Tick]) -> list[tuple[str, list[Level], list[Level]]]:
+    def update(
+        self, ticks: Iterable[Tick], dt: float = 0.0
+    ) -> list[tuple[str, list[Level], list[Level]]]:
         """Move the books of the symbols in a batch of ticks (time order) to their latest
-        quotes; ``(symbol, bids, asks)`` of what changed, for each book that did.
+        quotes, and let resting orders change in a few others as ``dt`` seconds pass
+        (``QUIET_PER_S``); ``(symbol, bids, asks)`` of what changed, for each book that did.
 
         A tick of a booked symbol needs ``b`` and ``a`` on this grid; ticks of other
         symbols are not looked at beyond their ``s``.
@@ -162,6 +169,14 @@ class SimBooks:
             bids, asks = self._move(books[symbol], bid, ask, price, volume[symbol])
             if bids or asks:
                 out.append((symbol, bids, asks))
+        rng = self._rng
+        expected = len(books) * QUIET_PER_S * dt
+        quiet = int(expected) + (rng.random() < expected % 1)
+        for symbol in rng.sample(self._symbols, min(quiet, len(books))):
+            if symbol not in latest:
+                bids, asks = self._rest(books[symbol], rng.randint(1, EVENTS))
+                if bids or asks:
+                    out.append((symbol, bids, asks))
         return out
 
     def _move(
@@ -174,8 +189,12 @@ class SimBooks:
             touch = hit.levels[hit.best]
             hit.set(hit.best, max(LOT, touch - volume))  # the touch stays: it is the quote
         book.last = price
+        return self._rest(book, self._rng.randint(0, EVENTS))
+
+    def _rest(self, book: _Book, events: int) -> tuple[list[Level], list[Level]]:
+        """``events`` resting-order events, then what the update changed."""
         rng = self._rng
-        for _ in range(rng.randint(0, EVENTS)):
+        for _ in range(events):
             self._event(book.bids if rng.random() < 0.5 else book.asks)
         return book.bids.changes(self.grid), book.asks.changes(self.grid)
 
