@@ -245,7 +245,8 @@ async def latency_pair(logdir: Path, rate: int, duration: float) -> dict[str, An
     out: dict[str, Any] = {"rate_per_s": rate}
     with cluster(logdir) as (redis, procs):
         port = free_port()
-        procs.spawn("single", "serve", "--port", str(port), "--rate", str(rate), "--seed", "1")
+        single = ["--rate", str(rate), "--seed", "1", "--sim-books", "0"]  # as the relay: ticks
+        procs.spawn("single", "serve", "--port", str(port), *single)
         async with aiohttp.ClientSession() as http:
             await wait_ready(http, port)
             url = f"http://127.0.0.1:{port}/ws?symbols={symbols}&mode=all"

@@ -264,6 +264,8 @@ def server(
 ) -> Iterator[Server]:
     """A server under test, pinned, on a free port; always stopped on the way out."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
+    if name == "ticker":  # ticks alone, as the baselines serve them (an older tree: unread)
+        env["TICKER_SIM_BOOKS"] = "0"
     log_path = ctx.logdir / f"{label}.log"
     error = ""
     for _attempt in range(3):  # a free port can be taken between probe and bind

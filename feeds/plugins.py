@@ -47,7 +47,7 @@ class FeedSpec:
         return f"{self.name}:{self.args}" if self.args else self.name
 
 
-TAKES_FLAGS = {"sim": " (--symbols, --rate, --skew and --seed set it)", "none": ""}
+TAKES_FLAGS = {"sim": " (--symbols, --rate, --skew, --seed and --sim-books set it)", "none": ""}
 
 
 def _entry_points() -> dict[str, EntryPoint]:

@@ -141,7 +141,7 @@ def flag(dest: str) -> str:
 
 VALUES = {"start": "2020-01-01", "end": "2020-01-02", "format": "jsonl", "columns": "t=t"}
 VALUES |= {"time_unit": "ms", "on_error": "skip", "speed": "2", "rate": "5", "skew": "1"}
-VALUES |= {"seed": "7", "symbols": "3"}
+VALUES |= {"seed": "7", "symbols": "3", "sim_books": "5"}
 
 
 def given(dest: str) -> list[str]:

@@ -225,6 +225,13 @@ def _add_feed_options(parser: EnvParser) -> None:
     parser.add_option(
         "--seed", type=int, default=None, help="random seed: the same seed, the same stream"
     )
+    parser.add_option(
+        "--sim-books",
+        type=non_negative(int),
+        default=feeds.DEFAULT_SIM_BOOKS,
+        metavar="N",
+        help="sim: the first N simulated symbols have order books (SYMBOL@book10...); 0 = none",
+    )
     replay.add_replay_options(parser)
     feeds.add_exchange_options(parser)
 
@@ -239,7 +246,7 @@ def _add_redis_options(parser: EnvParser, help_text: str) -> None:
     )
 
 
-SIM_ONLY = ("rate", "skew", "seed")
+SIM_ONLY = ("rate", "skew", "seed", "sim_books")
 """The options only the simulated feed reads."""
 REPLAY_ONLY = (
     *("speed", "loop", "keep_time", "start", "end"),

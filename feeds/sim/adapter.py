@@ -3,6 +3,10 @@
 Pacing is against absolute time: each batch carries the ticks due since the stream
 started minus those already sent, so a late wake-up makes a bigger batch, not a lower rate,
 and errors in sleep never accumulate.
+
+The first ``books`` symbols also have order books (``feeds/sim/book.py``) whose best bid
+and ask are their ticks' ``b`` and ``a``: a stream begins with a reset of each, then each
+batch hands the book sink what it changed, before the batch itself is yielded.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import numpy as np
 
+from feeds.sim.book import SimBooks
 from feeds.sim.model import MarketModel
 from feeds.sim.symbols import reference_prices, symbol_names
+from ticker.core.books import BookSink
 from ticker.core.ticks import TickBatch
 
 MAX_BATCH_SECONDS = 0.25
@@ -23,12 +29,17 @@ MAX_BATCH_SECONDS = 0.25
 behind (a stall, or a machine too slow for the rate), the excess is skipped rather than
 replayed: a real-time market simulation has no use for a burst of stale ticks, and a
 backlog that can only grow must not. Skipped ticks are counted in ``skipped``."""
+DEFAULT_BOOKS = 100
+"""Symbols with an order book unless told: every symbol of the default universe. Books
+cost per booked symbol that ticks in a batch, so a large universe keeps them to a few."""
 
 
 class SimulatedFeed:
     """A ``FeedAdapter`` of ``n_symbols`` simulated stocks trading ``rate`` ticks per second.
 
     ``skew`` > 0 concentrates activity on a few symbols (Zipf-like, see ``MarketModel``).
+    The first ``books`` symbols (all of them when fewer; 0: none) have order books, handed
+    to the sink ``bind_books`` gives (``ReportsBooks``).
     ``clock`` and ``sleep`` are injectable so tests can run simulated seconds instantly;
     with the same ``seed`` and the same clock readings the stream is identical.
     """
@@ -44,9 +55,12 @@ class SimulatedFeed:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         interval: float = 0.002,
+        books: int = DEFAULT_BOOKS,
     ) -> None:
         if not rate > 0 or not interval > 0:
             raise ValueError("rate and interval must be > 0")
+        if books < 0:
+            raise ValueError("books must be >= 0")
         self.name = name
         self.rate = rate
         self.interval = interval
@@ -55,6 +69,10 @@ class SimulatedFeed:
             n_symbols, seed=seed, skew=skew, start_prices=reference_prices(self._names)
         )
         self._name_array = np.array(self._names, dtype=object)  # idx -> the same str objects
+        booked = dict(zip(self._names[:books], self.model.start_ticks.tolist(), strict=False))
+        self.books = SimBooks(booked, self.model.grid, seed=seed)
+        """The simulated order books; they move only while a sink is bound."""
+        self._book_sink: BookSink | None = None
         self._clock = clock
         self._sleep = sleep
         self.skipped = 0
@@ -64,8 +82,17 @@ class SimulatedFeed:
         """The simulated symbols' names, declared before the first tick."""
         return list(self._names)
 
+    def bind_books(self, sink: BookSink) -> None:
+        """Hand the books' level changes to ``sink`` from the next stream on."""
+        self._book_sink = sink
+
     async def stream(self) -> AsyncGenerator[TickBatch, None]:
         """Yield one batch per ``interval``, holding every tick due by then; never ends."""
+        sink = self._book_sink if self.books else None
+        if sink is not None:  # a (re)start: each book whole, whatever a sink had before
+            for symbol in self.books.symbols():
+                bids, asks = self.books.snapshot(symbol)
+                sink(symbol, bids, asks, reset=True)
         clock, rate, interval = self._clock, self.rate, self.interval
         max_batch = max(1, round(rate * MAX_BATCH_SECONDS))
         start = last = clock()
@@ -79,7 +106,11 @@ class SimulatedFeed:
                 self.skipped += due - max_batch
                 due = max_batch
             if due > 0:
-                yield self._batch(due, now - last)
+                batch = self._batch(due, now - last)
+                if sink is not None:
+                    for symbol, bids, asks in self.books.update(batch, now - last):
+                        sink(symbol, bids, asks)
+                yield batch
                 last = now
             # The next slot still ahead; counting slots (rather than flooring elapsed /
             # interval) guarantees progress when a wake-up lands a hair before its slot.

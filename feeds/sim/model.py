@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,40 @@ LOT = 100
 SIZE_TAIL = 1.5
 """Pareto exponent of the number of lots per trade: mostly 1-2 lots, now and then a block."""
 MAX_LOTS = 1000
+
+
+class Grid:
+    """Prices on a tick grid: ``ticks`` (integers) to the float nearest the decimal.
+
+    A price is ticks * units / scale: one correctly rounded division from exact integers,
+    so it prints as 189.12, and an integer and a numpy array of it give the same float.
+    """
+
+    __slots__ = ("scale", "units")
+
+    def __init__(self, tick_size: float) -> None:
+        if not (math.isfinite(tick_size) and tick_size > 0):
+            raise ValueError("tick_size must be a positive number")
+        decimals = next(
+            (d for d in range(MAX_DECIMALS + 1) if round(tick_size, d) == tick_size), None
+        )
+        if decimals is None:
+            raise ValueError(f"tick_size must have at most {MAX_DECIMALS} decimals")
+        self.scale = int(10**decimals)
+        self.units = round(tick_size * self.scale)
+
+    @overload
+    def price(self, ticks: int) -> float: ...
+    @overload
+    def price(self, ticks: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]: ...
+    def price(self, ticks: int | npt.NDArray[np.int64]) -> float | npt.NDArray[np.float64]:
+        """The price of ``ticks`` (one number or an array of them)."""
+        price: float | npt.NDArray[np.float64] = (ticks * self.units) / self.scale
+        return price
+
+    def ticks(self, price: float) -> int:
+        """The grid point of a price this grid made (the inverse of ``price``)."""
+        return round(price * self.scale) // self.units
 
 
 class Ticks(NamedTuple):
@@ -72,19 +106,9 @@ class MarketModel:
         fixed = [(i, p) for i, p in enumerate(start_prices) if p is not None]
         if not all(math.isfinite(p) and p > 0 for _, p in fixed):
             raise ValueError("start_prices must be positive numbers (or None)")
-        if not (math.isfinite(tick_size) and tick_size > 0):
-            raise ValueError("tick_size must be a positive number")
-        decimals = next(
-            (d for d in range(MAX_DECIMALS + 1) if round(tick_size, d) == tick_size), None
-        )
-        if decimals is None:
-            raise ValueError(f"tick_size must have at most {MAX_DECIMALS} decimals")
         self.n_symbols = n_symbols
         self.tick_size = tick_size
-        # A price is ticks * _tick_units / _scale: one correctly rounded division from exact
-        # integers gives the float nearest the decimal, so it prints as 189.12.
-        self._scale = 10**decimals
-        self._tick_units = round(tick_size * self._scale)
+        self.grid = Grid(tick_size)
         self._rng = rng = np.random.default_rng(seed)
 
         low, high = price_range
@@ -92,7 +116,9 @@ class MarketModel:
         for i, price in fixed:  # after the draw: the other symbols' draws stay the same
             start[i] = price
         start_ticks = np.maximum(np.rint(start / tick_size), MIN_PRICE_TICKS)
-        self.start_price = self._price(start_ticks.astype(np.int64))
+        self.start_ticks = start_ticks.astype(np.int64)
+        """Each symbol's start price in ticks of ``tick_size``."""
+        self.start_price = self.grid.price(self.start_ticks)
         self.volatility = rng.uniform(*volatility_range, n_symbols)
         self._variance = self.volatility**2 / TRADING_SECONDS_PER_YEAR  # per second
         self._log_ticks = np.log(start_ticks)  # the exact path; prices round it to the grid
@@ -156,9 +182,9 @@ class MarketModel:
         size = LOT * np.minimum(lots, MAX_LOTS)
         return Ticks(
             idx,
-            self._price(ticks),
-            self._price(ticks - below),
-            self._price(ticks + above),
+            self.grid.price(ticks),
+            self.grid.price(ticks - below),
+            self.grid.price(ticks + above),
             size,
         )
 
@@ -175,7 +201,3 @@ class MarketModel:
         log_x = u * log_end if a == 0 else np.log1p(u * math.expm1(a * log_end)) / a
         ranks = np.exp(log_x).astype(np.intp) - 1
         return self._symbol_of_rank[np.minimum(ranks, self.n_symbols - 1)]
-
-    def _price(self, ticks: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-        price: npt.NDArray[np.float64] = (ticks * self._tick_units) / self._scale
-        return price

@@ -30,6 +30,9 @@ from ticker.commands import replay
 from ticker.commands.envparser import EnvParser
 
 DEFAULT_SIM_SYMBOLS = 100
+DEFAULT_SIM_BOOKS = DEFAULT_SIM_SYMBOLS
+"""Simulated symbols with order books unless ``--sim-books`` says: all of the default
+universe (a book costs per batch its symbol ticks in, so a large universe keeps a few)."""
 SHOWN_SYMBOLS = 5
 """A plugin's startup line names this many of its symbols."""
 log = logging.getLogger("ticker")
@@ -125,7 +128,9 @@ def build(args: argparse.Namespace) -> Built:
     for spec in args.feed:
         if spec.name == "sim":
             count = args.symbols if isinstance(args.symbols, int) else DEFAULT_SIM_SYMBOLS
-            sim = SimulatedFeed(count, args.rate, skew=args.skew, seed=args.seed)
+            sim = SimulatedFeed(
+                count, args.rate, skew=args.skew, seed=args.seed, books=args.sim_books
+            )
             built.append((spec, sim))
         elif spec.name == "replay":
             built.append((spec, replay.replay_feed(args, spec.args)))
@@ -163,11 +168,12 @@ def log_feeds(args: argparse.Namespace, built: Built, epoch: str) -> None:
     for spec, feed in built:
         if spec.name == "sim":
             log.info(
-                "feed sim: %d symbols at %g ticks/s (skew %g, seed %s); epoch %s",
+                "feed sim: %d symbols at %g ticks/s (skew %g, seed %s), %d with books; epoch %s",
                 len(feed.symbols()),
                 args.rate,
                 args.skew,
                 args.seed,
+                min(args.sim_books, len(feed.symbols())),
                 epoch,
             )
         elif isinstance(feed, ReplayFeed):
