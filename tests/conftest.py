@@ -15,12 +15,18 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp.test_utils import TestServer
+from hypothesis import settings
 
 from tests.redis_server import RedisServer
 from ticker.core.session import Limits
 from ticker.server.app import create_app
 from ticker.server.node import Node
 from ticker.server.settings import Settings
+
+# property tests: the same examples every run, and no deadline a shared 2-core machine
+# can miss (a slow example is not a failure; the benches measure time)
+settings.register_profile("ticker", deadline=None, derandomize=True)
+settings.load_profile("ticker")
 
 SYMBOLS = ["AAPL", "MSFT", "GOOGL", "AMZN", "NVDA"]
 REQUIRE_ALL = os.environ.get("TICKER_REQUIRE_ALL") == "1"

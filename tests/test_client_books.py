@@ -270,8 +270,3 @@ async def test_a_server_whose_book_does_not_chain_ends_the_feed_with_a_book_erro
                 async for event in feed.events():
                     seen.append(event)
     assert [type(e) for e in seen] == [Connected, OrderBook]
-
-
-def test_history_with_a_book_topic_is_refused_at_once() -> None:
-    with pytest.raises(ValueError, match="history is for candle topics"):
-        connect("ws://127.0.0.1:1/ws", ["AAPL@1m", "AAPL@book10"], history=10)

@@ -104,10 +104,6 @@ class Feed:
             raise ValueError("symbols: name at least one symbol (or '*')")
         if max_hz is not None and not 0 < max_hz <= 1000:
             raise ValueError("max_hz must be above 0 and at most 1000")
-        if history and any(map(is_book_topic, symbols)):
-            raise ValueError(
-                "history is for candle topics: follow book topics in a feed without history"
-            )
         self.url = url
         self.symbols = list(symbols)
         self.mode = mode
