@@ -214,7 +214,9 @@ async def test_binance_depth_syncs_by_rest_and_a_gap_resyncs_that_symbol(
     symbols = ["BNBBTC", "ETHBTC"]
     venue = Binance({s: s for s in symbols}, books=True)
     venue.snapshot_spacing_s = 0.0
-    options = LinkOptions(fake_exchange.url, 5.0, rest_url=fake_exchange.rest_url)
+    options = LinkOptions(
+        fake_exchange.url, 5.0, backoff_initial_s=0.01, rest_url=fake_exchange.rest_url
+    )
     feed = ExchangeFeed(venue, symbols, options)
     server, http, ws = await _client(start_server, feed, symbols)
     bnb, eth = Model(), Model()
@@ -236,8 +238,10 @@ async def test_binance_depth_syncs_by_rest_and_a_gap_resyncs_that_symbol(
         bnb.apply(*snap, reset=True)
         bnb.apply(early, [("0.0026", "100")])
         assert (await fake_exchange.rest_call(2))[1] == _path("ETHBTC")
+        fake_exchange.answer(_path("ETHBTC"), '{"lastUpdateId":"21","bids":[],"asks":[]}')
+        assert (await fake_exchange.rest_call(3))[2] == _path("ETHBTC")  # malformed: again
         fake_exchange.answer(_path("ETHBTC"), _rest(15, [("0.05", "1")], [("0.052", "1")]))
-        assert (await fake_exchange.rest_call(3))[2] == _path("ETHBTC")  # older than U: again
+        assert (await fake_exchange.rest_call(4))[3] == _path("ETHBTC")  # older than U: again
         fake_exchange.answer(_path("ETHBTC"), _rest(21, [("0.05", "1")], [("0.052", "1")]))
         eth.apply([("0.05", "1"), ("0.051", "2.5")], [("0.052", "1")], reset=True)
         await client.until_book("BNBBTC", bnb)
@@ -252,7 +256,7 @@ async def test_binance_depth_syncs_by_rest_and_a_gap_resyncs_that_symbol(
         eth.apply([("0.051", "0")], [("0.053", "4")])
         await client.until_book("ETHBTC", eth)  # the other symbol goes on meanwhile
         await conn.send(_depth("BNBBTC", 172, 174, [("0.0025", "8")], []))
-        assert (await fake_exchange.rest_call(4))[3] == _path("BNBBTC")
+        assert (await fake_exchange.rest_call(5))[4] == _path("BNBBTC")
         again = ([("0.0024", "6"), ("0.0020", "1")], [("0.0026", "50"), ("0.0027", "9")])
         fake_exchange.answer(_path("BNBBTC"), _rest(172, *again))
         bnb.apply(*again, reset=True)
@@ -263,8 +267,8 @@ async def test_binance_depth_syncs_by_rest_and_a_gap_resyncs_that_symbol(
     finally:
         await ws.close()
         await http.close()
-    assert venue.stats.book_resyncs == 1 and venue.stats.malformed == 0
-    assert len(fake_exchange.connections) == 1 and len(fake_exchange.rest_calls) == 4
+    assert venue.stats.book_resyncs == 1 and venue.stats.malformed == 1  # the bad snapshot
+    assert len(fake_exchange.connections) == 1 and len(fake_exchange.rest_calls) == 5
     _, samples = await scrape(server.make_url("/metrics"))
     assert value(samples, "ticker_feed_book_resyncs_total", feed="binance") == 1
 

@@ -104,12 +104,7 @@ class Coinbase(Venue):
         elif kind == "l2update" and self.books:
             self._update(message["product_id"], message["changes"])
         elif kind == "snapshot" and self.books:
-            product = message["product_id"]
-            if product in self.names:
-                bids, asks = levels(message["bids"]), levels(message["asks"])
-                self._synced.add(product)
-                self._asked.discard(product)
-                self.book_reset(product, bids, asks)
+            self._snapshot(message["product_id"], message["bids"], message["asks"])
         elif kind == "status":
             self._halts(message["products"])
         elif kind == "error":
@@ -119,6 +114,16 @@ class Coinbase(Venue):
             self.refuse(found.group(1), "not a valid product")
         elif kind not in ("last_match", "heartbeat", "subscriptions"):
             self.unknown(message)
+
+    def _snapshot(self, product: str, bids: list[Any], asks: list[Any]) -> None:
+        """A product's whole book: its resync, if any, is over."""
+        if product not in self.names:
+            self.unknown(product)
+            return
+        book = levels(bids), levels(asks)
+        self._synced.add(product)
+        self._asked.discard(product)
+        self.book_reset(product, *book)
 
     def _update(self, product: str, changes: list[list[str]]) -> None:
         """Apply an ``l2update`` (``[side, price, size]`` each, ``buy`` the bids)."""

@@ -238,31 +238,43 @@ class Link:
                 queue.put_nowait(product)
 
     async def _fetch_snapshots(self, queue: asyncio.Queue[str]) -> None:
-        """The REST snapshots asked for, one at a time; a failed one is asked again."""
-        venue = self.venue
-        base = self.options.rest_url or venue.rest_url
+        """The REST snapshots asked for, one at a time; a failed one is asked again after
+        a backoff (an exchange answering 429 wants fewer calls, not the same ones)."""
+        venue, options = self.venue, self.options
+        base = options.rest_url or venue.rest_url
+        backoff = Backoff(max(venue.snapshot_spacing_s, options.backoff_initial_s), 60.0)
         while True:
             product = await queue.get()
             self._queued.discard(product)
             path = venue.snapshot_path(product)
             resyncing = dict(venue.resyncing)
+            wait = venue.snapshot_spacing_s
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_S):
                     async with self._http.get(f"{base}{path}") as resp:
                         resp.raise_for_status()
                         body = orjson.loads(await resp.read())
                 venue.rest_snapshot(product, body)
+                backoff.reset()
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                log.warning("feed %s: the snapshot of %s failed (%s)", venue.name, product, exc)
+                wait = backoff.delay()
+                log.warning(
+                    "feed %s: the snapshot of %s failed (%s); again in %.2f s",
+                    venue.name,
+                    product,
+                    exc,
+                    wait,
+                )
                 venue.ask_snapshot(product)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                wait = backoff.delay()
                 venue.stats.malformed += 1
                 log.warning("feed %s: a malformed snapshot of %s (%s)", venue.name, product, exc)
                 venue.ask_snapshot(product)
             if self._live and venue.resyncing != resyncing:
                 self._report_halts()
             self._ask_snapshots(venue.take_resyncs())
-            await asyncio.sleep(venue.snapshot_spacing_s)
+            await asyncio.sleep(wait)
 
     def _refused(self) -> None:
         """Mark what was refused; when it is every product of a feed that never published
