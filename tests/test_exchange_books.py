@@ -27,6 +27,7 @@ from tests.conftest import StartServer, frame
 from tests.exchange_fakes import FakeExchange, coinbase_recording
 from tests.scrape import scrape, value
 from tests.test_books_server import subscribe
+from tests.test_cli_serve import assert_one_line, serve
 from ticker.core.status import LIVE, STALE
 
 Levels = list[tuple[str, str]]
@@ -412,3 +413,5 @@ def test_books_are_opt_in_per_feed_and_their_options_are_checked() -> None:
     ]:
         with pytest.raises(ValueError, match=why):
             exchange_feed(name, args)
+    line = serve("--feed", "binance:btcusdt?books=1", "--book-interval-ms", "0")
+    assert_one_line(line, "books=1 but --book-interval-ms 0 serves no books")
