@@ -415,3 +415,23 @@ def test_books_are_opt_in_per_feed_and_their_options_are_checked() -> None:
             exchange_feed(name, args)
     line = serve("--feed", "binance:btcusdt?books=1", "--book-interval-ms", "0")
     assert_one_line(line, "books=1 but --book-interval-ms 0 serves no books")
+
+
+def test_a_malformed_book_message_is_counted_and_skipped() -> None:
+    kraken = Kraken({"BTC/USD": "BTC/USD"}, books=True)
+    coinbase = Coinbase({"NU-GBP": "NU-GBP"}, books=True)
+    binance = Binance({"BNBBTC": "BNBBTC"}, books=True)
+    for venue in (kraken, coinbase, binance):
+        venue.connected(list(venue.names))
+    bad = [
+        (kraken, _book("snapshot", "BTC/USD", [('"45283.5"', "1.0")], [], 1)),  # a string
+        (kraken, _book("snapshot", "BTC/USD", [("NaN", "1.0")], [], 1)),
+        (coinbase, '{"type":"l2update","product_id":"NU-GBP","changes":[["up","1","2"]]}'),
+        (coinbase, '{"type":"snapshot","product_id":"NU-GBP","bids":[["1e5","2"]],"asks":[]}'),
+        (binance, _depth("BNBBTC", 1, 2, [("0.1", "1", "x", "y")], []).replace('"U":1', '"U":"1"')),
+    ]
+    for venue, message in bad:
+        assert venue.decode(message, 0) == []
+    assert [v.stats.malformed for v in (kraken, coinbase, binance)] == [2, 2, 1]
+    assert all(v.resyncing == dict.fromkeys(v.names, "book: waiting for its snapshot")
+               for v in (kraken, coinbase, binance))  # fmt: skip

@@ -42,6 +42,14 @@ DEPTHS = (10, 25, 100, 500, 1000)
 CHECKSUM_LEVELS = 10
 
 
+def _exact(value: object) -> Decimal:
+    """A book message's number as parsed (``Decimal``, or ``int`` for a whole one);
+    ``TypeError`` for anything else (a string, ``NaN``, a bool)."""
+    if type(value) is Decimal or type(value) is int:
+        return Decimal(value)
+    raise TypeError(f"not a number: {value!r}")
+
+
 def _digits(number: Decimal) -> str:
     """A price or qty as the checksum writes it: its text without ``.`` and leading 0s."""
     return format(number, "f").replace(".", "").lstrip("0")
@@ -65,7 +73,7 @@ class PairBook:
             (self.asks, asks, out[1], False),
         ):
             for level in given:
-                price, qty = Decimal(level["price"]), Decimal(level["qty"])
+                price, qty = _exact(level["price"]), _exact(level["qty"])
                 if qty:
                     side[price] = qty
                 else:
