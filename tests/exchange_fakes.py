@@ -3,6 +3,8 @@ records what the client sends and sends what the test tells it to, per connectio
 
 It speaks no protocol of its own: each test plays the exchange's part with messages from
 a real recording (``tests/data/COINBASE.ws.28.0``) or from the exchange's documentation.
+It also answers REST calls under ``/api/`` (Binance's depth snapshots) with the bodies
+the test gives, in order, each call waiting until the test has given one.
 """
 
 from __future__ import annotations
@@ -62,7 +64,11 @@ class FakeExchange:
     def __init__(self) -> None:
         self.connections: list[FakeConnection] = []
         self._new = asyncio.Condition()
+        self.rest_calls: list[str] = []
+        """Path and query of every REST call, in order."""
+        self._answers: dict[str, asyncio.Queue[bytes]] = {}
         app = web.Application()
+        app.router.add_route("GET", "/api/{tail:.*}", self._rest)
         app.router.add_route("GET", "/{tail:.*}", self._handler)
         self.server = TestServer(app, host="127.0.0.1")
 
@@ -79,6 +85,27 @@ class FakeExchange:
     def url(self) -> str:
         """The ws:// URL of the fake (give it to the feed as its endpoint)."""
         return f"ws://127.0.0.1:{self.server.port}/ws"
+
+    @property
+    def rest_url(self) -> str:
+        """The http:// base of the fake's REST calls."""
+        return f"http://127.0.0.1:{self.server.port}"
+
+    def answer(self, path_qs: str, body: str) -> None:
+        """The body of the next call to ``path_qs`` (``/api/v3/depth?symbol=..``)."""
+        self._answers.setdefault(path_qs, asyncio.Queue()).put_nowait(body.encode())
+
+    async def rest_call(self, count: int, timeout: float = 5.0) -> list[str]:
+        """The first ``count`` REST calls, once they were made."""
+        async with asyncio.timeout(timeout):
+            while len(self.rest_calls) < count:
+                await asyncio.sleep(0.005)
+        return self.rest_calls[:count]
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        self.rest_calls.append(request.path_qs)
+        body = await self._answers.setdefault(request.path_qs, asyncio.Queue()).get()
+        return web.Response(body=body, content_type="application/json")
 
     async def connection(self, number: int, timeout: float = 10.0) -> FakeConnection:
         """The ``number``-th connection (from 0), once the client has opened it."""

@@ -1,8 +1,9 @@
-"""The ARGS of an exchange ``--feed``: ``PRODUCT[,PRODUCT...][?prefix=TEXT]``.
+"""The ARGS of an exchange ``--feed``: ``PRODUCT[,PRODUCT...][?prefix=TEXT&books=1]``.
 
 The symbol of a product is the exchange's own product id (``BTC-USD``), with ``prefix``
 in front when given (``?prefix=CB:`` makes ``CB:BTC-USD``), so two exchanges' products of
-one name never collide.
+one name never collide. ``books=1`` adds the exchange's order-book channel (``SYMBOL@book``
+topics); Kraken's ``depth`` (10, 25, 100, 500, 1000) is how deep its book is.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from feeds.exchanges.venue import Venue
 from ticker.core.symbols import symbol_problem
 
 VENUES: dict[str, type[Venue]] = {v.name: v for v in (Coinbase, Binance, Kraken)}
-OPTIONS = ("prefix",)
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "coinbase": ("prefix", "books"),
+    "binance": ("prefix", "books"),
+    "kraken": ("prefix", "books", "depth"),
+}
+SWITCH = {"1": True, "0": False}
 
 
 def exchange_feed(name: str, args: str, url: str | None = None) -> ExchangeFeed:
@@ -26,8 +32,19 @@ def exchange_feed(name: str, args: str, url: str | None = None) -> ExchangeFeed:
     venue = VENUES[name]
     listed, _, query = args.partition("?")
     given = dict(parse_qsl(query, keep_blank_values=True))
-    if unknown := sorted(set(given) - set(OPTIONS)):
-        raise ValueError(f"--feed {name}: unknown option {unknown[0]!r} (only ?prefix=TEXT)")
+    if unknown := sorted(set(given) - set(OPTIONS[name])):
+        known = " ".join(OPTIONS[name])
+        raise ValueError(f"--feed {name}: unknown option {unknown[0]!r} (known: {known})")
+    books = SWITCH.get(given.get("books", "0"))
+    if books is None:
+        raise ValueError(f"--feed {name}: books must be 1 or 0, not {given['books']!r}")
+    book_options: dict[str, object] = {"books": books}
+    if "depth" in given:
+        if not books:
+            raise ValueError(f"--feed {name}: depth is the depth of the books: add books=1")
+        if not given["depth"].isdigit():
+            raise ValueError(f"--feed {name}: depth must be a number, not {given['depth']!r}")
+        book_options["depth"] = int(given["depth"])
     products = list(dict.fromkeys(venue.product(p.strip()) for p in listed.split(",") if p.strip()))
     if not products:
         raise ValueError(f"--feed {name} needs its products, e.g. {name}:{EXAMPLES[name]}")
@@ -36,8 +53,12 @@ def exchange_feed(name: str, args: str, url: str | None = None) -> ExchangeFeed:
     for symbol in names.values():
         if problem := symbol_problem(symbol):
             raise ValueError(f"--feed {name}: {problem}")
+    try:
+        adapter = venue(names, **book_options)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ValueError(f"--feed {name}: {exc}") from None
     options = LinkOptions(url or venue.url, venue.watchdog_s, rotate_after_s=venue.rotate_after_s)
-    return ExchangeFeed(venue(names), products, options)
+    return ExchangeFeed(adapter, products, options)
 
 
 EXAMPLES = {"coinbase": "BTC-USD,ETH-USD", "binance": "btcusdt,ethusdt", "kraken": "BTC/USD"}

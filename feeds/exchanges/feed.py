@@ -16,6 +16,7 @@ import aiohttp
 
 from feeds.exchanges.link import Link, LinkOptions
 from feeds.exchanges.venue import Venue
+from ticker.core.books import BookSink
 from ticker.core.status import STALE, StatusSink
 from ticker.core.ticks import TickBatch
 
@@ -46,6 +47,10 @@ class ExchangeFeed:
     def bind_status(self, sink: StatusSink) -> None:
         """Per-symbol status goes to ``sink`` (``ReportsStatus``)."""
         self._status = sink
+
+    def bind_books(self, sink: BookSink) -> None:
+        """Book changes go to ``sink`` (``ReportsBooks``; only with ``?books=1``)."""
+        self.venue.book_sink = sink
 
     def connections(self) -> list[list[str]]:
         """The products of each connection: at most ``per_connection`` each."""

@@ -9,6 +9,12 @@ backoff (``ticker/core/backoff.py``); the first message of the new connection ma
 rotates before that: it opens the replacement, keeps reading the old one while the new
 one's messages are held for ``overlap_s``, then closes the old one and lets the held
 messages through the trade ids (duplicates dropped): no gap, no double.
+
+Books: a new connection starts every book over (``Venue.connected``); a product whose
+book the venue finds wrong is asked a fresh snapshot, by resubscribing it on this
+connection or, where snapshots are REST calls (Binance), by a GET that one task per link
+makes, one at a time, ``snapshot_spacing_s`` apart. Such a product is ``stale`` (with
+the venue's reason) until its snapshot has come.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
+import orjson
 
 from feeds.base import FeedFatal
 from feeds.exchanges.venue import Venue
@@ -47,6 +54,8 @@ class LinkOptions:
     """Replace a connection this old (None: never)."""
     overlap_s: float = 5.0
     """How long old and new connections both run during a rotation."""
+    rest_url: str | None = None
+    """Where REST book snapshots are fetched (None: the venue's public ``rest_url``)."""
 
 
 class ConnectionLost(Exception):
@@ -78,6 +87,11 @@ class Link:
         self._clock_us = clock_us
         self._backoff = Backoff(options.backoff_initial_s, options.backoff_max_s)
         self._live = False
+        self._snapshots: asyncio.Queue[str] | None = None
+        """Products whose REST snapshot is to be fetched (a venue with REST snapshots)."""
+        if venue.books and venue.rest_url is not None:
+            self._snapshots = asyncio.Queue()
+        self._queued: set[str] = set()
 
     def _symbols(self) -> list[str]:
         refused = self.venue.refused
@@ -85,11 +99,23 @@ class Link:
 
     async def run(self) -> None:
         """Connect, read, reconnect; returns only by cancellation."""
+        fetcher = None
+        if self._snapshots is not None:
+            fetcher = asyncio.create_task(self._fetch_snapshots(self._snapshots))
+        try:
+            await self._run()
+        finally:
+            if fetcher is not None:
+                fetcher.cancel()
+                await asyncio.wait([fetcher])
+
+    async def _run(self) -> None:
         venue, options = self.venue, self.options
         self._status(self._symbols(), STALE, f"connecting to {venue.name}")
         while True:
             try:
                 ws = await self._open()
+                venue.connected(self._wanted())
                 while True:
                     ws = await self._pump(ws)
             except (ConnectionLost, aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -168,8 +194,10 @@ class Link:
     async def _handle(self, ws: aiohttp.ClientWebSocketResponse, data: str | bytes) -> None:
         venue = self.venue
         refused, halted, held = len(venue.refused), venue.halted, dict(venue.halted_products)
+        resyncing = dict(venue.resyncing)
         ticks = venue.decode(data, self._clock_us())
-        if not self._live or venue.halted != halted or venue.halted_products != held:
+        changed = venue.halted != halted or venue.halted_products != held
+        if not self._live or changed or venue.resyncing != resyncing:
             if not self._live:
                 self._live = True
                 self._backoff.reset()
@@ -177,18 +205,76 @@ class Link:
         if len(venue.refused) != refused:
             self._refused()
             await self._send(ws, venue.after_refusal(self._wanted()))
+        if due := venue.take_resyncs():
+            if self._snapshots is None:
+                await self._send(ws, venue.resubscriptions(due))
+            else:
+                self._ask_snapshots(due)
         if ticks:
             await self._emit(ticks)
 
     def _report_halts(self) -> None:
-        """Every symbol live but those the exchange halts, all of them or one by one."""
+        """Every symbol live but those the exchange halts, all of them or one by one, and
+        those whose book is resyncing (``stale``)."""
         venue = self.venue
-        reasons: dict[str, list[str]] = {}
+        reasons: dict[tuple[str, str], list[str]] = {}
         for product in self._wanted():
             why = venue.halted or venue.halted_products.get(product, "")
-            reasons.setdefault(why, []).append(venue.names[product])
-        for why, symbols in reasons.items():
-            self._status(symbols, HALTED if why else LIVE, why)
+            status = HALTED if why else LIVE
+            if not why and product in venue.resyncing:
+                why, status = venue.resyncing[product], STALE
+            reasons.setdefault((status, why), []).append(venue.names[product])
+        for (status, why), symbols in reasons.items():
+            self._status(symbols, status, why)
+
+    def _ask_snapshots(self, products: list[str]) -> None:
+        """Queue REST snapshots, each product at most once (bounded by the products)."""
+        queue = self._snapshots
+        if queue is None:
+            return
+        for product in products:
+            if product not in self._queued:
+                self._queued.add(product)
+                queue.put_nowait(product)
+
+    async def _fetch_snapshots(self, queue: asyncio.Queue[str]) -> None:
+        """The REST snapshots asked for, one at a time; a failed one is asked again after
+        a backoff (an exchange answering 429 wants fewer calls, not the same ones)."""
+        venue, options = self.venue, self.options
+        base = options.rest_url or venue.rest_url
+        backoff = Backoff(max(venue.snapshot_spacing_s, options.backoff_initial_s), 60.0)
+        while True:
+            product = await queue.get()
+            self._queued.discard(product)
+            path = venue.snapshot_path(product)
+            resyncing = dict(venue.resyncing)
+            wait = venue.snapshot_spacing_s
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    async with self._http.get(f"{base}{path}") as resp:
+                        resp.raise_for_status()
+                        body = orjson.loads(await resp.read())
+                venue.rest_snapshot(product, body)
+                backoff.reset()
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                wait = backoff.delay()
+                log.warning(
+                    "feed %s: the snapshot of %s failed (%s); again in %.2f s",
+                    venue.name,
+                    product,
+                    exc,
+                    wait,
+                )
+                venue.ask_snapshot(product)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                wait = backoff.delay()
+                venue.stats.malformed += 1
+                log.warning("feed %s: a malformed snapshot of %s (%s)", venue.name, product, exc)
+                venue.ask_snapshot(product)
+            if self._live and venue.resyncing != resyncing:
+                self._report_halts()
+            self._ask_snapshots(venue.take_resyncs())
+            await asyncio.sleep(wait)
 
     def _refused(self) -> None:
         """Mark what was refused; when it is every product of a feed that never published

@@ -23,5 +23,7 @@ class ExchangeStats:
     """Messages skipped: a type we do not read (exchanges add types; never fatal)."""
     reconnects: int = 0
     """Connections lost (closed, failed, or silent past the watchdog) and tried again."""
+    book_resyncs: int = 0
+    """Books found wrong (a gap, a bad checksum) and fetched again, one product each."""
     lag: Buckets = field(default_factory=lambda: Buckets(LAG_BOUNDS_US))
     """Arrival time minus the exchange's event time ``et`` of each trade."""

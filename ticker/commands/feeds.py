@@ -138,7 +138,12 @@ def build(args: argparse.Namespace) -> Built:
             from feeds.exchanges.args import exchange_feed
 
             url = getattr(args, f"{spec.name}_url", None)
-            built.append((spec, exchange_feed(spec.name, spec.args, url)))
+            feed = exchange_feed(spec.name, spec.args, url)
+            if feed.venue.books and getattr(args, "book_interval_ms", None) == 0:
+                raise ValueError(
+                    f"--feed {spec.name}: books=1 but --book-interval-ms 0 serves no books"
+                )
+            built.append((spec, feed))
         elif not spec.builtin:
             built.append((spec, load_feed(spec)))
     check_names(built)

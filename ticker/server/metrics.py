@@ -258,6 +258,11 @@ class NodeCollector(Collector):
                 "Exchange connections lost (closed, failed, silent) and opened again.",
                 labels=["feed"],
             ),
+            "book_resyncs": CounterMetricFamily(
+                "ticker_feed_book_resyncs",
+                "Exchange books found wrong (a gap, a bad checksum) and fetched again.",
+                labels=["feed"],
+            ),
         }
         duplicates = CounterMetricFamily(
             "ticker_feed_duplicate_trades",
