@@ -403,6 +403,8 @@ def test_books_are_opt_in_per_feed_and_their_options_are_checked() -> None:
     assert not exchange_feed("coinbase", "BTC-USD").venue.books
     binance = exchange_feed("binance", "btcusdt,ethusdt?books=1").venue
     assert binance.books and binance.per_connection == 341  # 3 streams a symbol
+    rest = exchange_feed("binance", "btcusdt?books=1&rest=http://127.0.0.1:9").options
+    assert rest.rest_url == "http://127.0.0.1:9"
     kraken = exchange_feed("kraken", "BTC/USD?books=1&depth=25").venue
     assert isinstance(kraken, Kraken) and kraken.depth == 25
     for name, args, why in [
@@ -410,6 +412,8 @@ def test_books_are_opt_in_per_feed_and_their_options_are_checked() -> None:
         ("kraken", "BTC/USD?depth=25", "add books=1"),
         ("coinbase", "BTC-USD?books=yes", "books must be 1 or 0"),
         ("binance", "btcusdt?books=1&depth=10", "unknown option 'depth'"),
+        ("binance", "btcusdt?rest=http://127.0.0.1:9", "add books=1"),
+        ("binance", "btcusdt?books=1&rest=ftp://x", "an http"),
     ]:
         with pytest.raises(ValueError, match=why):
             exchange_feed(name, args)

@@ -3,7 +3,8 @@
 The symbol of a product is the exchange's own product id (``BTC-USD``), with ``prefix``
 in front when given (``?prefix=CB:`` makes ``CB:BTC-USD``), so two exchanges' products of
 one name never collide. ``books=1`` adds the exchange's order-book channel (``SYMBOL@book``
-topics); Kraken's ``depth`` (10, 25, 100, 500, 1000) is how deep its book is.
+topics); Kraken's ``depth`` (10, 25, 100, 500, 1000) is how deep its book is, and
+Binance's ``rest`` where its book snapshots come from (a proxy, a test's fake).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ticker.core.symbols import symbol_problem
 VENUES: dict[str, type[Venue]] = {v.name: v for v in (Coinbase, Binance, Kraken)}
 OPTIONS: dict[str, tuple[str, ...]] = {
     "coinbase": ("prefix", "books"),
-    "binance": ("prefix", "books"),
+    "binance": ("prefix", "books", "rest"),
     "kraken": ("prefix", "books", "depth"),
 }
 SWITCH = {"1": True, "0": False}
@@ -45,6 +46,10 @@ def exchange_feed(name: str, args: str, url: str | None = None) -> ExchangeFeed:
         if not given["depth"].isdigit():
             raise ValueError(f"--feed {name}: depth must be a number, not {given['depth']!r}")
         book_options["depth"] = int(given["depth"])
+    rest = given.get("rest")
+    if rest is not None and not (books and rest.startswith(("http://", "https://"))):
+        why = "add books=1" if not books else f"an http(s):// URL, not {rest[:40]!r}"
+        raise ValueError(f"--feed {name}: rest is where book snapshots come from: {why}")
     products = list(dict.fromkeys(venue.product(p.strip()) for p in listed.split(",") if p.strip()))
     if not products:
         raise ValueError(f"--feed {name} needs its products, e.g. {name}:{EXAMPLES[name]}")
@@ -57,7 +62,9 @@ def exchange_feed(name: str, args: str, url: str | None = None) -> ExchangeFeed:
         adapter = venue(names, **book_options)  # type: ignore[arg-type]
     except ValueError as exc:
         raise ValueError(f"--feed {name}: {exc}") from None
-    options = LinkOptions(url or venue.url, venue.watchdog_s, rotate_after_s=venue.rotate_after_s)
+    options = LinkOptions(
+        url or venue.url, venue.watchdog_s, rotate_after_s=venue.rotate_after_s, rest_url=rest
+    )
     return ExchangeFeed(adapter, products, options)
 
 
