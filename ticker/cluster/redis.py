@@ -66,7 +66,7 @@ from ticker.core.ticks import Tick, TickBatch, now_us
 log = logging.getLogger("ticker.cluster")
 
 
-async def _until_first_ends(*coros: Coroutine[Any, Any, None]) -> None:
+async def until_first_ends(*coros: Coroutine[Any, Any, None]) -> None:
     """Run these together; when one returns or fails, cancel the others (and re-raise).
 
     The cancel is repeated until they are gone: redis-py (8.1) can swallow a cancel that
@@ -210,7 +210,7 @@ class RedisBroker:
             async with asyncio.timeout(2.0):
                 await asyncio.shield(task)
         except TimeoutError:
-            for _ in range(20):  # repeated: a cancel can be swallowed (see _until_first_ends)
+            for _ in range(20):  # repeated: a cancel can be swallowed (see until_first_ends)
                 task.cancel()
                 done, _ = await asyncio.wait([task], timeout=0.05)
                 if done:
@@ -312,7 +312,7 @@ class RedisBroker:
             self._link_up()
             self._work.set()  # subscribe what local clients want
             self._outgoing_ready.set()
-            await _until_first_ends(
+            await until_first_ends(
                 self._read(pubsub),
                 self._write(client),
                 self._maintain(client, pubsub),
