@@ -348,6 +348,27 @@ async def test_an_owner_that_restarts_numbers_on_from_the_cluster(
     await same_everywhere(again, [edge], [watcher])
 
 
+async def test_after_a_redis_outage_every_node_has_the_owners_book_again(
+    redis_server: RedisServer, start_node: StartNode, clients: Any
+) -> None:
+    owner, _ = await start_node(redis_server.url)
+    edge, edge_server = await start_node(redis_server.url)
+    watcher = await clients(edge_server)
+    market = Market(seed=13)
+    books = books_of(owner)
+    books.submit(SYMBOL, *market.first(), reset=True)
+    books.pump()
+    await run_market(books, market, 20)
+    await same_everywhere(owner, [edge], [watcher])
+    redis_server.stop()
+    await eventually(lambda: not relay_of(owner).stats.link_up)
+    await run_market(books, market, 20)  # the owner's book goes on, the edge's waits
+    redis_server.start()  # empty: the owner writes its books whole, the edge reads them
+    await eventually(lambda: relay_of(edge).stats.link_up and relay_of(owner).stats.link_up)
+    await run_market(books, market, 20)
+    await same_everywhere(owner, [edge], [watcher])  # the client's deltas chained throughout
+
+
 class BookFeed:
     """A feed with a book: a reset, then seeded change sets, and one tick."""
 
