@@ -23,9 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -34,18 +32,20 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ticker.cluster.book_wire import (
+    BookHost,
     BookOutbox,
     Entry,
     decode_message,
     decode_stored,
     encode_message,
     message_prefix,
+    whole,
 )
 from ticker.cluster.config import RedisConfig, redacted
 from ticker.cluster.redis import until_first_ends
 from ticker.cluster.wire import BadMessage, Keys, valid_symbol
 from ticker.core.backoff import Backoff
-from ticker.core.books import Applied, Books, Level
+from ticker.core.books import Level
 
 log = logging.getLogger("ticker.cluster")
 
@@ -53,39 +53,6 @@ SYMBOLS_PER_CALL = 256
 """Books read per round trip."""
 MAX_HELD = 10_000
 """Entries of a book kept while its list is read; past it the list is read again after."""
-
-
-class BookHost(Protocol):
-    """What the relay needs of the books it carries (``ticker/server/books.py``'s
-    ``BookService``: a node's, or the one ``ticker feed`` runs without clients)."""
-
-    books: Books
-    on_applied: list[Applied]
-
-    def submit(
-        self, symbol: str, bids: Iterable[Level], asks: Iterable[Level], reset: bool = False
-    ) -> None:
-        """A source's change set, applied on the next pass (a ``BookSink``)."""
-        ...
-
-    def apply(
-        self,
-        symbol: str,
-        reset: bool,
-        bids: list[Level],
-        asks: list[Level],
-        u: int | None = None,
-    ) -> bool:
-        """Apply one change set, numbered ``u`` by its owner; False on a gap."""
-        ...
-
-    def renumber(self, symbol: str, u: int) -> None:
-        """Number the book on from ``u`` (at least)."""
-        ...
-
-    async def stop(self) -> None:
-        """Apply what is pending."""
-        ...
 
 
 @dataclass(slots=True)
@@ -166,10 +133,7 @@ class BookRelay:
         self._send.set()
 
     def _full(self, symbol: str) -> Entry:
-        book = self.books.books.book(symbol)
-        bids = [(p, s) for p, s in book.bids.top(None)]
-        asks = [(p, s) for p, s in book.asks.top(None)]
-        return Entry(symbol, book.u, True, bids, asks)
+        return whole(self.books.books.book(symbol))
 
     async def _write(self, client: Redis) -> None:
         """Send rounds; when stopping, send until nothing is left."""

@@ -18,14 +18,14 @@ The list stays short: after ``SNAPSHOT_EVERY`` entries, the owner writes its who
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from ticker.cluster.wire import BadMessage, valid_symbol
-from ticker.core.books import Level
+from ticker.core.books import Applied, Book, Books, Level
 
 SNAPSHOT_EVERY = 100
 """Entries kept after a symbol's full book in its list; then the full book replaces them
@@ -48,6 +48,47 @@ class Entry:
     def encode(self) -> bytes:
         """The entry's JSON (what the channel and the list carry)."""
         return orjson.dumps([self.symbol, self.u, self.reset, self.bids, self.asks])
+
+
+class BookHost(Protocol):
+    """What carrying books between processes needs of them (``ticker/server/books.py``'s
+    ``BookService``: a node's, or one without clients in ``ticker feed`` and in the feed
+    process of ``serve --workers``)."""
+
+    books: Books
+    on_applied: list[Applied]
+
+    def submit(
+        self, symbol: str, bids: Iterable[Level], asks: Iterable[Level], reset: bool = False
+    ) -> None:
+        """A source's change set, applied on the next pass (a ``BookSink``)."""
+        ...
+
+    def apply(
+        self,
+        symbol: str,
+        reset: bool,
+        bids: list[Level],
+        asks: list[Level],
+        u: int | None = None,
+    ) -> bool:
+        """Apply one change set, numbered ``u`` by its owner; False on a gap."""
+        ...
+
+    def renumber(self, symbol: str, u: int) -> None:
+        """Number the book on from ``u`` (at least)."""
+        ...
+
+    async def stop(self) -> None:
+        """Apply what is pending."""
+        ...
+
+
+def whole(book: Book) -> Entry:
+    """A book now, as a reset entry at its ``u``: what a late joiner applies."""
+    bids = [(p, s) for p, s in book.bids.top(None)]
+    asks = [(p, s) for p, s in book.asks.top(None)]
+    return Entry(book.symbol, book.u, True, bids, asks)
 
 
 def _levels(value: Any) -> list[Level]:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from ticker.cluster.config import RedisConfig
 
 if TYPE_CHECKING:
-    from ticker.cluster.book_relay import BookHost, BookRelay
+    from ticker.cluster.book_relay import BookRelay
+    from ticker.cluster.book_wire import BookHost
     from ticker.cluster.broker import Broker
     from ticker.cluster.candle_store import CandleStore
     from ticker.cluster.redis import RedisBroker

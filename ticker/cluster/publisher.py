@@ -21,7 +21,7 @@ from ticker.cluster.loader import book_relay
 from ticker.core.bus import Bus
 
 if TYPE_CHECKING:
-    from ticker.cluster.book_relay import BookHost
+    from ticker.cluster.book_wire import BookHost
     from ticker.cluster.redis import RedisBroker
 
 log = logging.getLogger("ticker.cluster")

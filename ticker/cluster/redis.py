@@ -41,6 +41,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from ticker.cluster.book_wire import BookHost
 from ticker.cluster.broker import RestartClients
 from ticker.cluster.config import RedisConfig, redacted
 from ticker.cluster.continuity import Continuity
@@ -173,6 +174,10 @@ class RedisBroker:
                 f"redis did not answer ({type(exc).__name__}): the batch may or may not have"
                 " been published; retry with the same Idempotency-Key or batch id"
             ) from None
+
+    def bind_books(self, books: BookHost) -> None:
+        """Books travel through their own relay, which the node starts
+        (``book_relay.py``)."""
 
     @property
     def subscribed(self) -> frozenset[str]:

@@ -87,6 +87,7 @@ class Node:
                 interval_s=settings.book_interval_s, status=self.bus.status.set
             )
             self.clients.derived[BookService.kind.name] = self.books
+            self.broker.bind_books(self.books)
         self.book_relay = book_relay(self.broker, self.books)
         """Books through the cluster's Redis (``ticker/cluster/book_relay.py``), if any."""
         feeds = list(feeds)
