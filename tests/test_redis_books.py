@@ -245,6 +245,10 @@ async def test_a_lost_message_is_a_gap_healed_from_the_books_list(
     await run_market(books, market, 20)
     await same_everywhere(owner, [edge], [watcher])  # the client's deltas chained throughout
     assert relay.stats.gaps == 1 and relay.stats.books_read == 1  # no book at its start
+    async with aiohttp.ClientSession() as http, http.get(edge_server.make_url("/metrics")) as r:
+        metrics = await r.text()
+    assert "ticker_redis_book_gaps_total 1.0" in metrics
+    assert "ticker_redis_book_reads_total 1.0" in metrics
 
 
 async def test_an_owner_that_restarts_numbers_on_from_the_cluster(

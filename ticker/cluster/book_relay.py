@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
@@ -42,7 +42,9 @@ from ticker.cluster.book_wire import (
     whole,
 )
 from ticker.cluster.config import RedisConfig, redacted
+from ticker.cluster.metrics import BookRelayCollector
 from ticker.cluster.redis import until_first_ends
+from ticker.cluster.stats import BookRelayStats
 from ticker.cluster.wire import BadMessage, Keys, valid_symbol
 from ticker.core.backoff import Backoff
 from ticker.core.books import Level
@@ -53,19 +55,6 @@ SYMBOLS_PER_CALL = 256
 """Books read per round trip."""
 MAX_HELD = 10_000
 """Entries of a book kept while its list is read; past it the list is read again after."""
-
-
-@dataclass(slots=True)
-class BookRelayStats:
-    """What the relay did, for tests and logs."""
-
-    entries_sent: int = 0
-    entries_received: int = 0
-    gaps: int = 0
-    """Entries that did not follow their book's ``u``: the book was read from its list."""
-    books_read: int = 0
-    bad_messages: int = 0
-    link_up: bool = False
 
 
 class BookRelay:
@@ -120,6 +109,10 @@ class BookRelay:
             while not task.done():  # repeated: redis-py can swallow a cancel (see redis.py)
                 task.cancel()
                 await asyncio.wait([task], timeout=0.05)
+
+    def register(self, registry: CollectorRegistry) -> None:
+        """The ``ticker_redis_book_*`` metrics, read from the relay's counters at scrape."""
+        registry.register(BookRelayCollector(self.stats, self.out))
 
     # -- the way out ------------------------------------------------------------------
 

@@ -131,6 +131,8 @@ class Node:
         )
         self.metrics.registry.register(collector)
         self.broker.register(self.metrics.registry)
+        if self.book_relay is not None:
+            self.book_relay.register(self.metrics.registry)
 
     @property
     def connections(self) -> set[ClientConnection]:
