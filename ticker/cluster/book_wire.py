@@ -30,7 +30,7 @@ from ticker.core.books import Applied, Book, Books, Level
 SNAPSHOT_EVERY = 100
 """Entries kept after a symbol's full book in its list; then the full book replaces them
 (at 20 passes a second: one full book every 5 s of a busy book)."""
-MAX_PENDING_LEVELS = 1_000_000
+MAX_PENDING_LEVELS = 200_000
 """Levels waiting to be sent (Redis slow or away); past it they are dropped and each book
 concerned is sent whole once the link can take it."""
 
