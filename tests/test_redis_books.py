@@ -297,6 +297,46 @@ async def test_after_a_redis_outage_every_node_has_the_owners_book_again(
     await same_everywhere(owner, [edge], [watcher])  # the client's deltas chained throughout
 
 
+class TickFeed:
+    """A feed of one tick: it makes its node an origin (it sets the cluster's epoch)."""
+
+    name = "tick"
+
+    def symbols(self) -> list[str]:
+        return [SYMBOL]
+
+    async def stream(self) -> AsyncIterator[TickBatch]:
+        yield [{"s": SYMBOL, "p": 100.0}]
+        await asyncio.Event().wait()
+
+
+async def test_when_the_whole_cluster_restarts_nodes_take_the_books_numbered_anew(
+    redis_server: RedisServer, start_node: StartNode, clients: Any
+) -> None:
+    owner, _ = await start_node(redis_server.url, (TickFeed(),))
+    edge, edge_server = await start_node(redis_server.url)
+    watcher = await clients(edge_server)
+    market = Market(seed=17)
+    books = books_of(owner)
+    books.submit(SYMBOL, *market.first(), reset=True)
+    books.pump()
+    await run_market(books, market, 30)
+    await same_everywhere(owner, [edge], [watcher])
+    await owner.stop_feeds()
+    redis_server.stop()
+    redis_server.start()  # empty: no epoch, no lists
+
+    again, _ = await start_node(redis_server.url, (TickFeed(),))  # a new epoch
+    fresh = books_of(again)
+    fresh.submit(SYMBOL, *market.first(), reset=True)
+    fresh.pump()
+    await run_market(fresh, market, 10)
+    assert fresh.books.book(SYMBOL).u < books.books.book(SYMBOL).u  # numbered from 1 again
+    await eventually(lambda: watcher.ws.closed)  # the edge closed it (1001): it resubscribes
+    assert watcher.ws.close_code == 1001
+    await same_everywhere(again, [edge], [await clients(edge_server)])
+
+
 class BookFeed:
     """A feed with a book: a reset, then seeded change sets, and one tick."""
 

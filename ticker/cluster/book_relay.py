@@ -110,6 +110,15 @@ class BookRelay:
                 task.cancel()
                 await asyncio.wait([task], timeout=0.05)
 
+    def restart(self) -> None:
+        """The cluster's stream restarted (a new epoch: Redis and the owners started
+        afresh), so the books owned elsewhere are numbered anew: forget them (the node
+        closes their followers, who resubscribe) and read them again."""
+        symbols = self.books.books.symbols()
+        self.books.forget(s for s in symbols if s not in self.out.owned)
+        self._read_all = True
+        self._sync.set()
+
     def register(self, registry: CollectorRegistry) -> None:
         """The ``ticker_redis_book_*`` metrics, read from the relay's counters at scrape."""
         registry.register(BookRelayCollector(self.stats, self.out))

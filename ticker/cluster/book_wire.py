@@ -79,6 +79,10 @@ class BookHost(Protocol):
         """Number the book on from ``u`` (at least)."""
         ...
 
+    def forget(self, symbols: Iterable[str]) -> None:
+        """Drop these books (their owner numbers them anew)."""
+        ...
+
     async def stop(self) -> None:
         """Apply what is pending."""
         ...

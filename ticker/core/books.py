@@ -405,6 +405,16 @@ class Books:
         """The symbol's book if a source ever gave it one."""
         return self._books.get(symbol)
 
+    def symbols(self) -> list[str]:
+        """The symbols that have a book."""
+        return list(self._books)
+
+    def forget(self, symbol: str) -> None:
+        """Drop the symbol's book (numbered anew from 0 if it comes back)."""
+        self._books.pop(symbol, None)
+        for key in [k for k in self._last if k[0] == symbol]:
+            del self._last[key]
+
     def apply(
         self,
         symbol: str,

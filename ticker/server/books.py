@@ -132,6 +132,12 @@ class BookService:
                 listener(symbol, reset, bids, asks, book.u)
         return True
 
+    def forget(self, symbols: Iterable[str]) -> None:
+        """Drop these books: their owner numbers them anew (the cluster restarted under a
+        new epoch, and the node closes its clients so that they resubscribe)."""
+        for symbol in symbols:
+            self.books.forget(symbol)
+
     def renumber(self, symbol: str, u: int) -> None:
         """Number the book on from ``u`` (its owner restarted: the cluster's count of it is
         further on). Nothing changes, so no frame: the next delta chains from each

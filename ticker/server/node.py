@@ -222,7 +222,10 @@ class Node:
         await self.broker.stop()
 
     def _restart_clients(self) -> None:
-        """The cluster's stream restarted (a new epoch): clients reconnect and resubscribe."""
+        """The cluster's stream restarted (a new epoch): clients reconnect and resubscribe
+        (to books numbered anew, too)."""
+        if self.book_relay is not None:
+            self.book_relay.restart()
         for conn in list(self.connections):
             conn.session.request_close(CloseCode.GOING_AWAY, "stream restarted: reconnect")
 
