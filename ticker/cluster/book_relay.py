@@ -11,7 +11,9 @@ list's full book, a reset numbered as the owner numbered it, then the entries af
 
 An owner that restarts reads its books' ``u`` in the cluster before its first round and
 numbers on from there (``BookService.renumber``); each of its books goes out whole first.
-Every node keeps every book of the cluster (a book is changed at most once a pass).
+When the whole cluster restarts (a new epoch), the books owned elsewhere are forgotten and
+read again (``restart``). Every node keeps every book of the cluster (a book is changed
+at most once a pass).
 
 Faults: every Redis error ends the link; local clients keep their books; the relay logs
 once, reconnects with capped jittered backoff and re-syncs (the owner sends its books
