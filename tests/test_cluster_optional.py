@@ -17,8 +17,13 @@ import pytest
 import ticker
 
 MESSAGE = "ticker: --redis needs the redis package: pip install 'ticker[redis]'"
-NOT_IMPORTED = {"ticker.cluster.redis", "ticker.cluster.candle_store", "ticker.__main__"}
-"""The modules that import the redis client (the relay and the store of bars; everything
+NOT_IMPORTED = {
+    "ticker.cluster.redis",
+    "ticker.cluster.candle_store",
+    "ticker.cluster.book_relay",
+    "ticker.__main__",
+}
+"""The modules that import the redis client (the relays and the store of bars; everything
 else reaches them lazily), and the entry point (importing it runs the command line)."""
 
 

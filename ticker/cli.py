@@ -38,6 +38,7 @@ from ticker.server.settings import Settings, url_host
 
 if TYPE_CHECKING:
     from ticker.cluster.redis import RedisBroker
+    from ticker.core.bus import Bus
     from ticker.server.replays import ReplayPump
 
 DEFAULT_LIMITS = Limits()
@@ -523,7 +524,12 @@ def feed(args: argparse.Namespace) -> int:
         print(f"ticker feed: error: {exc}", file=sys.stderr)
         return 2
     feeds.log_feeds(args, built, "from the cluster")
-    return publisher.run(feeds.adapters(built), broker)
+    from ticker.server.books import BookService
+
+    def books(bus: Bus) -> BookService:  # the feeds' books, numbered here
+        return BookService(status=bus.status.set)
+
+    return publisher.run(feeds.adapters(built), broker, books)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,13 +12,16 @@ process.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
 from ticker.cluster.sequencer import Idempotency, Sequenced
 from ticker.core.bus import Bus
 from ticker.core.ticks import TickBatch
+
+if TYPE_CHECKING:
+    from ticker.cluster.book_wire import BookHost
 
 RestartClients = Callable[[], None]
 """Asks the node to close its clients with 1001: the cluster's stream restarted (a new
@@ -43,6 +46,12 @@ class Broker(Protocol):
         """The node accepts publishers (``--publish``), called before ``start``: where their
         batches go. None: straight into the node's bus, which numbers them; else to the
         cluster, which gives ``q`` whichever node took them."""
+        ...
+
+    def bind_books(self, books: BookHost) -> None:
+        """The node's books, called before ``start``: a broker that brings another
+        process's books applies their change sets to them (a worker's, from the feed
+        process). Redis carries books through a relay of its own (``book_relay.py``)."""
         ...
 
     async def start(
@@ -78,6 +87,9 @@ class LocalBroker:
     def take_publishes(self) -> None:
         """One node numbers its publishes itself, in its bus."""
         return None
+
+    def bind_books(self, books: BookHost) -> None:
+        """The node's own books are the whole world's."""
 
     async def start(
         self, bus: Bus, local_symbols: Iterable[str], restart_clients: RestartClients

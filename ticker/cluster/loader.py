@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from ticker.cluster.config import RedisConfig
 
 if TYPE_CHECKING:
+    from ticker.cluster.book_relay import BookRelay
+    from ticker.cluster.book_wire import BookHost
     from ticker.cluster.broker import Broker
     from ticker.cluster.candle_store import CandleStore
     from ticker.cluster.redis import RedisBroker
@@ -48,3 +50,16 @@ def candle_store(broker: Broker, candles: Candles) -> CandleStore | None:
     assert isinstance(broker, RedisBroker)
 
     return CandleStore(broker.config, candles)
+
+
+def book_relay(broker: Broker, books: BookHost | None) -> BookRelay | None:
+    """What carries a node's books through the cluster's Redis (the same ``u`` and ``cs``
+    on every node); None without books or without a Redis broker."""
+    if books is None or broker.name != "redis":
+        return None
+    from ticker.cluster.book_relay import BookRelay
+    from ticker.cluster.redis import RedisBroker
+
+    assert isinstance(broker, RedisBroker)
+
+    return BookRelay(broker.config, books, broker.origin)

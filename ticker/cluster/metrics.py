@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ticker.cluster.book_wire import BookOutbox
 from ticker.cluster.continuity import Continuity
-from ticker.cluster.stats import RedisStats
+from ticker.cluster.stats import BookRelayStats, RedisStats
 
 
 class RedisCollector(Collector):
@@ -86,3 +87,46 @@ class RedisCollector(Collector):
             "Tick channels subscribed now (only those local clients need).",
             value=self.channels(),
         )
+
+
+class BookRelayCollector(Collector):
+    """The ``ticker_redis_book_*`` metrics of the book relay (``book_relay.py``)."""
+
+    def __init__(self, stats: BookRelayStats, out: BookOutbox) -> None:
+        self.stats = stats
+        self.out = out
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """Read at scrape time."""
+        stats = self.stats
+        yield GaugeMetricFamily(
+            "ticker_redis_book_link_up",
+            "1 while the book relay's link to Redis is up.",
+            value=int(stats.link_up),
+        )
+        counters = (
+            ("sent", "Book change sets (and whole books) this owner sent.", stats.entries_sent),
+            (
+                "dropped",
+                "Book change sets not sent (Redis slow or away): their books went whole.",
+                self.out.dropped,
+            ),
+            ("received", "Book change sets received from their owners.", stats.entries_received),
+            (
+                "gaps",
+                "Book change sets that did not follow their book's u (a lost message).",
+                stats.gaps,
+            ),
+            (
+                "reads",
+                "Books read from their lists (joined, reconnected, a gap).",
+                stats.books_read,
+            ),
+            (
+                "bad_messages",
+                "Books messages or list entries that were not valid.",
+                stats.bad_messages,
+            ),
+        )
+        for name, doc, value in counters:
+            yield CounterMetricFamily(f"ticker_redis_book_{name}", doc, value=value)

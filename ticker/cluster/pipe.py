@@ -6,7 +6,7 @@ batch as the feed process's bus built it, each symbol's segment of encoded ticks
 last tick, its tick count and last ``q``, copied byte for byte, so a worker routes it
 without decoding or encoding a tick (``Bus.forward(..., numbered=True)``). The others
 are rare and small JSON: the hello, feed readiness, status changes, publishes and their
-answers, scrapes.
+answers, scrapes, and the change sets of books (one per book per pass at most).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Kind(IntEnum):
     GATHER = 8  # worker: the whole node's metrics, please (request number)
     GATHERED = 9  # feed process: the whole node's metrics (request number, text)
     STATUS = 10  # either: symbols' status changes, ``since`` kept (JSON)
+    BOOK = 11  # feed process: a change set its books applied, numbered (``book_wire`` entry)
 
 
 def status_frame(changes: dict[str, SymbolStatus]) -> bytes:

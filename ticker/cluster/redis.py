@@ -41,6 +41,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from ticker.cluster.book_wire import BookHost
 from ticker.cluster.broker import RestartClients
 from ticker.cluster.config import RedisConfig, redacted
 from ticker.cluster.continuity import Continuity
@@ -66,7 +67,7 @@ from ticker.core.ticks import Tick, TickBatch, now_us
 log = logging.getLogger("ticker.cluster")
 
 
-async def _until_first_ends(*coros: Coroutine[Any, Any, None]) -> None:
+async def until_first_ends(*coros: Coroutine[Any, Any, None]) -> None:
     """Run these together; when one returns or fails, cancel the others (and re-raise).
 
     The cancel is repeated until they are gone: redis-py (8.1) can swallow a cancel that
@@ -174,6 +175,10 @@ class RedisBroker:
                 " been published; retry with the same Idempotency-Key or batch id"
             ) from None
 
+    def bind_books(self, books: BookHost) -> None:
+        """Books travel through their own relay, which the node starts
+        (``book_relay.py``)."""
+
     @property
     def subscribed(self) -> frozenset[str]:
         """The tick channels this node follows now."""
@@ -210,7 +215,7 @@ class RedisBroker:
             async with asyncio.timeout(2.0):
                 await asyncio.shield(task)
         except TimeoutError:
-            for _ in range(20):  # repeated: a cancel can be swallowed (see _until_first_ends)
+            for _ in range(20):  # repeated: a cancel can be swallowed (see until_first_ends)
                 task.cancel()
                 done, _ = await asyncio.wait([task], timeout=0.05)
                 if done:
@@ -312,7 +317,7 @@ class RedisBroker:
             self._link_up()
             self._work.set()  # subscribe what local clients want
             self._outgoing_ready.set()
-            await _until_first_ends(
+            await until_first_ends(
                 self._read(pubsub),
                 self._write(client),
                 self._maintain(client, pubsub),

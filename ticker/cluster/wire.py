@@ -74,6 +74,16 @@ class Keys:
         """A hash (symbol -> its status, not ``live``) and a channel (every change)."""
         return f"{self.prefix}:status"
 
+    @property
+    def books(self) -> str:
+        """A set (the symbols with a book in the cluster) and a channel (every change set
+        their owners apply, ``book_wire.py``)."""
+        return f"{self.prefix}:books"
+
+    def book(self, symbol: str) -> str:
+        """A list: the symbol's latest full book, then the change sets after it."""
+        return f"{self.prefix}:book:{symbol}"
+
     def channel(self, symbol: str) -> str:
         """The channel a symbol's ticks travel on: its own, or its shard's (crc32)."""
         if not self.shards:

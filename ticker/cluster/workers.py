@@ -8,7 +8,10 @@ bus's own, and every worker's clients get the identical stream under the same ep
 Before any client connects, the link brings the rings and last values (catch-up
 batches) and the symbols not live, then the hello (epoch, universe, feed readiness);
 status changes come as they happen, and go there when a publisher sets them here
-(``POST /publish/status``), so every worker says the same. A publisher's batch is
+(``POST /publish/status``), so every worker says the same. Books likewise: the feed
+process's passes apply its feeds' change sets and each goes to every worker (its books
+whole in the catch-up), applied here under its ``u``, so every worker serves the same
+``u`` and ``cs``. A publisher's batch is
 checked here and numbered there (``take_publishes``), so ``q`` stays one count per
 symbol whichever worker took it. When the feed process goes away the worker stops: a
 worker without its feed would serve a frozen stream.
@@ -28,6 +31,7 @@ from typing import Any, cast
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
+from ticker.cluster.book_wire import BookHost, decode_stored
 from ticker.cluster.broker import RestartClients
 from ticker.cluster.pipe import (
     BadFrame,
@@ -75,6 +79,7 @@ class WorkerBroker(asyncio.Protocol):
         self._numbers = itertools.count(1)
         self._stopping = False
         self._applying = False  # the feed process's status changes, not to send back
+        self._books: BookHost | None = None
 
     # -- Broker -----------------------------------------------------------------------
 
@@ -98,6 +103,10 @@ class WorkerBroker(asyncio.Protocol):
         if "e" in answer:
             raise PublishRefused(**answer["e"])
         return Sequenced(answer["q"], replayed=answer["r"])
+
+    def bind_books(self, books: BookHost) -> None:
+        """The worker's books take the feed process's change sets, numbered there."""
+        self._books = books
 
     async def start(
         self, bus: Bus, local_symbols: Iterable[str], restart_clients: RestartClients
@@ -172,6 +181,8 @@ class WorkerBroker(asyncio.Protocol):
                 self._bus.status.apply(decode_status(payload))
             finally:
                 self._applying = False
+        elif kind is Kind.BOOK:
+            self._book(payload)
         elif kind is Kind.FEEDS:
             self._feeds = orjson.loads(payload)
         elif kind is Kind.HELLO:
@@ -183,6 +194,15 @@ class WorkerBroker(asyncio.Protocol):
                 self._hello.set_result(None)
         else:
             raise BadFrame(f"a worker does not take {kind.name} frames")
+
+    def _book(self, payload: bytes) -> None:
+        """A change set the feed process's books applied: the same here, same ``u``."""
+        entry = decode_stored(payload)
+        books = self._books
+        if books is None:
+            return  # this worker serves no book topics (``--book-interval-ms 0``)
+        if not books.apply(entry.symbol, entry.reset, entry.bids, entry.asks, u=entry.u):
+            raise BadFrame(f"book {entry.symbol}: change set {entry.u} out of order")
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The feed process is gone (or this worker stops): without it the stream would

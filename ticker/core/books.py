@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
@@ -43,6 +43,10 @@ MAX_PENDING = 8
 SUFFIXES: dict[str, int | None] = {"book10": 10, "book50": 50, "book": None}
 """Topic suffix -> depth (None: every level)."""
 BOOKS = TopicKind("books", SUFFIXES.__contains__, " ".join(SUFFIXES))
+
+
+Applied = Callable[[str, bool, list[Level], list[Level], int], None]
+"""(symbol, reset, bids, asks, u): one change set a node applied to a book, numbered u."""
 
 
 class BookSink(Protocol):
@@ -192,12 +196,17 @@ class Book:
         """The best bid is at or above the best ask: the source is wrong until it resyncs."""
 
     def apply(
-        self, bids: Iterable[Level], asks: Iterable[Level], depths: Iterable[int] = DEPTHS
+        self,
+        bids: Iterable[Level],
+        asks: Iterable[Level],
+        depths: Iterable[int] = DEPTHS,
+        u: int | None = None,
     ) -> Change | None:
         """One change set of absolute levels; None when it changed nothing. ``depths``:
-        those whose deltas will be asked for (``delta`` needs their top before it)."""
+        those whose deltas will be asked for (``delta`` needs their top before it).
+        ``u``: the number to give it (another node's, past ``self.u``); else ``u + 1``."""
         bids, asks = list(bids), list(asks)
-        change = Change(self.u + 1)
+        change = Change(self.u + 1 if u is None else u)
         self._note_tops(change, bids, asks, depths)
         # only a change inside the top 10 (before it) can change what the checksum reads
         top10 = any(self.bids.in_top(p, CHECKSUM_DEPTH) for p, _ in bids) or any(
@@ -223,7 +232,11 @@ class Book:
         return change
 
     def reset(
-        self, bids: Iterable[Level], asks: Iterable[Level], depths: Iterable[int] = DEPTHS
+        self,
+        bids: Iterable[Level],
+        asks: Iterable[Level],
+        depths: Iterable[int] = DEPTHS,
+        u: int | None = None,
     ) -> Change | None:
         """The source's new snapshot (after a resync): one change set to it, with every
         vanished level removed, so clients follow without a resync of their own."""
@@ -232,7 +245,7 @@ class Book:
         gone_bids = [(p, 0.0) for p in self.bids.levels if p not in new_bids]
         gone_asks = [(p, 0.0) for p in self.asks.levels if p not in new_asks]
         to_bids = [*gone_bids, *new_bids.items()]
-        return self.apply(to_bids, [*gone_asks, *new_asks.items()], depths)
+        return self.apply(to_bids, [*gone_asks, *new_asks.items()], depths, u)
 
     def _note_tops(
         self, change: Change, bids: list[Level], asks: list[Level], depths: Iterable[int]
@@ -432,6 +445,16 @@ class Books:
         """Levels held in every book, both sides."""
         return sum(len(b.bids) + len(b.asks) for b in self._books.values())
 
+    def symbols(self) -> list[str]:
+        """The symbols that have a book."""
+        return list(self._books)
+
+    def forget(self, symbol: str) -> None:
+        """Drop the symbol's book (numbered anew from 0 if it comes back)."""
+        self._books.pop(symbol, None)
+        for key in [k for k in self._last if k[0] == symbol]:
+            del self._last[key]
+
     def apply(
         self,
         symbol: str,
@@ -440,13 +463,15 @@ class Books:
         depths: Iterable[int | None],
         *,
         reset: bool = False,
+        u: int | None = None,
     ) -> list[BookDelta]:
         """Apply a change set (or a source's snapshot, ``reset``) and return its frames
-        for the ``depths`` someone follows."""
+        for the ``depths`` someone follows; ``u`` numbers it (see ``Book.apply``)."""
         book = self.book(symbol)
         depths = list(depths)
         tops = [d for d in depths if d is not None]  # every level needs no top kept
-        change = book.reset(bids, asks, tops) if reset else book.apply(bids, asks, tops)
+        take = book.reset if reset else book.apply
+        change = take(bids, asks, tops, u)
         if change is None:
             return []
         out = []

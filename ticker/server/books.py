@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from ticker.core.books import (
     BOOKS,
     SUFFIXES,
+    Applied,
     Book,
     BookDelta,
     BookFollower,
@@ -41,8 +42,6 @@ DEFAULT_INTERVAL_S = 0.05
 (Coinbase's batched level2 is 50 ms, Binance's fastest diff stream 100 ms)."""
 CROSSED_REASON = "book crossed or locked: the source must resync"
 
-Applied = Callable[[str, bool, list[Level], list[Level], int], None]
-"""(symbol, reset, bids, asks, u): one change set a pass applied."""
 Topic = tuple[str, int | None]
 """(symbol, depth): a book topic; depth None is every level."""
 
@@ -111,24 +110,48 @@ class BookService:
         bids: list[Level],
         asks: list[Level],
         u: int | None = None,
-    ) -> None:
-        """Apply one change set now and deliver its frames. ``u``: the number another
-        node gave it; a node that missed one (its ``u`` would differ) takes it as a
-        reset only if it is one, and otherwise waits for the next reset."""
+    ) -> bool:
+        """Apply one change set now and deliver its frames; ``on_applied`` hears it if it
+        changed the book. ``u``: the number the book's owner gave it (a node applying
+        another's change sets, ``ticker/cluster/book_relay.py``): one this book already
+        has is skipped; the next (``book.u + 1``) is applied under that number; a reset
+        numbered further on is a catch-up: the book becomes the owner's, ``u`` included,
+        and followers get one delta to it. Any other is a gap: False, nothing applied,
+        and the caller must bring the owner's book. Only the owner reports a crossed book
+        (statuses travel on their own)."""
         book = self.books.book(symbol)
-        if u is not None and u != book.u + 1 and not reset:
-            log.warning("book %s: change %d after %d; waiting for a snapshot", symbol, u, book.u)
-            return
+        if u is not None:
+            if u <= book.u:
+                return True
+            if u != book.u + 1 and not reset:
+                return False
+        before = book.u
         depths = self._depths.get(symbol, ())
         self.applied += len(bids) + len(asks)
-        deltas = self.books.apply(symbol, bids, asks, depths, reset=reset)
-        if u is not None and book.u != u:
-            book.u = u  # a reset taken to catch up: number it as the cluster does
-        self._check_crossed(book, reset)
+        deltas = self.books.apply(symbol, bids, asks, depths, reset=reset, u=u)
+        if u is None:
+            self._check_crossed(book, reset)
+        else:
+            book.u = u  # a reset that changed nothing here still takes the owner's number
         for delta in deltas:
             self._deliver(delta)
-        for listener in self.on_applied:
-            listener(symbol, reset, bids, asks, book.u)
+        if book.u != before:
+            for listener in self.on_applied:
+                listener(symbol, reset, bids, asks, book.u)
+        return True
+
+    def forget(self, symbols: Iterable[str]) -> None:
+        """Drop these books: their owner numbers them anew (the cluster restarted under a
+        new epoch, and the node closes its clients so that they resubscribe)."""
+        for symbol in symbols:
+            self.books.forget(symbol)
+
+    def renumber(self, symbol: str, u: int) -> None:
+        """Number the book on from ``u`` (its owner restarted: the cluster's count of it is
+        further on). Nothing changes, so no frame: the next delta chains from each
+        follower's last frame."""
+        book = self.books.book(symbol)
+        book.u = max(book.u, u)
 
     def _check_crossed(self, book: Book, reset: bool) -> None:
         symbol = book.symbol

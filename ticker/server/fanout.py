@@ -8,7 +8,11 @@ is cut and the worker killed (the supervisor restarts it; only its clients recon
 A worker joins with a catch-up (the rings and last values, the symbols not live, then
 the hello) written in the same loop step in which it starts getting live batches:
 nothing falls between. Every status change of this process's board goes to every
-worker, and a worker's (a publisher's ``POST /publish/status``) comes here first.
+worker, and a worker's (a publisher's ``POST /publish/status``) comes here first. The
+books of this process's feeds are applied here, in passes, and every change set a pass
+applies goes to every worker as it was applied, numbered (a ``BOOK`` frame): each worker
+applies exactly it, so every worker's books have the same ``u`` and ``cs``; a joining one
+gets every book whole, in its catch-up.
 
 The links also answer the workers' requests: a publisher's batch is numbered here, in
 this bus (idempotency keys kept here, so a retry on any worker is answered), and a
@@ -29,6 +33,7 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
 from feeds.supervisor import FeedSupervisor
+from ticker.cluster.book_wire import Entry, whole
 from ticker.cluster.pipe import (
     BadFrame,
     FrameReader,
@@ -36,17 +41,20 @@ from ticker.cluster.pipe import (
     asked,
     decode_status,
     encode_batch,
+    frame,
     json_frame,
     split_asked,
     status_frame,
 )
 from ticker.cluster.workers import MAX_FRAME
+from ticker.core.books import Level
 from ticker.core.bus import WILDCARD, Bus
 from ticker.core.idempotency import IdempotencyCache, KeyReused
 from ticker.core.mailbox import Delivery, Follows
 from ticker.core.publish import PublishRefused
 from ticker.core.publish_gate import key_reused
 from ticker.core.status import SymbolStatus
+from ticker.server.books import BookService
 from ticker.server.merged import merge
 
 log = logging.getLogger("ticker.workers")
@@ -155,8 +163,11 @@ class FanOut:
         supervisors: Sequence[FeedSupervisor],
         registry: CollectorRegistry,
         idempotency_ttl_s: float,
+        books: BookService | None = None,
     ) -> None:
         self.bus = bus
+        self.books = books
+        """The books of this process's feeds (no clients here: every worker has them)."""
         self.supervisors = supervisors
         self.registry = registry
         self.links: set[WorkerLink] = set()
@@ -168,6 +179,8 @@ class FanOut:
         self._gathers: set[asyncio.Task[None]] = set()
         bus.subscribe(self, [WILDCARD])
         bus.status.listen(self)
+        if books is not None:
+            books.on_applied.append(self._book_applied)
 
     def _feeds_ready(self) -> dict[str, bool]:
         return {s.adapter.name: s.ready for s in self.supervisors}
@@ -189,6 +202,12 @@ class FanOut:
         hears it, ``since`` and all (the one that sent it finds nothing new)."""
         self.broadcast(status_frame(changes))
 
+    def _book_applied(
+        self, symbol: str, reset: bool, bids: list[Level], asks: list[Level], u: int
+    ) -> None:
+        """A change set a pass applied: the same to every worker, numbered."""
+        self.broadcast(frame(Kind.BOOK, Entry(symbol, u, reset, bids, asks).encode()))
+
     def broadcast(self, data: bytes) -> None:
         """A frame for every worker."""
         for link in list(self.links):
@@ -204,6 +223,12 @@ class FanOut:
         data = encode_batch(bus.catch_up())
         if not_live := bus.status.not_live(bus.symbols()):
             data += status_frame(not_live)
+        if self.books is not None:
+            books = self.books.books
+            for symbol in bus.symbols():
+                book = books.get(symbol)
+                if book is not None and book.u:
+                    data += frame(Kind.BOOK, whole(book).encode())
         data += json_frame(Kind.HELLO, hello)
         link.allowance = len(data) + MAX_BEHIND_BYTES
         link.send(data)

@@ -18,7 +18,7 @@ from aiohttp import web
 from feeds.base import FeedAdapter, FeedFatal
 from feeds.supervisor import FeedSupervisor
 from ticker.cluster.broker import Broker, LocalBroker
-from ticker.cluster.loader import candle_store
+from ticker.cluster.loader import book_relay, candle_store
 from ticker.core.admission import Admission
 from ticker.core.books import BookSink
 from ticker.core.bus import Bus
@@ -87,6 +87,9 @@ class Node:
                 interval_s=settings.book_interval_s, status=self.bus.status.set
             )
             self.clients.derived[BookService.kind.name] = self.books
+            self.broker.bind_books(self.books)
+        self.book_relay = book_relay(self.broker, self.books)
+        """Books through the cluster's Redis (``ticker/cluster/book_relay.py``), if any."""
         feeds = list(feeds)
         self.supervisors = supervise(
             feeds, self.bus, settings, None if self.books is None else self.books.submit
@@ -129,6 +132,8 @@ class Node:
         )
         self.metrics.registry.register(collector)
         self.broker.register(self.metrics.registry)
+        if self.book_relay is not None:
+            self.book_relay.register(self.metrics.registry)
 
     @property
     def connections(self) -> set[ClientConnection]:
@@ -165,6 +170,8 @@ class Node:
         if self.candles is not None and record_dir is not None:
             await asyncio.to_thread(restore, self.candles.candles, record_dir)
         await self.broker.start(self.bus, self._local_symbols, self._restart_clients)
+        if self.book_relay is not None:  # the cluster's books, before clients come
+            await self.book_relay.start()
         self._feed_tasks = [
             asyncio.create_task(s.run(), name=f"feed:{s.adapter.name}") for s in self.supervisors
         ]
@@ -209,12 +216,17 @@ class Node:
             await self.candles.stop()
         if self.books is not None:
             await self.books.stop()
+        if self.book_relay is not None:
+            await self.book_relay.stop()
         if self.bar_store is not None:
             await self.bar_store.stop()
         await self.broker.stop()
 
     def _restart_clients(self) -> None:
-        """The cluster's stream restarted (a new epoch): clients reconnect and resubscribe."""
+        """The cluster's stream restarted (a new epoch): clients reconnect and resubscribe
+        (to books numbered anew, too)."""
+        if self.book_relay is not None:
+            self.book_relay.restart()
         for conn in list(self.connections):
             conn.session.request_close(CloseCode.GOING_AWAY, "stream restarted: reconnect")
 

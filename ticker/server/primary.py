@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from feeds.base import FeedAdapter
 from ticker.core.backoff import Backoff
 from ticker.core.bus import Bus
+from ticker.server.books import BookService
 from ticker.server.delayed import DelayPump
 from ticker.server.fanout import FanOut, WorkerLink
 from ticker.server.metrics import Metrics, NodeCollector
@@ -252,13 +253,16 @@ async def serve(
     metrics_sockets: Sequence[socket.socket],
 ) -> None:
     """Run the feed process until SIGTERM or SIGINT, then stop everything."""
-    supervisors = supervise(feeds, bus, settings)
+    books = None  # the feeds' books: numbered here, applied the same by every worker
+    if settings.book_interval_s:
+        books = BookService(interval_s=settings.book_interval_s, status=bus.status.set)
+    supervisors = supervise(feeds, bus, settings, None if books is None else books.submit)
     metrics = Metrics()
     stats = Stats(metrics=settings.metrics)
     delays = DelayPump(bus, settings.delay_max_bytes)
     metrics.registry.register(NodeCollector(stats, bus, supervisors, delays, lambda: ()))
     ttl = settings.publish.idempotency_ttl_s if settings.publish is not None else 600.0
-    fanout = FanOut(bus, supervisors, metrics.registry, ttl)
+    fanout = FanOut(bus, supervisors, metrics.registry, ttl, books)
     workers = Workers(command, fanout, groups)
     metrics.registry.register(WorkersCollector(workers))
     stop = asyncio.Event()
@@ -282,6 +286,8 @@ async def serve(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if books is not None:
+            await books.stop()
         await fanout.close()
         if runner is not None:
             await runner.cleanup()
