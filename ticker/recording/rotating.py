@@ -91,9 +91,9 @@ class RotatingRecorder:
                     out.append(BookRow(first, symbol, *whole(book), reset=True))
                     self._in_file.add(symbol)
         for row in rows:
-            book = self._books.get(row.s)
-            if book is None:
-                book = self._books[row.s] = Book(row.s)
+            if row.s not in self._books:
+                self._books[row.s] = Book(row.s)
+            book = self._books[row.s]
             (book.reset if row.reset else book.apply)(row.bids, row.asks, ())
             if row.reset or row.s in self._in_file:
                 out.append(row)
