@@ -27,7 +27,7 @@ from aiohttp import web
 from ticker.core.books import Level
 from ticker.core.bus import WILDCARD, Bus
 from ticker.core.mailbox import QueueMailbox
-from ticker.core.ticks import MicrosClock, now_us
+from ticker.core.ticks import now_us
 from ticker.recording.book_lines import BookRow, whole
 from ticker.recording.rotating import RotatingRecorder
 from ticker.server.books import BookService
@@ -53,7 +53,6 @@ class BusRecorder:
         max_bytes: int = 1 << 30,
         queue_bytes: int = QUEUE_BYTES,
         books: BookService | None = None,
-        clock: MicrosClock = now_us,
     ) -> None:
         self.bus = bus
         self.log = RotatingRecorder(directory, suffix=suffix, max_bytes=max_bytes)
@@ -63,7 +62,6 @@ class BusRecorder:
         self._task: asyncio.Task[None] | None = None
         self.books = books
         """The node's books, recorded as they are applied (None: ticks only)."""
-        self._clock = clock
         self._rows: list[BookRow] = []
         self._levels = 0
 
@@ -87,7 +85,7 @@ class BusRecorder:
         self, symbol: str, reset: bool, bids: list[Level], asks: list[Level], u: int
     ) -> None:
         """One change set a book pass applied: queued as a row (bounded)."""
-        self._rows.append(BookRow(self._clock(), symbol, bids, asks, reset))
+        self._rows.append(BookRow(now_us(), symbol, bids, asks, reset))
         self._levels += len(bids) + len(asks)
         if self._levels > MAX_BOOK_LEVELS:
             self._resync()
@@ -98,7 +96,7 @@ class BusRecorder:
         assert self.books is not None
         symbols = {row.s: None for row in self._rows}
         log.error("recorder fell behind: %d book rows replaced by resets", len(self._rows))
-        t = self._clock()
+        t = now_us()
         books = self.books.books
         self._rows = [BookRow(t, s, *whole(books.book(s)), reset=True) for s in symbols]
         self._levels = sum(len(r.bids) + len(r.asks) for r in self._rows)
