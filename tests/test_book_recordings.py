@@ -11,19 +11,24 @@ import gzip
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import orjson
 import pytest
 
 from feeds.replay.adapter import ReplayFeed
 from tests.books_ref import RefBook
 from tests.conftest import StartServer, next_of
+from tests.test_replay_feed import FakeTime
 from ticker.cli import main
 from ticker.commands.record import Recording, book_topics, stream_url
 from ticker.core.books import Book
+from ticker.core.bus import Bus
 from ticker.recording.book_lines import BookLog, BookRow
 from ticker.recording.formats import load, open_writer
 from ticker.recording.problems import Problems, RecordingError
 from ticker.recording.schedule import ReplayOptions
+from ticker.recording.table import TickTable
+from ticker.server import recorder as recorder_module
 from ticker.server.books import BookService
 from ticker.server.recorder import BusRecorder
 
@@ -207,10 +212,13 @@ async def test_record_then_replay_gives_the_same_books_u_and_cs(
         changes.append(("MSFT", [(50.0 - i % 4 * 0.5, 2.0 + i)], [], False))
     changes.append(("AAPL", [(98.0, 3.0)], [(102.0, 4.0)], True))  # a resync
     for symbol, bids, asks, reset in changes:
+        written = recorder.log.book_rows
         books.submit(symbol, bids, asks, reset)
         books.pump()
         node.bus.publish([{"s": symbol, "p": 1.0}])
-        await asyncio.sleep(0)
+        async with asyncio.timeout(5):
+            while recorder.log.book_rows == written:  # a write per row: rotation is exact
+                await asyncio.sleep(0.001)
     await recorder.close()
     files = sorted((tmp_path / "rec").iterdir())
     assert len(files) > 2  # rotated by size
@@ -305,4 +313,72 @@ def test_a_window_of_a_recording_begins_each_book_whole() -> None:
     for r in window.rows:
         (part.reset if r.reset else part.apply)(r.bids, r.asks)
     assert part.cs == full.cs and part.bids.levels == full.bids.levels
-    assert BookRow(1, "X", [], []).reset is False
+
+
+async def test_replay_hands_books_and_ticks_in_time_order_at_its_speed() -> None:
+    fake = FakeTime(jitter_s=0.0)
+    t0 = 1_700_000_000_000_000
+    table = TickTable.build(
+        ["A"],
+        t=np.array([t0, t0 + 100_000, t0 + 200_000]),
+        sym=np.zeros(3, np.int32),
+        p=np.array([1.0, 2.0, 3.0]),
+    )
+    log = BookLog()
+    for dt, reset in ((-50_000, False), (50_000, False), (150_000, True), (300_000, False)):
+        log.add(BookRow(t0 + dt, "A", [(1.0, 1.0 + dt / 1e6)], [], reset))
+    feed = ReplayFeed(
+        table, ReplayOptions(speed=2, loop=True), clock=fake.clock, sleep=fake.sleep, books=log
+    )
+    events: list[tuple[str, float, bool]] = []
+    feed.bind_books(lambda s, b, a, reset=False: events.append(("book", fake.now, reset)))
+    async for batch in feed.stream():
+        events += [("tick", fake.now, False)] * len(batch)
+        if len(events) >= 14:
+            break
+    start = events[0][1]
+    got = [(kind, round((now - start) * 1e6), reset) for kind, now, reset in events]
+    one = [  # at speed 2: recording gaps halved; the first row of a pass resets its book
+        ("book", 0, True),
+        ("tick", 25_000, False),
+        ("book", 50_000, False),
+        ("tick", 75_000, False),
+        ("book", 100_000, True),
+        ("tick", 125_000, False),
+        ("book", 175_000, False),
+    ]
+    again = [(k, us + 175_000, r) for k, us, r in one]  # the next pass, where this one ended
+    assert got[:14] == one + again
+
+
+async def test_record_to_column_files_refuses_books_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = BookService(interval_s=3600)
+    recorder = BusRecorder(Bus(), tmp_path / "rec", suffix=".ticks", books=service)
+    recorder.start()
+    service.submit("A", [(1.0, 1.0)], [], reset=True)
+    service.pump()
+    await recorder.close()
+    assert "order books are not recorded: .ticks files hold ticks only" in caplog.text
+    assert recorder.log.book_rows == 0 and service.on_applied == []
+
+
+async def test_a_recorder_behind_on_books_writes_resets_that_keep_the_file_right(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder_module, "MAX_BOOK_LEVELS", 5)
+    service = BookService(interval_s=3600)
+    recorder = BusRecorder(Bus(), tmp_path / "rec", books=service)
+    recorder.start()
+    for i in range(20):  # no await: the writer gets no turn, the queue overflows
+        service.submit("A", [(100.0 - i, 1.0 + i)], [(101.0 + i, 2.0)], reset=i == 0)
+        service.pump()
+    await recorder.close()
+    log = BookLog()
+    load(sorted((tmp_path / "rec").iterdir()), Problems(), books=log)
+    assert len(log) < 20 and log.rows[-1].reset
+    rebuilt = Book("A")
+    for r in log.rows:
+        (rebuilt.reset if r.reset else rebuilt.apply)(r.bids, r.asks)
+    assert rebuilt.cs == service.books.book("A").cs

@@ -200,14 +200,23 @@ class ReplayFeed:
         meter = self.meter
         halts = _Timed(np.array([h.t for h in self.halts], np.int64))
         rows = _Timed(self.books.times())
+        begun: set[str] = set()
+        """Books handed a row in this pass: the first of each is a reset (a restart or a
+        new pass starts each book over, whatever the node held)."""
         loop_index = 0
+
+        def hand() -> None:
+            reached = self._reached(replay, clock())
+            self._report_halts(halts.reached(reached))
+            self._hand_books(rows.reached(reached), begun)
+
         while True:
+            hand()  # what this pass has reached by now, before a new pass may begin
             batch = replay.batch(clock())
             if replay.loop_index != loop_index:  # a new pass: its halts and books come again
                 loop_index, halts.done, rows.done = replay.loop_index, 0, 0
-            reached = self._reached(replay, clock())
-            self._report_halts(halts.reached(reached))
-            self._hand_books(rows.reached(reached))
+                begun.clear()
+            hand()  # and what the batch reaches, before its ticks go out
             if batch:
                 yield batch
                 if meter is not None:
@@ -243,11 +252,12 @@ class ReplayFeed:
             halt = self.halts[i]
             sink([halt.symbol], HALTED if halt.reason else LIVE, halt.reason)
 
-    def _hand_books(self, due: range) -> None:
+    def _hand_books(self, due: range, begun: set[str]) -> None:
         """Hand the node the book rows the replay has reached."""
         sink = self._books
         if sink is None:
             return
         for i in due:
             row = self.books.rows[i]
-            sink(row.s, row.bids, row.asks, row.reset)
+            sink(row.s, row.bids, row.asks, row.reset or row.s not in begun)
+            begun.add(row.s)
