@@ -9,6 +9,7 @@ import asyncio
 import csv
 import gzip
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -29,8 +30,12 @@ from ticker.recording.problems import Problems, RecordingError
 from ticker.recording.schedule import ReplayOptions
 from ticker.recording.table import TickTable
 from ticker.server import recorder as recorder_module
+from ticker.server.app import create_app
 from ticker.server.books import BookService
+from ticker.server.node import Node
 from ticker.server.recorder import BusRecorder
+from ticker.server.replays import ReplayPump
+from ticker.server.settings import Settings
 
 DATA = Path(__file__).parent / "data"
 LOBSTER = DATA / "lobster_book" / "AAPL_2012-06-21_34200000_57600000_message_10.csv"
@@ -382,3 +387,48 @@ async def test_a_recorder_behind_on_books_writes_resets_that_keep_the_file_right
     for r in log.rows:
         (rebuilt.reset if r.reset else rebuilt.apply)(r.bids, r.asks)
     assert rebuilt.cs == service.books.book("A").cs
+
+
+async def replayed_book(ws: aiohttp.ClientWebSocketResponse) -> dict:
+    """The next book frame of the replay (``"r": 1``), past live ones."""
+    while True:
+        got = await next_of(ws, "book")
+        if got.get("r") == 1:
+            return got
+
+
+async def test_an_on_demand_replay_sends_its_books_to_the_client_topics(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    root = tmp_path / "replays"
+    root.mkdir()
+    assert main(["convert", str(LOBSTER), str(root / "aapl.jsonl")]) == 0
+    _, log = books_of(root / "aapl.jsonl")
+    truth = lobster_truth()
+    node = Node(Settings(book_interval_s=3600))
+    node.bus.add_symbols(["AAPL"])
+    app = create_app(node)
+    pump = ReplayPump(root)
+    node.replays = pump
+    pump.attach(app)
+    server = await aiohttp_server(app)
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.make_url("/ws")) as ws:
+        await subscribe(ws, ["AAPL@book10"])  # the node's own book: empty
+        await ws.send_json({"op": "replay", "source": "aapl.jsonl", "speed": 0, "id": 2})
+        ref = RefBook(await replayed_book(ws))  # the replay's own snapshot, then its deltas
+        assert ref.u == 0 and not ref.bids
+        while ref.top(10) != truth[-1]:
+            ref.apply(await replayed_book(ws))
+        assert (await next_of(ws, "replay_state"))["state"] == "ended"
+        assert node.books is not None and node.books.books.book("AAPL").u == 0  # untouched
+        seek_to = log.rows[500].t + 1
+        await ws.send_json({"op": "replay", "source": "aapl.jsonl", "speed": 1, "id": 3})
+        ref = RefBook(await replayed_book(ws))
+        await ws.send_json({"op": "replay_control", "action": "pause", "id": 4})
+        await ws.send_json({"op": "replay_control", "action": "seek", "to": seek_to, "id": 5})
+        expected = Book("AAPL")
+        for row in log.rows:
+            if row.t < seek_to:
+                (expected.reset if row.reset else expected.apply)(row.bids, row.asks)
+        while ref.bids != dict(expected.bids.top(10)) or ref.asks != dict(expected.asks.top(10)):
+            ref.apply(await replayed_book(ws))  # the seek: one delta to the book there

@@ -33,7 +33,7 @@ from ticker.recording.importers import lobster
 from ticker.recording.importers.generic_csv import CsvMapping
 from ticker.recording.importers.lobster import Halt, Naming
 from ticker.recording.problems import Problems, RecordingError
-from ticker.recording.schedule import Replay, ReplayOptions
+from ticker.recording.schedule import Replay, ReplayOptions, Timed, span
 from ticker.recording.table import TickTable
 
 log = logging.getLogger("ticker.replay")
@@ -60,37 +60,6 @@ def select(
     if not len(chosen) and not has_books:
         raise RecordingError(source, "no ticks in the selected time window and symbols")
     return chosen
-
-
-def _span(table: TickTable, books: BookLog) -> tuple[int, int]:
-    """The recording times of the first and last row, tick or book."""
-    times = [int(table.t[0]), int(table.t[-1])] if len(table) else []
-    if len(books):
-        times += [books.rows[0].t, books.rows[-1].t]
-    return min(times), max(times)
-
-
-class _Timed:
-    """Events at recording times (halts, book rows), handed over once the replay reaches
-    them: how many of this pass's are out, and when the next is due."""
-
-    __slots__ = ("done", "times")
-
-    def __init__(self, times: np.ndarray) -> None:
-        self.times = times
-        self.done = 0
-
-    def reached(self, position: float) -> range:
-        """Indices of the events newly reached at ``position`` (µs)."""
-        start = self.done
-        self.done = int(np.searchsorted(self.times, position, side="right"))
-        return range(start, self.done)
-
-    def wait(self, replay: Replay, now: float) -> float | None:
-        """Seconds until the next event is due (None: none left, or the clock stands)."""
-        if self.done >= len(self.times) or replay.speed == 0 or replay.paused:
-            return None
-        return max(0.0, replay.clock_at(int(self.times[self.done])) - now)
 
 
 class ReplayFeed:
@@ -172,7 +141,8 @@ class ReplayFeed:
 
     def span(self) -> tuple[int, int]:
         """The recording times (µs) of the first and last row replayed, tick or book."""
-        return _span(self.table, self.books)
+        found = span(self.table, self.books.times())
+        return found or (int(self.table.t[0]), int(self.table.t[-1]))
 
     def progress(self) -> FeedProgress | None:
         """For the replay metrics: the recording time of the last tick yielded, and the
@@ -195,18 +165,18 @@ class ReplayFeed:
             self.options,
             now=clock(),
             wall_us=self._wall_clock(),
-            span=self.span() if len(self.books) else None,
+            span=span(self.table, self.books.times()),
         )
         meter = self.meter
-        halts = _Timed(np.array([h.t for h in self.halts], np.int64))
-        rows = _Timed(self.books.times())
+        halts = Timed(np.array([h.t for h in self.halts], np.int64))
+        rows = Timed(self.books.times())
         begun: set[str] = set()
         """Books handed a row in this pass: the first of each is a reset (a restart or a
         new pass starts each book over, whatever the node held)."""
         loop_index = 0
 
         def hand() -> None:
-            reached = self._reached(replay, clock())
+            reached = replay.reached(clock())
             self._report_halts(halts.reached(reached))
             self._hand_books(rows.reached(reached), begun)
 
@@ -231,17 +201,6 @@ class ReplayFeed:
                     self._status(self.symbols(), CLOSED, "the feed ended")
                 return
             await self._sleep(min(waits + ([] if wait is None else [wait])))
-
-    @staticmethod
-    def _reached(replay: Replay, now: float) -> float:
-        """The recording time the replay has reached: its position, or at speed 0 (where
-        the position stays put) the last tick taken, and everything once they are all out."""
-        if replay.speed == 0 and replay.cursor >= len(replay.table):
-            return float("inf")
-        reached = replay.position(now)
-        if replay.cursor:
-            reached = max(reached, int(replay.table.t[replay.cursor - 1]))
-        return reached
 
     def _report_halts(self, due: range) -> None:
         """Report the halts the replay has reached (before the ticks after them)."""

@@ -119,6 +119,17 @@ class Replay:
         """Clock reading at which recording time ``t_us`` is due in this pass (speed > 0)."""
         return self.anchor_clock + (t_us - self.anchor_rec) / (self.speed * US)
 
+    def reached(self, now: float) -> float:
+        """The recording time the replay has reached, for events timed beside the ticks
+        (``Timed``): its position, or at speed 0 (where the position stays put) the last
+        tick taken, and everything once they are all out."""
+        if self.speed == 0 and self.cursor >= len(self.table):
+            return float("inf")
+        reached = self.position(now)
+        if self.cursor:
+            reached = max(reached, int(self.table.t[self.cursor - 1]))
+        return reached
+
     @property
     def finished(self) -> bool:
         """Every tick is out and the replay does not loop."""
@@ -221,3 +232,37 @@ class Replay:
             table.symbols, t, sym, table.p[rows], table.b[rows], table.a[rows], table.v[rows], q
         )
         return out.ticks()
+
+
+def span(table: TickTable, times: np.ndarray) -> tuple[int, int] | None:
+    """The recording times of the first and last row of ``table`` and of events timed
+    beside it (sorted ``times``), for ``Replay``'s ``span``; None without such events."""
+    if not len(times):
+        return None
+    ends = [int(times[0]), int(times[-1])]
+    if len(table):
+        ends += [int(table.t[0]), int(table.t[-1])]
+    return min(ends), max(ends)
+
+
+class Timed:
+    """Events at recording times (halts, book rows), handed over once the replay reaches
+    them: how many of this pass's are out, and when the next is due."""
+
+    __slots__ = ("done", "times")
+
+    def __init__(self, times: np.ndarray) -> None:
+        self.times = times
+        self.done = 0
+
+    def reached(self, position: float) -> range:
+        """Indices of the events newly reached at ``position`` (µs)."""
+        start = self.done
+        self.done = max(start, int(np.searchsorted(self.times, position, side="right")))
+        return range(start, self.done)
+
+    def wait(self, replay: Replay, now: float) -> float | None:
+        """Seconds until the next event is due (None: none left, or the clock stands)."""
+        if self.done >= len(self.times) or replay.speed == 0 or replay.paused:
+            return None
+        return max(0.0, replay.clock_at(int(self.times[self.done])) - now)
