@@ -27,6 +27,7 @@ from ticker.core.bus import Bus
 from ticker.recording.book_lines import BookLog, BookRow
 from ticker.recording.formats import load, open_writer
 from ticker.recording.problems import Problems, RecordingError
+from ticker.recording.rotating import RotatingRecorder
 from ticker.recording.schedule import ReplayOptions
 from ticker.recording.table import TickTable
 from ticker.server import recorder as recorder_module
@@ -432,3 +433,28 @@ async def test_an_on_demand_replay_sends_its_books_to_the_client_topics(
                 (expected.reset if row.reset else expected.apply)(row.bids, row.asks)
         while ref.bids != dict(expected.bids.top(10)) or ref.asks != dict(expected.asks.top(10)):
             ref.apply(await replayed_book(ws))  # the seek: one delta to the book there
+
+
+def test_a_new_day_file_begins_with_every_book_whole(tmp_path: Path) -> None:
+    midnight = 20_000 * 86_400_000_000
+    log = RotatingRecorder(tmp_path)
+    log.write(
+        [{"s": "A", "p": 1.0, "t": midnight - 2}],
+        [
+            BookRow(midnight - 2, "A", [(1.0, 1.0), (0.9, 2.0)], [(1.1, 1.0)], reset=True),
+            BookRow(midnight - 1, "B", [(5.0, 1.0)], []),  # first seen: written whole
+            BookRow(midnight + 1, "A", [(0.9, 0.0)], []),
+        ],
+    )
+    log.close()
+    first, second = (lines_of(p) for p in log.files)
+    assert [(r.get("type"), r["s"], r.get("reset")) for r in first] == [
+        (None, "A", None),
+        ("book", "A", True),
+        ("book", "B", True),
+    ]
+    assert [(r["s"], r["t"], r.get("reset"), r["bids"]) for r in second] == [
+        ("A", midnight + 1, True, [[1.0, 1.0], [0.9, 2.0]]),  # each book as it stood
+        ("B", midnight + 1, True, [[5.0, 1.0]]),
+        ("A", midnight + 1, None, [[0.9, 0.0]]),
+    ]
