@@ -377,6 +377,7 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
                     args.record,
                     suffix=f".{args.record_format}",
                     max_bytes=args.record_max_bytes,
+                    books=node.books,
                 )
             except (FileExistsError, NotADirectoryError):
                 raise ValueError(f"--record {args.record}: not a directory") from None

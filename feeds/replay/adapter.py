@@ -7,27 +7,36 @@ injectable for tests.
 
 The feed reports its symbols' status itself: ``halted`` and live again where a LOBSTER
 file's type-7 rows say so, at their time in the recording, and ``closed`` when the
-recording ends.
+recording ends. A recording's book rows (``ticker/recording/book_lines.py``) go to the
+node's books (``bind_books``) at their time, among the ticks, on the same clock: halts
+and book rows are both timed events, each handed over once the replay has reached it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from feeds.base import FeedProgress
+from ticker.core.books import BookSink
 from ticker.core.status import CLOSED, HALTED, LIVE, StatusSink
 from ticker.core.ticks import MicrosClock, TickBatch, now_us
 from ticker.progress import Progress
+from ticker.recording.book_lines import BookLog
 from ticker.recording.formats import load
 from ticker.recording.importers import lobster
 from ticker.recording.importers.generic_csv import CsvMapping
 from ticker.recording.importers.lobster import Halt, Naming
 from ticker.recording.problems import Problems, RecordingError
-from ticker.recording.schedule import Replay, ReplayOptions
+from ticker.recording.schedule import Replay, ReplayOptions, Timed, span
 from ticker.recording.table import TickTable
+
+log = logging.getLogger("ticker.replay")
 
 DEFAULT_OPTIONS = ReplayOptions()
 
@@ -38,10 +47,17 @@ def select(
     symbols: Sequence[str] | None,
     start: int | None,
     end: int | None,
+    books: BookLog | None = None,
 ) -> TickTable:
-    """The window and symbols asked for, or an error saying why it is empty."""
+    """The window and symbols asked for, or an error saying why it is empty; ``books``
+    (if given) is cut to the same window in place."""
     chosen = table.select(symbols=symbols, start=start, end=end)
-    if not len(chosen):
+    has_books = False
+    if books is not None:
+        window = books.select(symbols, start, end)
+        books.rows, books.lines = window.rows, window.lines
+        has_books = bool(len(books))
+    if not len(chosen) and not has_books:
         raise RecordingError(source, "no ticks in the selected time window and symbols")
     return chosen
 
@@ -60,6 +76,7 @@ class ReplayFeed:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         meter: Progress | None = None,
         halts: Sequence[Halt] = (),
+        books: BookLog | None = None,
     ) -> None:
         self.name = name
         self.meter = meter
@@ -70,10 +87,18 @@ class ReplayFeed:
         self._wall_clock = wall_clock
         self._sleep = sleep
         self.replay: Replay | None = None
+        self.books = books or BookLog()
+        """The recording's book rows (in time order), for ``bind_books``."""
         chosen = set(self.symbols())
         self.halts = sorted((h for h in halts if h.symbol in chosen), key=lambda h: h.t)
         """The recording's trading halts and resumptions of the symbols replayed."""
         self._status: StatusSink | None = None
+        self._books: BookSink | None = None
+        self._refused = False
+
+    def bind_books(self, sink: BookSink) -> None:
+        """Hand the recording's book rows to ``sink`` at their times."""
+        self._books = sink
 
     def bind_status(self, sink: StatusSink) -> None:
         """Report halts and the end of the recording to ``sink``."""
@@ -95,7 +120,10 @@ class ReplayFeed:
         naming: Naming | None = None,
     ) -> ReplayFeed:
         """The feed of recordings read as ``load`` reads them (``fmt`` None: detected)."""
-        table = load(paths, problems, sort=sort, fmt=fmt, mapping=mapping, naming=naming)
+        books = BookLog()
+        table = load(
+            paths, problems, sort=sort, fmt=fmt, mapping=mapping, naming=naming, books=books
+        )
         halts = [
             halt
             for path in paths
@@ -103,12 +131,18 @@ class ReplayFeed:
             for halt in lobster.read_halts(path, Problems(), naming)
             if (start is None or halt.t >= start) and (end is None or halt.t <= end)
         ]
-        chosen = select(table, str(paths[0]), symbols, start, end)
-        return cls(chosen, options, halts=halts)
+        chosen = select(table, str(paths[0]), symbols, start, end, books)
+        return cls(chosen, options, halts=halts, books=books)
 
     def symbols(self) -> list[str]:
-        """The symbols that have ticks in the selection, not the whole file's table."""
-        return sorted({self.table.symbols[i] for i in set(self.table.sym.tolist())})
+        """The symbols that have ticks or books in the selection, not the whole file's table."""
+        ticked = {self.table.symbols[i] for i in set(self.table.sym.tolist())}
+        return sorted(ticked | self.books.symbols())
+
+    def span(self) -> tuple[int, int]:
+        """The recording times (µs) of the first and last row replayed, tick or book."""
+        found = span(self.table, self.books.times())
+        return found or (int(self.table.t[0]), int(self.table.t[-1]))
 
     def progress(self) -> FeedProgress | None:
         """For the replay metrics: the recording time of the last tick yielded, and the
@@ -123,43 +157,66 @@ class ReplayFeed:
         """Yield batches on schedule; at speed 0 as fast as they are taken. Ends with the
         recording unless looping. A restart (by the supervisor) starts over."""
         clock = self._clock
+        if len(self.books) and self._books is None and not self._refused:
+            self._refused = True  # a node without books (--book-interval-ms 0)
+            log.warning("replay: %d book rows not replayed: books are off", len(self.books))
         replay = self.replay = Replay(
-            self.table, self.options, now=clock(), wall_us=self._wall_clock()
+            self.table,
+            self.options,
+            now=clock(),
+            wall_us=self._wall_clock(),
+            span=span(self.table, self.books.times()),
         )
         meter = self.meter
-        halted = 0  # halts reported in this pass
+        halts = Timed(np.array([h.t for h in self.halts], np.int64))
+        rows = Timed(self.books.times())
+        begun: set[str] = set()
+        """Books handed a row in this pass: the first of each is a reset (a restart or a
+        new pass starts each book over, whatever the node held)."""
         loop_index = 0
+
+        def hand() -> None:
+            reached = replay.reached(clock())
+            self._report_halts(halts.reached(reached))
+            self._hand_books(rows.reached(reached), begun)
+
         while True:
+            hand()  # what this pass has reached by now, before a new pass may begin
             batch = replay.batch(clock())
-            if replay.loop_index != loop_index:  # a new pass: its halts come again
-                loop_index, halted = replay.loop_index, 0
-            halted = self._report_halts(replay, clock(), halted)
+            if replay.loop_index != loop_index:  # a new pass: its halts and books come again
+                loop_index, halts.done, rows.done = replay.loop_index, 0, 0
+                begun.clear()
+            hand()  # and what the batch reaches, before its ticks go out
             if batch:
                 yield batch
                 if meter is not None:
                     meter.advance(len(batch))
-            wait = replay.wait(clock())
-            if wait is None:
+            now = clock()
+            waits = [w for w in (halts.wait(replay, now), rows.wait(replay, now)) if w is not None]
+            wait = replay.wait(now)
+            if wait is None and not waits:
                 if meter is not None:
                     meter.done()
                 if self._status is not None:
                     self._status(self.symbols(), CLOSED, "the feed ended")
                 return
-            if halted < len(self.halts) and replay.speed > 0 and not replay.paused:
-                wait = min(wait, max(0.0, replay.clock_at(self.halts[halted].t) - clock()))
-            await self._sleep(wait)  # 0 when more is due: the loop still gets a turn
+            await self._sleep(min(waits + ([] if wait is None else [wait])))
 
-    def _report_halts(self, replay: Replay, now: float, done: int) -> int:
-        """Report the halts the replay has reached (before the ticks after them); returns
-        how many of this pass's are reported."""
-        halts, sink = self.halts, self._status
-        if not halts or sink is None:
-            return done
-        reached = replay.position(now)  # at speed 0 it stays put: the ticks taken tell
-        if replay.cursor:
-            reached = max(reached, int(replay.table.t[replay.cursor - 1]))
-        while done < len(halts) and halts[done].t <= reached:
-            halt = halts[done]
+    def _report_halts(self, due: range) -> None:
+        """Report the halts the replay has reached (before the ticks after them)."""
+        sink = self._status
+        if sink is None:
+            return
+        for i in due:
+            halt = self.halts[i]
             sink([halt.symbol], HALTED if halt.reason else LIVE, halt.reason)
-            done += 1
-        return done
+
+    def _hand_books(self, due: range, begun: set[str]) -> None:
+        """Hand the node the book rows the replay has reached."""
+        sink = self._books
+        if sink is None:
+            return
+        for i in due:
+            row = self.books.rows[i]
+            sink(row.s, row.bids, row.asks, row.reset or row.s not in begun)
+            begun.add(row.s)

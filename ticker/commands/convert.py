@@ -2,7 +2,10 @@
 
 One input that is in time order streams through in chunks (bounded memory); several
 inputs, or ``--sort``, are loaded whole to merge or sort them. The output appears only on
-success: it is written under a hidden partial name and renamed at the end.
+success: it is written under a hidden partial name and renamed at the end. Book rows (a
+LOBSTER orderbook file, tardis ``incremental_book_L2``, Coinbase ``level2``, a recording
+with books) are written among the ticks in time order; an output that cannot hold them
+(.npz, .ticks) is an error, never a silent drop.
 """
 
 from __future__ import annotations
@@ -10,17 +13,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import date
 from pathlib import Path
 
 from ticker.commands.envparser import Commands, EnvParser
 from ticker.progress import Progress
+from ticker.recording.book_lines import BookLog, BookRow
+from ticker.recording.columnar import refuse_books
 from ticker.recording.formats import (
     READ_FORMATS,
     check_order,
     check_output_name,
     expand,
+    holds_books,
     load,
     open_writer,
     read_tables,
@@ -89,26 +95,79 @@ def add_parser(commands: Commands) -> None:
     add_input_options(parser)
 
 
-def _chunks(args: argparse.Namespace, problems: Problems) -> Iterator[TickTable]:
+Chunk = tuple[TickTable, list[BookRow]]
+
+
+def _chunks(args: argparse.Namespace, problems: Problems) -> Iterator[Chunk]:
+    """Tables to write, each with the book rows up to its last tick (the rest at the end)."""
     inputs = expand(args.inputs)
-    mapping, naming = mapping_from(args), naming_from(args)
+    books = BookLog()
     if len(inputs) == 1 and not args.sort:
-        last_t = None
-        for table in read_tables(
-            inputs[0], problems, fmt=args.format, mapping=mapping, naming=naming
-        ):
-            if len(table) and last_t is not None and table.t[0] < last_t:
-                raise RecordingError(
-                    inputs[0],
-                    "timestamps go backwards; pass --sort to sort the ticks by time",
-                    None if table.lines is None else int(table.lines[0]),
-                )
-            yield check_order(inputs[0], table, False, problems)
-            last_t = table.t[-1] if len(table) else last_t
+        yield from _with_books(_stream(args, inputs[0], problems, books), books, inputs[0])
         return
-    table = load(inputs, problems, sort=args.sort, fmt=args.format, mapping=mapping, naming=naming)
-    for start in range(0, len(table), WRITE_CHUNK):
-        yield table.take(slice(start, start + WRITE_CHUNK))
+    mapping, naming = mapping_from(args), naming_from(args)
+    table = load(
+        inputs,
+        problems,
+        sort=args.sort,
+        fmt=args.format,
+        mapping=mapping,
+        naming=naming,
+        books=books,
+    )
+    parts = (table.take(slice(i, i + WRITE_CHUNK)) for i in range(0, len(table), WRITE_CHUNK))
+    yield from _with_books(parts, books, None)
+
+
+def _with_books(tables: Iterable[TickTable], books: BookLog, path: Path | None) -> Iterator[Chunk]:
+    """Each table with the book rows read so far up to its last tick. ``path``: the one
+    input streamed, whose rows are checked for time order as they go."""
+    taken = 0
+    last_t = -1
+    for table in tables:
+        upto = int(table.t[-1]) if len(table) else -1
+        end = taken
+        while end < len(books) and books.rows[end].t <= upto:
+            end += 1
+        yield table, _in_order(books, taken, end, last_t, path)
+        if end > taken:
+            last_t = books.rows[end - 1].t
+        taken = end
+    yield TickTable.empty(), _in_order(books, taken, len(books), last_t, path)
+
+
+def _in_order(
+    books: BookLog, start: int, end: int, last_t: int, path: Path | None
+) -> list[BookRow]:
+    rows = books.rows[start:end]
+    if path is not None:
+        for i, row in enumerate(rows):
+            if row.t < (rows[i - 1].t if i else last_t):
+                raise RecordingError(
+                    path,
+                    "book rows go backwards in time; pass --sort to sort them by time",
+                    books.lines[start + i],
+                )
+    return rows
+
+
+def _stream(
+    args: argparse.Namespace, path: Path, problems: Problems, books: BookLog
+) -> Iterator[TickTable]:
+    """One input in time order, chunk by chunk; its book rows go to ``books`` as read."""
+    mapping, naming = mapping_from(args), naming_from(args)
+    last_t = None
+    for table in read_tables(
+        path, problems, fmt=args.format, mapping=mapping, naming=naming, books=books
+    ):
+        if len(table) and last_t is not None and table.t[0] < last_t:
+            raise RecordingError(
+                path,
+                "timestamps go backwards; pass --sort to sort the ticks by time",
+                None if table.lines is None else int(table.lines[0]),
+            )
+        yield check_order(path, table, False, problems)
+        last_t = table.t[-1] if len(table) else last_t
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,9 +183,11 @@ def run(args: argparse.Namespace) -> int:
         remove(partial)
         writer = open_writer(partial)
         try:
-            for table in _chunks(args, problems):
-                writer.write_table(table)
-                progress.advance(len(table))
+            for table, books in _chunks(args, problems):
+                if not holds_books(out):
+                    refuse_books(out, books)  # named as the user named it, not the partial
+                writer.write_table(table, books)
+                progress.advance(len(table) + len(books))
         finally:
             writer.close()
         if out.exists() and (out.is_dir() or partial.is_dir()):  # --force; os.replace
@@ -139,5 +200,6 @@ def run(args: argparse.Namespace) -> int:
     progress.done()
     for line in problems.summary():
         print(line, file=sys.stderr)
-    print(f"wrote {writer.ticks:,} ticks to {out}", file=sys.stderr)
+    rows = f" and {writer.books:,} book rows" if writer.books else ""
+    print(f"wrote {writer.ticks:,} ticks{rows} to {out}", file=sys.stderr)
     return 0

@@ -8,6 +8,11 @@ seconds, on Ctrl-C or SIGTERM (the file is flushed and closed: exit 0), or when 
 closes the connection (exit 1, the file closed the same way). A handshake refused (no
 valid token) or nothing valid to subscribe to exits 2 with the server's reason, and
 leaves no file behind.
+
+Order books: ``--book SYMBOL`` (or a book topic such as ``SYMBOL@book10`` among the
+symbols) subscribes to the book topic; its snapshot is written as a reset row and each
+delta as a change-set row (``ticker/recording/book_lines.py``), at the time it arrived,
+so the file replays the book as the client saw it. Only JSON Lines holds book rows.
 """
 
 from __future__ import annotations
@@ -29,8 +34,11 @@ from ticker.client.links import LinkError, refusal
 from ticker.client.state import Refusals, ServerError, SubscriptionRefused
 from ticker.commands.envparser import Commands
 from ticker.commands.refusals import is_mistake, nothing_left_line, refused_line
+from ticker.core.books import SUFFIXES
+from ticker.core.ticks import now_us
 from ticker.progress import Progress
-from ticker.recording.formats import TickWriter, open_writer, remove
+from ticker.recording.book_lines import BookRow
+from ticker.recording.formats import TickWriter, holds_books, open_writer, remove
 from ticker.recording.problems import RecordingError
 
 EXIT_LOST = 1
@@ -49,8 +57,34 @@ def add_parser(commands: Commands) -> None:
     add("--out", type=Path, required=True, help="new .jsonl, .jsonl.gz, .npz or .ticks")
     # Not from TICKER_SYMBOLS: that variable is serve's (a count for the simulated feed).
     parser.add_argument("--symbols", default="*", help="comma-separated symbols, * = all")
+    parser.add_argument(
+        "--book",
+        action="append",
+        default=[],
+        metavar="SYMBOL",
+        help="also record SYMBOL's order book, every level (SYMBOL@book); repeatable",
+    )
     add("--duration", type=float, default=None, help="seconds to record (default: until stopped)")
     add("--token", default=None, help="sent as Authorization: Bearer (see ticker token)")
+
+
+def book_topics(symbols: str, books: list[str]) -> str:
+    """The symbols with ``SYMBOL@book`` added for each ``--book``; ValueError if a symbol
+    would have two book topics (their rows would mix in one file)."""
+    topics = [s for s in symbols.split(",") if s] + [f"{b}@book" for b in books]
+    seen: set[str] = set()
+    for topic in topics:
+        base, _, suffix = topic.partition("@")
+        if suffix in SUFFIXES:
+            if base in seen:
+                raise ValueError(f"{base}: one book topic per symbol (a file holds one book)")
+            seen.add(base)
+    return ",".join(topics)
+
+
+def is_book_topic(topic: str) -> bool:
+    """``SYMBOL@book``, ``@book10``, ``@book50``."""
+    return topic.partition("@")[2] in SUFFIXES
 
 
 def stream_url(url: str, symbols: str) -> str:
@@ -127,6 +161,10 @@ class Recording:
                 write(frame["ticks"])
                 if progress is not None:
                     progress.advance(len(frame["ticks"]))
+            elif kind == "book":
+                write([], [book_row(frame, now_us())])
+                if progress is not None:
+                    progress.advance(1)
             elif kind == "subscribed":
                 self.refusals = None
             elif kind == "error":
@@ -149,9 +187,16 @@ class Recording:
         return self.refused is not None
 
 
+def book_row(frame: dict[str, Any], t: int) -> BookRow:
+    """A book frame as a row: a snapshot resets, a delta's levels are absolute already."""
+    bids = [(float(p), float(q)) for p, q in frame["bids"]]
+    asks = [(float(p), float(q)) for p, q in frame["asks"]]
+    return BookRow(t, frame["s"], bids, asks, bool(frame.get("snapshot")))
+
+
 async def _main(args: argparse.Namespace, writer: TickWriter) -> int:
     progress = Progress(f"record -> {args.out.name}")
-    url = stream_url(args.url, args.symbols)
+    url = stream_url(args.url, book_topics(args.symbols, args.book))
     recording = Recording(url, writer, progress, token=args.token)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -182,8 +227,9 @@ async def _main(args: argparse.Namespace, writer: TickWriter) -> int:
         remove(args.out)  # nothing was recorded: a second try must not find it in the way
         print(mistake, file=sys.stderr)
         return EXIT_BAD_INPUT
+    rows = f" and {writer.books:,} book rows" if writer.books else ""
     print(
-        f"recorded {writer.ticks:,} ticks to {args.out} in {time.monotonic() - start:.1f} s",
+        f"recorded {writer.ticks:,} ticks{rows} to {args.out} in {time.monotonic() - start:.1f} s",
         file=sys.stderr,
     )
     if recording.close_reason is not None:
@@ -195,7 +241,13 @@ async def _main(args: argparse.Namespace, writer: TickWriter) -> int:
 def run(args: argparse.Namespace) -> int:
     """Record; the arguments and the output are checked before anything connects."""
     try:
-        stream_url(args.url, args.symbols)  # a bad URL fails before the file is made
+        topics = book_topics(args.symbols, args.book)
+        stream_url(args.url, topics)  # a bad URL fails before the file is made
+        if any(map(is_book_topic, topics.split(","))) and not holds_books(args.out):
+            raise ValueError(
+                f"{args.out}: order books need a .jsonl or .jsonl.gz --out "
+                "(.npz and .ticks hold ticks only)"
+            )
         if args.duration is not None and not args.duration > 0:
             raise ValueError("--duration must be positive")
         if args.out.exists():  # never appended to or overwritten: a recording is evidence

@@ -100,14 +100,15 @@ def replay_feed(args: argparse.Namespace, sources: str) -> ReplayFeed:
 
 def log_replay(args: argparse.Namespace, sources: str, feed: ReplayFeed, epoch: str) -> None:
     """One line with what will be played: the files, the window, the speed, the end."""
-    table = feed.table
+    first, last = feed.span()
     log.info(
-        "feed replay: %d ticks of %d symbol(s) from %s, %s to %s, at speed %g%s; %s; epoch %s",
-        len(table),
+        "feed replay: %d ticks%s of %d symbol(s) from %s, %s to %s, at speed %g%s; %s; epoch %s",
+        len(feed.table),
+        f" and {len(feed.books)} book rows" if len(feed.books) else "",
         len(feed.symbols()),
         sources,
-        _iso(int(table.t[0])),
-        _iso(int(table.t[-1])),
+        _iso(first),
+        _iso(last),
         args.speed,
         " (flat out)" if args.speed == 0 else "",
         "looping" if args.loop else "once: it ends with the recording (--loop: start over)",

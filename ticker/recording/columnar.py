@@ -20,12 +20,14 @@ from __future__ import annotations
 import os
 import shutil
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
 from ticker.core.ticks import TickBatch
+from ticker.recording.book_lines import BookRow
 from ticker.recording.problems import Problems, RecordingError
 from ticker.recording.table import COLUMNS, DTYPES, TickTable
 
@@ -48,6 +50,16 @@ def _header(dtype: np.dtype, rows: int) -> bytes:
     return b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + body
 
 
+def refuse_books(path: Path, books: Sequence[BookRow]) -> None:
+    """Column files hold ticks only: book rows are an error, never dropped in silence."""
+    if books:
+        raise RecordingError(
+            path,
+            f"{len(books)} order-book row(s) to write, but column files (.npz, .ticks) hold "
+            "ticks only: write .jsonl or .jsonl.gz to keep the books",
+        )
+
+
 class ColumnarDirWriter:
     """Appends tables to a column directory; crash-safe per ``write`` (see module doc)."""
 
@@ -64,14 +76,17 @@ class ColumnarDirWriter:
             self._files[name] = f
         self.ticks = 0
         self.bytes = 0
+        self.books = 0
 
-    def write_ticks(self, ticks: TickBatch) -> None:
-        """Append protocol ticks, numbering new symbols as they come."""
+    def write_ticks(self, ticks: TickBatch, books: Sequence[BookRow] = ()) -> None:
+        """Append protocol ticks, numbering new symbols as they come (no books)."""
+        refuse_books(self.path, books)
         if ticks:
             self._append(TickTable.from_ticks(ticks, self._symbols), self._symbols)
 
-    def write_table(self, table: TickTable) -> None:
-        """Append a table, its symbols renumbered into this file's."""
+    def write_table(self, table: TickTable, books: Sequence[BookRow] = ()) -> None:
+        """Append a table, its symbols renumbered into this file's (no books)."""
+        refuse_books(self.path, books)
         if not len(table):
             return
         index = self._symbols
@@ -132,12 +147,17 @@ class NpzWriter:
         """Bytes written so far (of the staged columns)."""
         return self._dir.bytes
 
-    def write_ticks(self, ticks: TickBatch) -> None:
+    books = 0
+    """An archive holds no books (``refuse_books``)."""
+
+    def write_ticks(self, ticks: TickBatch, books: Sequence[BookRow] = ()) -> None:
         """Stage protocol ticks as columns; the archive is made at ``close``."""
+        refuse_books(self.path, books)
         self._dir.write_ticks(ticks)
 
-    def write_table(self, table: TickTable) -> None:
+    def write_table(self, table: TickTable, books: Sequence[BookRow] = ()) -> None:
         """Stage a table's columns; the archive is made at ``close``."""
+        refuse_books(self.path, books)
         self._dir.write_table(table)
 
     def close(self) -> None:

@@ -3,6 +3,11 @@
 Readers: ``jsonl`` (``.jsonl``, ``.jsonl.gz``), ``npz``, ``ticks`` (a column directory),
 and the importers ``lobster``, ``tardis``, ``coinbase``, ``csv`` (with a column mapping).
 Writers: ``jsonl``/``jsonl.gz``, ``npz`` and ``ticks``, chosen by the output's name.
+
+Order books (``ticker/recording/book_lines.py``) come beside the ticks: readers that know
+books (JSON Lines, LOBSTER with its orderbook file, tardis ``incremental_book_L2``,
+Coinbase ``level2``) fill the ``BookLog`` a caller passes; only JSON Lines holds them, so
+the column writers refuse book rows rather than drop them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Protocol
 
 from ticker.core.symbols import symbol_problem
 from ticker.core.ticks import TickBatch
+from ticker.recording.book_lines import BookLog, BookRow
 from ticker.recording.columnar import (
     ColumnarDirWriter,
     NpzWriter,
@@ -21,7 +27,7 @@ from ticker.recording.columnar import (
     read_columnar_dir,
     read_npz,
 )
-from ticker.recording.importers import coinbase, lobster, tardis
+from ticker.recording.importers import coinbase, lobster, tardis, tardis_book
 from ticker.recording.importers.generic_csv import CsvMapping, read_generic_csv
 from ticker.recording.jsonl import JsonlReader, JsonlWriter, is_gzip
 from ticker.recording.problems import Problems, RecordingError
@@ -65,7 +71,8 @@ def detect(path: Path) -> str:
     raise RecordingError(
         path,
         "cannot tell the format (expected .jsonl, .jsonl.gz, .npz, a .ticks directory, "
-        "a LOBSTER message file, a tardis trades CSV, a Coinbase recording or a .csv); "
+        "a LOBSTER message file, a tardis trades or incremental_book_L2 CSV, a Coinbase "
+        "recording or a .csv); "
         "give it with --format",
     )
 
@@ -94,32 +101,38 @@ def read_tables(
     fmt: str | None = None,
     mapping: CsvMapping | None = None,
     naming: lobster.Naming | None = None,
+    books: BookLog | None = None,
 ) -> Iterator[TickTable]:
     """The file's ticks, in file order, in one or more tables (JSONL streams in chunks).
-    ``naming``: a LOBSTER file's symbol and date, for one renamed."""
+    ``naming``: a LOBSTER file's symbol and date, for one renamed. ``books``: where its
+    book rows go (None: only its ticks are read)."""
     fmt = format_of(path, fmt, mapping, naming)
-    if fmt == "jsonl":
-        yield from JsonlReader(path, problems).tables()
+    found = BookLog()
+    if fmt == "jsonl":  # rows go to ``books`` as read: a converter streams them along
+        yield from JsonlReader(path, problems, books).tables()
         return
-    readers = {
-        "npz": read_npz,
-        "ticks": read_columnar_dir,
-        "tardis": tardis.read_tardis,
-        "coinbase": coinbase.read_coinbase,
-    }
+    readers = {"npz": read_npz, "ticks": read_columnar_dir, "tardis": tardis.read_tardis}
     if fmt == "csv":
         table = read_generic_csv(path, problems, mapping)
     elif fmt == "lobster":
         table = lobster.read_lobster(path, problems, naming)
+        if books is not None:
+            lobster.read_books(path, problems, naming, found)
+    elif fmt == "coinbase":
+        table = coinbase.read_coinbase(path, problems, None if books is None else found)
+    elif fmt == "tardis" and tardis_book.matches_header(_first_line(path)):
+        table = tardis_book.read_books(path, problems, found)
     elif fmt in readers:
         table = readers[fmt](path, problems)
     else:
         raise RecordingError(path, f"unknown format {fmt!r}; known: {', '.join(READ_FORMATS)}")
-    if not len(table):
+    if not len(table) and not (books is not None and len(found)):
         raise RecordingError(path, f"no ticks in it (read as {fmt})")
     problem = next((symbol_problem(s) for s in table.symbols if not valid_symbol(s)), None)
     if problem is not None:
         raise RecordingError(path, problem)
+    if books is not None:
+        books.extend(found)
     yield table
 
 
@@ -155,6 +168,23 @@ def check_order(path: Path, table: TickTable, sort: bool, problems: Problems) ->
     return table.sorted_by_time()
 
 
+def check_book_order(path: Path, log: BookLog, sort: bool, problems: Problems) -> BookLog:
+    """A file's book rows must go forward in time, as its ticks must (``--sort`` fixes it)."""
+    i = log.first_disorder()
+    if i is None:
+        return log
+    row, line = log.rows[i], log.lines[i]
+    if not sort:
+        raise RecordingError(
+            path,
+            f"book rows go backwards in time at line {line} (t={row.t} after "
+            f"{log.rows[i - 1].t}); pass --sort to sort them by time",
+            line,
+        )
+    problems.warn(path, f"book rows out of order from line {line}: sorted by time (--sort)")
+    return log.sorted_by_time()
+
+
 def load(
     paths: Sequence[Path],
     problems: Problems,
@@ -163,15 +193,25 @@ def load(
     fmt: str | None = None,
     mapping: CsvMapping | None = None,
     naming: lobster.Naming | None = None,
+    books: BookLog | None = None,
 ) -> TickTable:
-    """All ticks of these files as one table in time order (files merged by time)."""
+    """All ticks of these files as one table in time order (files merged by time), and
+    their book rows into ``books`` (if given), likewise."""
     tables = []
     for path in expand(paths):
-        table = concat(list(read_tables(path, problems, fmt=fmt, mapping=mapping, naming=naming)))
+        found = None if books is None else BookLog()
+        table = concat(
+            list(read_tables(path, problems, fmt=fmt, mapping=mapping, naming=naming, books=found))
+        )
         tables.append(check_order(path, table, sort, problems))
+        if books is not None and found is not None:
+            books.extend(check_book_order(path, found, sort, problems))
     merged = concat(tables)
     if len(tables) > 1 and merged.first_disorder() is not None:
         merged = merged.sorted_by_time()  # files side by side (one per symbol, say)
+    if books is not None and books.first_disorder() is not None:
+        sorted_books = books.sorted_by_time()
+        books.rows, books.lines = sorted_books.rows, sorted_books.lines
     merged.lines = None
     return merged
 
@@ -189,11 +229,16 @@ class TickWriter(Protocol):
     def bytes(self) -> int:
         """Bytes written so far: ``--record-max-bytes`` rotates on it."""
 
-    def write_ticks(self, ticks: TickBatch) -> None:
-        """Append protocol tick dicts, as the bus publishes them."""
+    @property
+    def books(self) -> int:
+        """Book rows written so far."""
 
-    def write_table(self, table: TickTable) -> None:
-        """Append a table, as a conversion reads it."""
+    def write_ticks(self, ticks: TickBatch, books: Sequence[BookRow] = ()) -> None:
+        """Append protocol tick dicts, as the bus publishes them, and book rows of the
+        same span, merged by time (``RecordingError`` from a format without books)."""
+
+    def write_table(self, table: TickTable, books: Sequence[BookRow] = ()) -> None:
+        """Append a table, as a conversion reads it, and book rows, likewise."""
 
     def close(self) -> None:
         """Finish the file: until then it may not be complete."""
@@ -205,6 +250,11 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
+
+
+def holds_books(path: Path) -> bool:
+    """Whether the format of this output name can hold book rows (JSON Lines only)."""
+    return path.name.endswith((".jsonl", ".jsonl.gz"))
 
 
 def check_output_name(path: Path) -> None:

@@ -1,6 +1,8 @@
 """JSON Lines of protocol ticks (``.jsonl``, or gzip-compressed ``.jsonl.gz``).
 
-One tick per line, exactly as clients receive it: ``{"s":..,"p":..,"t":..,"q":..}``.
+One tick per line, exactly as clients receive it: ``{"s":..,"p":..,"t":..,"q":..}``, and
+order-book change sets among them (``{"type":"book",...}``, ``book_lines.py``), all in
+time order.
 Readable by anything, appendable, and crash-safe: the writer flushes whole lines per
 batch (gzip with a sync flush, so everything flushed decodes), and the reader treats an
 unfinished last line or an unterminated gzip stream as a torn tail: reported, never read
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -19,6 +21,8 @@ import numpy as np
 import orjson
 
 from ticker.core.ticks import TickBatch
+from ticker.recording import book_lines
+from ticker.recording.book_lines import BookLog, BookRow
 from ticker.recording.problems import Problems, RecordingError
 from ticker.recording.table import FLOAT_FIELDS, TickTable, valid_symbol
 
@@ -58,12 +62,21 @@ def check_tick(obj: Any) -> str | None:
     return None
 
 
-class JsonlReader:
-    """Reads a tick file in tables of at most ``CHUNK`` ticks."""
+def _book_row(obj: dict[str, Any]) -> BookRow:
+    row = book_lines.parse(obj)
+    if not valid_symbol(row.s):
+        raise ValueError('"s" must be a symbol (a string of 1 to 32 characters)')
+    return row
 
-    def __init__(self, path: Path, problems: Problems) -> None:
+
+class JsonlReader:
+    """Reads a tick file in tables of at most ``CHUNK`` ticks; its book rows go to
+    ``books`` (None: they are passed over, for a reader of ticks only)."""
+
+    def __init__(self, path: Path, problems: Problems, books: BookLog | None = None) -> None:
         self.path = path
         self.problems = problems
+        self.books = books
 
     def _open(self) -> IO[bytes]:
         if is_gzip(self.path):
@@ -79,7 +92,7 @@ class JsonlReader:
         symbols: dict[str, int] = {}
         ticks: TickBatch = []
         lines: list[int] = []
-        number = total = 0
+        number = total = book_rows = 0
         first = True
         with self._open() as f:
             try:
@@ -89,6 +102,10 @@ class JsonlReader:
                     error = None
                     try:
                         obj = orjson.loads(raw)
+                        if book_lines.is_book(obj):
+                            first = False
+                            book_rows += self._book(obj, number)
+                            continue
                         error = check_tick(obj)
                     except orjson.JSONDecodeError:
                         error = "not valid JSON"
@@ -119,16 +136,45 @@ class JsonlReader:
                 raise RecordingError(
                     path, f"corrupt gzip data after line {number}: {exc}"
                 ) from None
-        if not total:
+        if not total and not book_rows:
             raise RecordingError(path, "empty file: no ticks in it" if first else "no valid ticks")
         if ticks:
             yield self._table(ticks, lines, symbols)
+
+    def _book(self, obj: dict[str, Any], number: int) -> int:
+        """Keep one book line (or report it as bad); 1 if it is a good row."""
+        try:
+            row = _book_row(obj)
+        except ValueError as exc:
+            self.problems.bad(self.path, number, f"bad book row: {exc}")
+            return 0
+        if self.books is not None:
+            self.books.add(row, number)
+        return 1
 
     @staticmethod
     def _table(ticks: TickBatch, lines: list[int], symbols: dict[str, int]) -> TickTable:
         table = TickTable.from_ticks(ticks, symbols)
         table.lines = np.array(lines, np.int64)
         return table
+
+
+def merged_lines(ticks: TickBatch, books: Sequence[BookRow]) -> list[bytes]:
+    """Tick lines and book lines in time order (both already are): a book row goes after
+    the ticks of its time."""
+    dumps = orjson.dumps
+    lines = [dumps(t) for t in ticks]
+    if not books:
+        return lines
+    out: list[bytes] = []
+    i, n = 0, len(ticks)
+    for row in books:
+        while i < n and ticks[i]["t"] <= row.t:
+            out.append(lines[i])
+            i += 1
+        out.append(book_lines.encode(row))
+    out += lines[i:]
+    return out
 
 
 class JsonlWriter:
@@ -143,24 +189,22 @@ class JsonlWriter:
         self._raw = raw
         self.ticks = 0
         self.bytes = 0
+        self.books = 0
 
-    def write_ticks(self, ticks: TickBatch) -> None:
-        """One line per tick, one write per batch."""
-        if not ticks:
+    def write_ticks(self, ticks: TickBatch, books: Sequence[BookRow] = ()) -> None:
+        """One line per tick and per book row, merged by time, one write per batch."""
+        if not ticks and not books:
             return
-        dumps = orjson.dumps
-        data = b"\n".join([dumps(t) for t in ticks]) + b"\n"
-        self._write(data, len(ticks))
-
-    def write_table(self, table: TickTable) -> None:
-        """A table as its protocol ticks, one line each."""
-        self.write_ticks(table.ticks())
-
-    def _write(self, data: bytes, count: int) -> None:
+        data = b"\n".join(merged_lines(ticks, books)) + b"\n"
         self._file.write(data)
         self._file.flush()  # gzip: a sync flush, so what is on disk decodes
-        self.ticks += count
+        self.ticks += len(ticks)
+        self.books += len(books)
         self.bytes += len(data)
+
+    def write_table(self, table: TickTable, books: Sequence[BookRow] = ()) -> None:
+        """A table as its protocol ticks, one line each, and book rows among them."""
+        self.write_ticks(table.ticks(), books)
 
     def close(self) -> None:
         """Flush and close: a ``.jsonl.gz`` is complete only after this."""

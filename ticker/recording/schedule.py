@@ -12,6 +12,10 @@ Loops continue the stream: each pass is re-anchored where the previous one ended
 keep increasing (re-based times run on; kept times shift by the recording's span per
 pass) and a tick's ``q``, when the recording has one, is raised by that symbol's span of
 ``q`` per pass, so ``q`` keeps counting up in the same epoch.
+
+A recording's span may reach past its ticks (book rows before the first tick or after the
+last, or no ticks at all): ``span`` gives it, so the clock mapping and the passes cover
+every row the owner paces by ``clock_at`` (``feeds/replay/adapter.py``).
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class Replay:
         "anchor_rec",
         "clock0",
         "cursor",
+        "first",
+        "last",
         "loop_index",
         "options",
         "paused",
@@ -64,10 +70,20 @@ class Replay:
     )
 
     def __init__(
-        self, table: TickTable, options: ReplayOptions, *, now: float, wall_us: int
+        self,
+        table: TickTable,
+        options: ReplayOptions,
+        *,
+        now: float,
+        wall_us: int,
+        span: tuple[int, int] | None = None,
     ) -> None:
-        if not len(table):
-            raise ValueError("nothing to replay")
+        if span is None:
+            if not len(table):
+                raise ValueError("nothing to replay")
+            span = int(table.t[0]), int(table.t[-1])
+        self.first, self.last = span
+        """The recording times (µs) a pass runs from and to."""
         self.table = table
         self.options = options
         self.speed = options.speed
@@ -77,9 +93,9 @@ class Replay:
         self.cursor = 0
         self.loop_index = 0
         self.paused = False
-        self.anchor_rec = int(table.t[0])
+        self.anchor_rec = self.first
         self.anchor_clock = now
-        self._t_span = int(table.t[-1] - table.t[0])
+        self._t_span = self.last - self.first
         q_max = np.zeros(len(table.symbols), np.int64)
         q_min = np.full(len(table.symbols), np.iinfo(np.int64).max)
         has_q = table.q > 0
@@ -103,6 +119,17 @@ class Replay:
         """Clock reading at which recording time ``t_us`` is due in this pass (speed > 0)."""
         return self.anchor_clock + (t_us - self.anchor_rec) / (self.speed * US)
 
+    def reached(self, now: float) -> float:
+        """The recording time the replay has reached, for events timed beside the ticks
+        (``Timed``): its position, or at speed 0 (where the position stays put) the last
+        tick taken, and everything once they are all out."""
+        if self.speed == 0 and self.cursor >= len(self.table):
+            return float("inf")
+        reached = self.position(now)
+        if self.cursor:
+            reached = max(reached, int(self.table.t[self.cursor - 1]))
+        return reached
+
     @property
     def finished(self) -> bool:
         """Every tick is out and the replay does not loop."""
@@ -113,7 +140,7 @@ class Replay:
     def batch(self, now: float, max_rows: int = MAX_BATCH) -> TickBatch:
         """The ticks due by ``now`` (at most ``max_rows``), ready to publish."""
         table = self.table
-        if self.cursor >= len(table) and self.options.loop:
+        if self.options.loop and self._pass_done(now):
             self._next_pass()
         if self.paused or self.cursor >= len(table):
             return []
@@ -132,17 +159,25 @@ class Replay:
         """Seconds until the next tick is due; 0 if one is due; None when done."""
         if self.finished:
             return None
-        if self.cursor >= len(self.table) or self.speed == 0:
+        if self.speed == 0:
             return 0.0
         if self.paused:
             return 3600.0  # the owner wakes the replay when it resumes
+        if self.cursor >= len(self.table):  # looping: the next pass begins at the span's end
+            return max(0.0, self.clock_at(self.last) - now)
         return max(0.0, self.due_at(self.cursor) - now)
 
+    def _pass_done(self, now: float) -> bool:
+        """Every tick of this pass is out and its span is over."""
+        return self.cursor >= len(self.table) and (
+            self.speed == 0 or self.position(now) >= self.last
+        )
+
     def _next_pass(self) -> None:
-        end_clock = self.due_at(len(self.table) - 1) if self.speed else self.anchor_clock
+        end_clock = self.clock_at(self.last) if self.speed else self.anchor_clock
         self.loop_index += 1
         self.cursor = 0
-        self.anchor_rec = int(self.table.t[0])
+        self.anchor_rec = self.first
         self.anchor_clock = end_clock
 
     # -- steering (on-demand replays) -----------------------------------------------------
@@ -163,7 +198,7 @@ class Replay:
     def seek(self, t_us: int, now: float) -> None:
         """Continue from the first tick at or after recording time ``t_us``."""
         table = self.table
-        t_us = min(max(t_us, int(table.t[0])), int(table.t[-1]))
+        t_us = min(max(t_us, self.first), self.last)
         self.cursor = int(np.searchsorted(table.t, t_us, side="left"))
         self.anchor_rec = t_us
         self.anchor_clock = now
@@ -197,3 +232,37 @@ class Replay:
             table.symbols, t, sym, table.p[rows], table.b[rows], table.a[rows], table.v[rows], q
         )
         return out.ticks()
+
+
+def span(table: TickTable, times: np.ndarray) -> tuple[int, int] | None:
+    """The recording times of the first and last row of ``table`` and of events timed
+    beside it (sorted ``times``), for ``Replay``'s ``span``; None without such events."""
+    if not len(times):
+        return None
+    ends = [int(times[0]), int(times[-1])]
+    if len(table):
+        ends += [int(table.t[0]), int(table.t[-1])]
+    return min(ends), max(ends)
+
+
+class Timed:
+    """Events at recording times (halts, book rows), handed over once the replay reaches
+    them: how many of this pass's are out, and when the next is due."""
+
+    __slots__ = ("done", "times")
+
+    def __init__(self, times: np.ndarray) -> None:
+        self.times = times
+        self.done = 0
+
+    def reached(self, position: float) -> range:
+        """Indices of the events newly reached at ``position`` (µs)."""
+        start = self.done
+        self.done = max(start, int(np.searchsorted(self.times, position, side="right")))
+        return range(start, self.done)
+
+    def wait(self, replay: Replay, now: float) -> float | None:
+        """Seconds until the next event is due (None: none left, or the clock stands)."""
+        if self.done >= len(self.times) or replay.speed == 0 or replay.paused:
+            return None
+        return max(0.0, replay.clock_at(int(self.times[self.done])) - now)

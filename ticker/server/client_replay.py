@@ -9,7 +9,8 @@ it hands over the next batch only while fewer than ``HIGH_WATER`` ticks are pend
 a slow reader slows its replay down instead of being cut off, and at speed 0 a replay
 runs exactly as fast as the client reads. Replayed ticks carry ``"r": 1``, and their
 mailbox keys are apart from the live symbols' (a replayed tick never conflates with a
-live one, and unsubscribing a live symbol leaves the replay alone).
+live one, and unsubscribing a live symbol leaves the replay alone). The recording's book
+rows go to the book topics the client follows (``replay_books.py``), on the same clock.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from ticker.core.mailbox import Delivery, Follows
 from ticker.core.protocol import RequestId, replay_state
 from ticker.core.session import Session
 from ticker.core.ticks import TickBatch
-from ticker.recording.schedule import Replay, ReplayOptions
+from ticker.recording.book_lines import BookLog
+from ticker.recording.schedule import Replay, ReplayOptions, span
 from ticker.recording.table import TickTable
+from ticker.server.replay_books import ReplayBooks
 
 REPLAY_BATCH = 2048
 """Ticks per delivery: well inside a mode ``all`` queue's default bound."""
@@ -65,7 +68,7 @@ class _PrivateDelivery(Delivery):
 class ClientReplay:
     """One client's replay: the schedule, and delivery into that client's mailbox."""
 
-    __slots__ = ("replay", "sent", "session", "source")
+    __slots__ = ("books", "replay", "sent", "session", "source")
 
     def __init__(
         self,
@@ -76,24 +79,44 @@ class ClientReplay:
         *,
         now: float,
         wall_us: int,
+        books: BookLog | None = None,
     ) -> None:
         self.session = session
         self.source = source
-        self.replay = Replay(table, options, now=now, wall_us=wall_us)
+        log = books or BookLog()
+        self.replay = Replay(
+            table, options, now=now, wall_us=wall_us, span=span(table, log.times())
+        )
+        self.books = ReplayBooks(session, log)
         self.sent = 0
+
+    @property
+    def finished(self) -> bool:
+        """Every tick and book row is out and the replay does not loop."""
+        return self.replay.finished and self.books.done
 
     def step(self, now: float, rounds: int = 4, poll_s: float = 0.005) -> float | None:
         """Deliver what is due (at most ``rounds`` batches); seconds until the next step,
         or None when the replay is over."""
-        mailbox = self.session.mailbox
+        mailbox, replay, books = self.session.mailbox, self.replay, self.books
         for _ in range(rounds):
             if len(mailbox) >= HIGH_WATER:
                 return poll_s  # the client is behind: look again soon
-            batch = self.replay.batch(now, REPLAY_BATCH)
+            books.step(replay, now)  # what this pass has reached, before a new one begins
+            loop_index = replay.loop_index
+            batch = replay.batch(now, REPLAY_BATCH)
+            if replay.loop_index != loop_index:
+                books.new_pass()
+            books.step(replay, now)
             if not batch:
                 break
             self._deliver(batch)
-        wait = self.replay.wait(now)
+        wait = replay.wait(now)
+        book_wait = books.wait(replay, now)
+        if wait is None and not books.done:
+            wait = 3600.0 if book_wait is None else book_wait  # paused: woken on resume
+        elif wait is not None and book_wait is not None:
+            wait = min(wait, book_wait)
         if wait is None and len(mailbox):
             return poll_s  # control frames overtake ticks: "ended" waits for the last one
         return wait
@@ -131,19 +154,18 @@ class ClientReplay:
             replay.resume(now)
         elif action == "seek":
             replay.seek(args["to"], now)
+            self.books.seek(replay.anchor_rec)
 
     def state(self, now: float, rid: RequestId = None) -> bytes:
         """The ``replay_state`` frame: playing, paused or ended, and where the replay is."""
         replay = self.replay
-        state = "ended" if replay.finished else "paused" if replay.paused else "playing"
+        state = "ended" if self.finished else "paused" if replay.paused else "playing"
         t = replay.table.t
         position: float
-        if replay.cursor >= len(t):
-            position = int(t[-1])
-        elif replay.speed == 0:
-            position = int(t[replay.cursor])  # flat out: where the next tick is
+        if replay.speed == 0:  # flat out: where the next tick is
+            position = int(t[replay.cursor]) if replay.cursor < len(t) else replay.last
         else:
-            position = min(replay.position(now), int(t[-1]))
+            position = min(replay.position(now), replay.last)
         return replay_state(
             state,
             source=self.source,

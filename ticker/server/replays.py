@@ -27,6 +27,7 @@ from ticker.core.codes import ErrorCode
 from ticker.core.protocol import Op, ProtocolError, RequestId
 from ticker.core.session import Session
 from ticker.core.ticks import MicrosClock, now_us
+from ticker.recording.book_lines import BookLog
 from ticker.recording.columnar import is_columnar_dir
 from ticker.recording.formats import load
 from ticker.recording.problems import Problems, RecordingError
@@ -72,7 +73,7 @@ class ReplayPump:
         self.active: dict[Session, ClientReplay] = {}
         self._loading: dict[Session, asyncio.Task[None]] = {}
         self._loads = asyncio.Semaphore(MAX_LOADS)
-        self._cache: OrderedDict[tuple[str, int, int], TickTable] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int, int], tuple[TickTable, BookLog]] = OrderedDict()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -92,7 +93,9 @@ class ReplayPump:
 
     def stop(self, session: Session) -> None:
         """End the session's replay, or its load in progress (it left, or replays)."""
-        self.active.pop(session, None)
+        replay = self.active.pop(session, None)
+        if replay is not None:
+            replay.books.stop()
         task = self._loading.pop(session, None)
         if task is not None:
             task.cancel()
@@ -130,9 +133,11 @@ class ReplayPump:
         args = op.args
         try:
             async with self._loads:
-                table = await asyncio.to_thread(self._table, path)
-            symbols, end = self._allowed(session, table, op.symbols, args["to"])
-            table = select(table, args["source"], symbols, args["from"], end)
+                table, log = await asyncio.to_thread(self._table, path)
+            names = [*table.symbols, *sorted(log.symbols())]
+            symbols, end = self._allowed(session, names, op.symbols, args["to"])
+            books = BookLog(log.rows, log.lines)  # the window replaces its lists, not these
+            table = select(table, args["source"], symbols, args["from"], end, books)
         except (RecordingError, OSError) as exc:
             self._loading.pop(session, None)
             session.send_error(ProtocolError(ErrorCode.BAD_SOURCE, str(exc), id=op.id))
@@ -142,52 +147,58 @@ class ReplayPump:
         options = ReplayOptions(args["speed"], args["loop"], args["keep_time"])
         now = self._clock()
         replay = ClientReplay(
-            session, args["source"], table, options, now=now, wall_us=self._wall_clock()
+            session,
+            args["source"],
+            table,
+            options,
+            now=now,
+            wall_us=self._wall_clock(),
+            books=books,
         )
-        names = sorted({table.symbols[i] for i in set(table.sym.tolist())})
+        ticked = {table.symbols[i] for i in set(table.sym.tolist())}
         session.send_control(
             protocol.replay_started(
                 source=args["source"],
                 ticks=len(table),
-                symbols=names,
-                start=int(table.t[0]),
-                end=int(table.t[-1]),
+                symbols=sorted(ticked | books.symbols()),
+                start=replay.replay.first,
+                end=replay.replay.last,
                 speed=options.speed,
                 rid=op.id,
             )
         )
+        replay.books.start()
         self.active[session] = replay
         self._changed.set()
 
     def _allowed(
-        self, session: Session, table: TickTable, symbols: list[str], end: int | None
+        self, session: Session, names: list[str], symbols: list[str], end: int | None
     ) -> tuple[list[str] | None, int | None]:
         """What the client's token lets it replay: its entitled symbols (the session has
         already refused named ones it is not entitled to) and, for a delayed client,
         nothing newer than its delay (a recording being written is nearly live)."""
         principal = session.principal
         entitlements = principal.entitlements
-        chosen = symbols or (
-            None if entitlements.everything else entitlements.filter(table.symbols)
-        )
+        chosen = symbols or (None if entitlements.everything else entitlements.filter(names))
         if principal.delay_s:
             cutoff = self._wall_clock() - round(principal.delay_s * 1_000_000)
             end = cutoff if end is None else min(end, cutoff)
         return chosen, end
 
-    def _table(self, path: Path) -> TickTable:
+    def _table(self, path: Path) -> tuple[TickTable, BookLog]:
         """Load (in a worker thread), or take from the cache if the file has not changed."""
         stat = path.stat()
         key = (str(path), stat.st_size, stat.st_mtime_ns)
-        table = self._cache.get(key)
-        if table is None:
-            table = load([path], Problems())
-            self._cache[key] = table
+        cached = self._cache.get(key)
+        if cached is None:
+            log = BookLog()
+            cached = load([path], Problems(), books=log), log
+            self._cache[key] = cached
             while len(self._cache) > CACHED_TABLES:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
-        return table
+        return cached
 
     def _control(self, session: Session, op: Op) -> None:
         replay = self.active.get(session)

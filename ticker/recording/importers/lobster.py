@@ -6,8 +6,11 @@ time (seconds after midnight, New York, up to 9 decimals), type, order id, size,
 trades; type 7 is a trading halt (``read_halts``: a replay reports it as the symbol's
 status); the rest are book changes. When ``..._orderbook_LEVEL.csv`` sits beside
 the message file (one row per message row: ask price, ask size, bid price, bid size, ...),
-each trade carries the best bid and ask after it. A renamed file gets its symbol and date
-from ``Naming`` (``--symbol``, ``--date``) instead.
+each trade carries the best bid and ask after it, and ``read_books`` makes the book rows:
+row k of the orderbook file is the top LEVEL levels after message k, so the first row is
+a reset and each later one the levels that changed (those that left the top LEVEL are
+removed: the recorded book is LOBSTER's view of it). A renamed file gets its symbol and
+date from ``Naming`` (``--symbol``, ``--date``) instead.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from ticker.core.books import Level
+from ticker.recording.book_lines import BookLog, BookRow
 from ticker.recording.importers.csvcolumns import Column, read_columns, read_text_lines
 from ticker.recording.problems import Problems, RecordingError
 from ticker.recording.table import TickTable
@@ -93,8 +98,8 @@ def read_lobster(path: Path, problems: Problems, naming: Naming | None = None) -
     trades = np.isin(cols["type"], TRADE_TYPES)
     ns = session_start_ns(day) + cols["time"][trades]
     bid = ask = None
-    book_path = path.with_name(path.name.replace("_message_", "_orderbook_"))
-    if book_path != path and book_path.exists():  # a renamed file has no book beside it
+    book_path = orderbook_beside(path)
+    if book_path is not None:
         bid, ask = _best_quotes(book_path, lines, problems)
         bid, ask = bid[trades], ask[trades]
     return TickTable.build(
@@ -107,6 +112,77 @@ def read_lobster(path: Path, problems: Problems, naming: Naming | None = None) -
         a=ask,
         lines=lines[trades],
     )
+
+
+def orderbook_beside(path: Path) -> Path | None:
+    """The orderbook file of a message file, if it is there (a renamed file has none)."""
+    book_path = path.with_name(path.name.replace("_message_", "_orderbook_"))
+    return book_path if book_path != path and book_path.exists() else None
+
+
+def read_books(path: Path, problems: Problems, naming: Naming | None, into: BookLog) -> None:
+    """The orderbook file beside ``path`` as book rows at its messages' times (none
+    without that file): a reset at the first row, then the levels each message changed."""
+    book_path = orderbook_beside(path)
+    if book_path is None:
+        return
+    symbol, day = symbol_and_day(path, naming or Naming())
+    # the message file's bad lines were reported when its ticks were read
+    cols, lines = read_columns(
+        path, read_text_lines(path), 1, MESSAGE_COLUMNS, Problems(on_error="skip")
+    )
+    book_text = read_text_lines(book_path)
+    width = len(book_text[0].split(","))
+    if width % 4:
+        raise RecordingError(
+            book_path, f"{width} columns: expected 4 per level (ask, ask size, bid, bid size)", 1
+        )
+    spec = [Column(i, str(i), "int") for i in range(width)]
+    bcols, blines = read_columns(book_path, book_text, 1, spec, problems)
+    if not len(lines) or not len(blines) or blines[-1] < lines[-1]:
+        raise RecordingError(
+            book_path,
+            f"{len(blines)} rows do not line up with the message file's rows "
+            f"(up to line {lines[-1] if len(lines) else 0})",
+        )
+    grid = np.column_stack([bcols[str(i)] for i in range(width)]).tolist()
+    row_of = dict(zip(blines.tolist(), range(len(blines)), strict=True))
+    times = ((session_start_ns(day) + cols["time"]) // 1000).tolist()
+    before: tuple[dict[int, int], dict[int, int]] | None = None
+    for line, t in zip(lines.tolist(), times, strict=True):
+        k = row_of.get(line)
+        if k is None:
+            continue  # a bad orderbook row (reported): the next row is whole anyway
+        row = grid[k]
+        now = _side(row, 2), _side(row, 0)
+        if before is None:
+            into.add(BookRow(t, symbol, _levels(now[0], True), _levels(now[1], False), True), line)
+        else:
+            bids, asks = _changed(before[0], now[0]), _changed(before[1], now[1])
+            if bids or asks:
+                into.add(BookRow(t, symbol, _levels(bids, True), _levels(asks, False)), line)
+        before = now
+
+
+def _side(row: list[int], offset: int) -> dict[int, int]:
+    """One side of an orderbook row, price -> size (dummy levels left out)."""
+    return {
+        row[j]: row[j + 1]
+        for j in range(offset, len(row), 4)
+        if abs(row[j]) < EMPTY_LEVEL and row[j + 1] > 0
+    }
+
+
+def _changed(before: dict[int, int], now: dict[int, int]) -> dict[int, int]:
+    """Levels to set so ``before`` becomes ``now``: gone ones at size 0."""
+    out = {p: 0 for p in before if p not in now}
+    out.update((p, s) for p, s in now.items() if before.get(p) != s)
+    return out
+
+
+def _levels(side: dict[int, int], bids: bool) -> list[Level]:
+    """Prices in dollars, in book order."""
+    return [(p / PRICE_SCALE, float(side[p])) for p in sorted(side, reverse=bids)]
 
 
 @dataclass(frozen=True, slots=True)
