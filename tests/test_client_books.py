@@ -250,6 +250,8 @@ def unchained_book_server() -> web.Application:
         subscribed = {"type": "subscribed", "symbols": ["AAPL@book10"], "id": "ticker.client"}
         await ws.send_json(subscribed)
         await ws.send_json(frame(3, [[10.0, 1.0]], [], cs=ref_checksum({10.0: 1.0}, {})))
+        # an on-demand replay's frame of the same topic is not the live book's: skipped
+        await ws.send_json({**frame(1, [[9.0, 1.0]], [], cs=ref_checksum({9.0: 1.0}, {})), "r": 1})
         await ws.send_json(frame(5, [[10.0, 0.0]], [], pu=4, cs=ref_checksum({}, {})))
         await ws.receive()
         return ws

@@ -281,7 +281,7 @@ class Feed:
                 for bar in message["candles"]:
                     if (candle := self._candles.accept(bar)) is not None:
                         await put(candle)
-            elif kind == "book":
+            elif kind == "book" and "r" not in message:  # "r": an on-demand replay's book
                 await put(self._books.accept(message))
             elif kind == "welcome":
                 self._backoff.reset()

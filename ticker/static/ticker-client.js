@@ -439,6 +439,7 @@ export class TickerClient {
    *  One that does not fit is an error event, and the topic is subscribed again for a
    *  fresh snapshot (its frames in flight until then are ignored). */
   #onBook(msg) {
+    if (msg.r) return; // an on-demand replay's book ("r": 1), not the live topic's
     const topic = bookTopic(msg);
     if (!this.#wanted.has(topic)) return; // in flight after its unsubscribe
     const book = this.#books.get(topic);
