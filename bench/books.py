@@ -109,9 +109,11 @@ def one_run(ctx: Any, clients: int) -> dict[str, Any]:
         return out
 
 
-def engine_rate(changes: int = 200_000, per_set: int = 5) -> dict[str, Any]:
-    """One ``Book.apply`` per change set of new levels (nothing to merge), depths 10 and
-    50 kept as a followed book would."""
+def engine_rate(
+    changes: int = 200_000, per_set: int = 5, depths: tuple[int, ...] = (10,)
+) -> dict[str, Any]:
+    """One ``Book.apply`` per change set (nothing to merge) and its delta for each of
+    ``depths``, the followed depths (the node's clients follow depth 10)."""
     rng = random.Random(1)
     book = Book("B")
     book.reset(
@@ -130,12 +132,12 @@ def engine_rate(changes: int = 200_000, per_set: int = 5) -> dict[str, Any]:
         sets.append((side, other))
     started = time.perf_counter()
     for bids, asks in sets:
-        change = book.apply(bids, asks, DEPTHS)
+        change = book.apply(bids, asks, depths)
         if change is not None:
-            for depth in DEPTHS:
+            for depth in depths:
                 book.delta(change, depth, 0)
     seconds = time.perf_counter() - started
-    return {"levels_per_s": changes / seconds, "per_set": per_set}
+    return {"levels_per_s": changes / seconds, "per_set": per_set, "depths": list(depths)}
 
 
 def snapshot_cost(reps: int = 20) -> dict[str, Any]:
@@ -162,6 +164,7 @@ def run(ctx: Any) -> dict[str, Any]:
     harness.progress("books: the same node, no clients")
     out["without"] = one_run(ctx, 0)
     out["engine"] = engine_rate()
+    out["engine_10_50"] = engine_rate(depths=DEPTHS)
     out["snapshot"] = snapshot_cost()
     harness.progress(f"books: engine {out['engine']}, snapshot {out['snapshot']}")
     return out
@@ -214,9 +217,15 @@ def render(data: dict[str, Any]) -> list[str]:
             "",
         ],
         [
-            f"engine alone, nothing to merge ({engine['per_set']} levels a set)",
+            f"engine alone, nothing to merge ({engine['per_set']} levels a set), depth 10",
             "",
             harness.fmt_num(engine["levels_per_s"], 0),
+            "",
+        ],
+        [
+            "  the same, depths 10 and 50 followed",
+            "",
+            harness.fmt_num(data["engine_10_50"]["levels_per_s"], 0),
             "",
         ],
         [
