@@ -176,9 +176,7 @@ def test_a_bad_book_line_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
     src.write_text("\n".join(lines) + "\n")
     with pytest.raises(RecordingError) as stop:
         load([src], Problems(flag="--on-error"), books=BookLog())
-    assert "in.jsonl:2: bad book row: each of bids must be [price, size], numbers" in str(
-        stop.value
-    )
+    assert "in.jsonl:2: bad book row: bids[0]: the size must be a number" in str(stop.value)
     log = BookLog()
     problems = Problems("skip")
     load([src], problems, books=log)

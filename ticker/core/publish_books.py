@@ -130,8 +130,8 @@ def check_book(index: int, item: dict[str, Any]) -> BookChange | list[tuple[str,
     reset = body.get("reset", False)
     if type(reset) is not bool:
         problems.append(("book.reset", "must be true or false"))
-    bids = _side("bids", body.get("bids", []), problems)
-    asks = _side("asks", body.get("asks", []), problems)
+    bids = check_side("bids", body.get("bids", []), problems)
+    asks = check_side("asks", body.get("asks", []), problems)
     if not problems and not bids and not asks and not reset:
         problems.append((BOOK, "no levels: send bids or asks (reset: true and none empties it)"))
     if problems:
@@ -139,9 +139,12 @@ def check_book(index: int, item: dict[str, Any]) -> BookChange | list[tuple[str,
     return BookChange(index, body["s"], bids, asks, reset)
 
 
-def _side(name: str, levels: object, problems: list[tuple[str, str]]) -> list[Level]:
-    """A side's levels as floats, each problem named by its place (``book.bids[3]``)."""
-    where = f"book.{name}"
+def check_side(
+    name: str, levels: object, problems: list[tuple[str, str]], prefix: str = "book."
+) -> list[Level]:
+    """A side's levels as floats, each problem named by its place (``book.bids[3]``);
+    a recording's book rows are checked by it too (``prefix`` "")."""
+    where = f"{prefix}{name}"
     if type(levels) is not list:
         problems.append((where, "must be a list of [price, size] levels"))
         return []

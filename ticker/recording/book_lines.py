@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from ticker.core.books import Book, Level
+from ticker.core.publish_books import check_side
 
 TYPE = "book"
 
@@ -44,24 +45,6 @@ def is_book(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("type") == TYPE
 
 
-def _levels(value: Any, name: str) -> list[Level]:
-    if not isinstance(value, list):
-        raise ValueError(f"{name} must be a list of [price, size]")
-    out: list[Level] = []
-    for level in value:
-        if (
-            not isinstance(level, list)
-            or len(level) != 2
-            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in level)
-        ):
-            raise ValueError(f"each of {name} must be [price, size], numbers")
-        price, size = float(level[0]), float(level[1])
-        if not (price > 0 and size >= 0) or price == float("inf") or size == float("inf"):
-            raise ValueError(f"{name}: price must be > 0 and size >= 0, finite")
-        out.append((price, size))
-    return out
-
-
 def parse(obj: dict[str, Any]) -> BookRow:
     """A book row from its parsed line, or ``ValueError`` saying what is wrong."""
     symbol, t = obj.get("s"), obj.get("t")
@@ -72,9 +55,12 @@ def parse(obj: dict[str, Any]) -> BookRow:
     reset = obj.get("reset", False)
     if not isinstance(reset, bool):
         raise ValueError("reset must be true or false")
-    return BookRow(
-        t, symbol, _levels(obj.get("bids", []), "bids"), _levels(obj.get("asks", []), "asks"), reset
-    )
+    problems: list[tuple[str, str]] = []
+    bids = check_side("bids", obj.get("bids", []), problems, prefix="")
+    asks = check_side("asks", obj.get("asks", []), problems, prefix="")
+    if problems:
+        raise ValueError("; ".join(f"{where}: {why}" for where, why in problems[:3]))
+    return BookRow(t, symbol, bids, asks, reset)
 
 
 @dataclass(slots=True)
