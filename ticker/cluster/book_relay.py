@@ -45,7 +45,7 @@ from ticker.cluster.book_wire import (
 )
 from ticker.cluster.config import RedisConfig, redacted
 from ticker.cluster.metrics import BookRelayCollector
-from ticker.cluster.redis import until_first_ends
+from ticker.cluster.redis import until_first_ends, write_rounds
 from ticker.cluster.stats import BookRelayStats
 from ticker.cluster.wire import BadMessage, Keys, valid_symbol
 from ticker.core.backoff import Backoff
@@ -140,14 +140,9 @@ class BookRelay:
         return whole(self.books.books.book(symbol))
 
     async def _write(self, client: Redis) -> None:
-        """Send rounds; when stopping, send until nothing is left."""
-        while True:
-            if not self._stopping:
-                await self._send.wait()
-                self._send.clear()
-            await self._flush(client)
-            if self._stopping and self.out.empty:
-                return
+        await write_rounds(
+            self._send, lambda: self._flush(client), lambda: self._stopping, lambda: self.out.empty
+        )
 
     async def _flush(self, client: Redis) -> None:
         out, keys = self.out, self.keys

@@ -30,7 +30,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -84,6 +84,23 @@ async def until_first_ends(*coros: Coroutine[Any, Any, None]) -> None:
             _, pending = await asyncio.wait(pending, timeout=0.05)
     for task in done:
         task.result()
+
+
+async def write_rounds(
+    ready: asyncio.Event,
+    flush: Callable[[], Awaitable[None]],
+    stopping: Callable[[], bool],
+    empty: Callable[[], bool],
+) -> None:
+    """A link's writer: flush a round each time ``ready`` is set; once ``stopping``,
+    flush without waiting until nothing is left (the feeds stopped first)."""
+    while True:
+        if not stopping():
+            await ready.wait()
+            ready.clear()
+        await flush()
+        if stopping() and empty():
+            return
 
 
 def _text(value: bytes | str) -> str:
@@ -461,14 +478,12 @@ class RedisBroker:
     # -- the three tasks of a link ------------------------------------------------------
 
     async def _write(self, client: Redis) -> None:
-        """Flush rounds; when stopping, flush until nothing is left (feeds stopped first)."""
-        while True:
-            if not self._stopping:
-                await self._outgoing_ready.wait()
-                self._outgoing_ready.clear()
-            await self._flush(client)
-            if self._stopping and self._out.empty:
-                return
+        await write_rounds(
+            self._outgoing_ready,
+            lambda: self._flush(client),
+            lambda: self._stopping,
+            lambda: self._out.empty,
+        )
 
     async def _flush(self, client: Redis) -> None:
         out, keys = self._out, self.keys
