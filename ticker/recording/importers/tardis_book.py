@@ -14,11 +14,19 @@ from pathlib import Path
 
 from ticker.core.books import Level
 from ticker.recording.book_lines import BookLog, BookRow
-from ticker.recording.importers.csvcolumns import Column, read_columns, read_text_lines
-from ticker.recording.problems import Problems, RecordingError
+from ticker.recording.importers.csvcolumns import read_text_lines
+from ticker.recording.importers.tardis import named_columns
+from ticker.recording.problems import Problems
 from ticker.recording.table import TickTable, valid_symbol
 
-NEEDED = ("symbol", "local_timestamp", "is_snapshot", "side", "price", "amount")
+COLUMNS = {
+    "symbol": "str",
+    "local_timestamp": "int",
+    "is_snapshot": "str",
+    "side": "str",
+    "price": "float",
+    "amount": "float",
+}
 SIDES = {"bid": True, "ask": False}
 FLAGS = {"true": True, "false": False}
 
@@ -31,21 +39,8 @@ def matches_header(first_line: str) -> bool:
 def read_books(path: Path, problems: Problems, into: BookLog) -> TickTable:
     """The file's messages as book rows into ``into``; the ticks (none) as a table."""
     lines = read_text_lines(path)
-    header = lines[0].strip().split(",")
-    missing = [name for name in NEEDED if name not in header]
-    if missing:
-        raise RecordingError(
-            path, f"not a tardis incremental_book_L2 CSV: the header has no {', '.join(missing)}", 1
-        )
-    spec = [
-        Column(header.index("symbol"), "symbol", "str"),
-        Column(header.index("local_timestamp"), "local_timestamp", "int"),
-        Column(header.index("is_snapshot"), "is_snapshot", "str"),
-        Column(header.index("side"), "side", "str"),
-        Column(header.index("price"), "price", "float"),
-        Column(header.index("amount"), "amount", "float"),
-    ]
-    cols, numbers = read_columns(path, lines[1:], 2, spec, problems)
+    what = "tardis incremental_book_L2 CSV"
+    cols, numbers = named_columns(path, lines, COLUMNS, what, problems)
     rows = zip(
         numbers.tolist(),
         cols["symbol"].tolist(),
