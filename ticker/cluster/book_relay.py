@@ -29,8 +29,6 @@ import logging
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ticker.cluster.book_wire import (
@@ -45,7 +43,7 @@ from ticker.cluster.book_wire import (
 )
 from ticker.cluster.config import RedisConfig, redacted
 from ticker.cluster.metrics import BookRelayCollector
-from ticker.cluster.redis import until_first_ends, write_rounds
+from ticker.cluster.redis import link_client, until_first_ends, write_rounds
 from ticker.cluster.stats import BookRelayStats
 from ticker.cluster.wire import BadMessage, Keys, valid_symbol
 from ticker.core.backoff import Backoff
@@ -297,12 +295,7 @@ class BookRelay:
 
     async def _session(self) -> None:
         config = self.config
-        client = Redis.from_url(
-            config.url,
-            socket_connect_timeout=config.timeout,
-            socket_timeout=config.timeout,
-            retry=Retry(NoBackoff(), 0),  # reconnecting is ours to do, with backoff
-        )
+        client = link_client(config)
         pubsub = client.pubsub()
         try:
             await client.ping()

@@ -86,6 +86,17 @@ async def until_first_ends(*coros: Coroutine[Any, Any, None]) -> None:
         task.result()
 
 
+def link_client(config: RedisConfig) -> Redis:
+    """A client for one session of a link: redis-py retries nothing, since reconnecting
+    is the link's to do, with backoff."""
+    return Redis.from_url(
+        config.url,
+        socket_connect_timeout=config.timeout,
+        socket_timeout=config.timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
 async def write_rounds(
     ready: asyncio.Event,
     flush: Callable[[], Awaitable[None]],
@@ -317,12 +328,7 @@ class RedisBroker:
 
     async def _session(self) -> None:
         config = self.config
-        client = Redis.from_url(
-            config.url,
-            socket_connect_timeout=config.timeout,
-            socket_timeout=config.timeout,
-            retry=Retry(NoBackoff(), 0),  # reconnecting is ours to do, with backoff
-        )
+        client = link_client(config)
         pubsub = client.pubsub()
         try:
             await client.ping()
