@@ -923,9 +923,10 @@ def test_the_ladder_and_depth_chart_show_the_selected_symbols_book_and_follow_th
     wait_live(page)
     page.wait_for_function("() => window.tickerDashboard.book?.bids === 10")
     shown = ladder(page)
-    # asks above bids, best of each next to the spread; sizes without float noise
-    assert shown["asks"] == ["101.5 0.00001305", "101 2.5", "100.5 0.3"]
-    assert shown["bids"] == [f"{canonical(p)} {canonical(s)}" for p, s in bids[:10]]
+    # asks above bids, best of each next to the spread; prices lined up on their decimals,
+    # sizes without float noise
+    assert shown["asks"] == ["101.50 0.00001305", "101.00 2.5", "100.50 0.3"]
+    assert shown["bids"] == [f"{p:.2f} {canonical(s)}" for p, s in bids[:10]]
     expect(page.locator("#ladder-spread")).to_have_text("spread 0.5")
     expect(page.locator("#book-empty")).to_be_hidden()
     assert painted(page, "#depth") > 500

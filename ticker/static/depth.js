@@ -35,8 +35,9 @@ export class Ladder {
       const n = Math.min(LADDER_LEVELS, side?.length ?? 0);
       for (let i = 0; i < n; i++) largest = Math.max(largest, side.sizes.get(side.prices[i]));
     }
-    showSide(this.bids, bids, largest);
-    showSide(this.asks, asks, largest);
+    const decimals = Math.max(decimalsOf(bids), decimalsOf(asks));
+    showSide(this.bids, bids, largest, decimals);
+    showSide(this.asks, asks, largest, decimals);
     let text = "";
     if (bids?.length && asks?.length) text = `spread ${readable(asks.prices[0] - bids.prices[0])}`;
     if (text !== this.shownSpread) this.spread.textContent = this.shownSpread = text;
@@ -57,12 +58,31 @@ function makeRows(tbody, cls) {
   return rows;
 }
 
-function showSide(rows, side, largest) {
+/** The most decimals among a side's shown prices, so the ladder's prices line up. */
+function decimalsOf(side) {
+  let most = 0;
+  const n = Math.min(LADDER_LEVELS, side?.length ?? 0);
+  for (let i = 0; i < n; i++) {
+    const text = readable(side.prices[i]);
+    const dot = text.indexOf(".");
+    if (dot >= 0) most = Math.max(most, text.length - dot - 1);
+  }
+  return most;
+}
+
+/** `text` (a readable price) with `decimals` digits after the point. */
+function padded(text, decimals) {
+  if (decimals === 0) return text;
+  const [whole, fraction = ""] = text.split(".");
+  return `${whole}.${fraction.padEnd(decimals, "0")}`;
+}
+
+function showSide(rows, side, largest, decimals) {
   for (let i = 0; i < rows.length; i++) {
     const row = rows[i];
     const p = side !== null && i < side.length ? side.prices[i] : null;
     const s = p === null ? 0 : side.sizes.get(p);
-    const price = p === null ? "" : readable(p);
+    const price = p === null ? "" : padded(readable(p), decimals);
     const size = p === null ? "" : readable(s);
     const scale = largest > 0 ? Math.round((1000 * s) / largest) / 1000 : 0;
     const shown = row.shown;
