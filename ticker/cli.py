@@ -120,13 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="a candle topic's open bar is sent at most once per this many ms",
     )
     serve.add_option(
-        "--book-interval-ms",
-        type=non_negative(int),
-        default=round(DEFAULT_SETTINGS.book_interval_s * 1000),
-        help="book topics (SYMBOL@book10, @book50, @book) get one merged delta per this many "
-        "ms at most; 0 = no book topics",
-    )
-    serve.add_option(
         "--poll-hold",
         type=positive(float),
         default=DEFAULT_SETTINGS.poll_hold_s,
@@ -232,6 +225,13 @@ def _add_feed_options(parser: EnvParser) -> None:
         default=feeds.DEFAULT_SIM_BOOKS,
         metavar="N",
         help="sim: the first N simulated symbols have order books (SYMBOL@book10...); 0 = none",
+    )
+    parser.add_option(
+        "--book-interval-ms",
+        type=non_negative(int),
+        default=round(DEFAULT_SETTINGS.book_interval_s * 1000),
+        help="the feeds' books are applied (and book topics get one merged delta) once per "
+        "this many ms at most; 0 = no books",
     )
     replay.add_replay_options(parser)
     feeds.add_exchange_options(parser)
@@ -528,9 +528,9 @@ def feed(args: argparse.Namespace) -> int:
     from ticker.server.books import BookService
 
     def books(bus: Bus) -> BookService:  # the feeds' books, numbered here
-        return BookService(status=bus.status.set)
+        return BookService(interval_s=args.book_interval_ms / 1000, status=bus.status.set)
 
-    return publisher.run(feeds.adapters(built), broker, books)
+    return publisher.run(feeds.adapters(built), broker, books if args.book_interval_ms else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
