@@ -86,3 +86,14 @@ class ReportsBooks(Protocol):
     def bind_books(self, sink: BookSink) -> None:
         """Hand level changes to ``sink`` from now on."""
         ...
+
+
+@runtime_checkable
+class ResyncsBooks(Protocol):
+    """Optional for a ``ReportsBooks`` feed that can fetch a book afresh (an exchange
+    feed): the node calls it when one of its books came out crossed or locked, which a
+    sound source never gives; the feed brings a new snapshot (a ``reset``) for it."""
+
+    def resync_book(self, symbol: str, reason: str) -> None:
+        """Fetch ``symbol``'s whole book again, soon; its changes until then still count."""
+        ...

@@ -10,9 +10,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
-from feeds.base import FeedAdapter, FeedFatal, ReportsBooks, ReportsStatus
+from feeds.base import FeedAdapter, FeedFatal, ReportsBooks, ReportsStatus, ResyncsBooks
 from ticker.core.backoff import Backoff
 from ticker.core.books import BookSink
 from ticker.core.status import CLOSED, LIVE, STALE, StatusSink
@@ -125,3 +125,21 @@ class FeedSupervisor:
         that never ticks is as stalled as one that stopped); ``None`` before ``run``."""
         since = self.last_tick_monotonic or self.started_monotonic
         return None if since is None else self._clock() - since
+
+
+def book_resyncs(feeds: Iterable[FeedAdapter]) -> Callable[[str, str], None]:
+    """Who to ask for a book afresh: ``(symbol, reason)`` goes to the feed that has the
+    symbol, if it can (``ResyncsBooks``); a feed that cannot is left to its own resync."""
+    owners = {
+        symbol: feed
+        for feed in feeds
+        if isinstance(feed, ResyncsBooks)
+        for symbol in feed.symbols()
+    }
+
+    def resync(symbol: str, reason: str) -> None:
+        feed = owners.get(symbol)
+        if feed is not None:
+            feed.resync_book(symbol, reason)
+
+    return resync

@@ -20,7 +20,7 @@ from feeds.exchanges.args import exchange_feed
 from feeds.exchanges.binance import Binance
 from feeds.exchanges.coinbase import Coinbase
 from feeds.exchanges.feed import ExchangeFeed
-from feeds.exchanges.kraken import Kraken
+from feeds.exchanges.kraken import Kraken, PairBook
 from feeds.exchanges.link import LinkOptions
 from tests.books_ref import RefBook, number
 from tests.conftest import StartServer, frame
@@ -274,6 +274,49 @@ async def test_binance_depth_syncs_by_rest_and_a_gap_resyncs_that_symbol(
     assert value(samples, "ticker_feed_book_resyncs_total", feed="binance") == 1
 
 
+async def test_a_book_the_node_finds_crossed_is_fetched_afresh_from_the_exchange(
+    fake_exchange: FakeExchange, start_server: StartServer
+) -> None:
+    """A Binance update in sequence that leaves the book crossed (a bid above the best
+    ask: the exchange's fault, or ours) makes the node ask the feed for that book again:
+    a new REST snapshot, and the symbol is live again once the book is sound."""
+    venue = Binance({"BNBBTC": "BNBBTC"}, books=True)
+    venue.snapshot_spacing_s = 0.0
+    options = LinkOptions(
+        fake_exchange.url, 5.0, backoff_initial_s=0.01, rest_url=fake_exchange.rest_url
+    )
+    feed = ExchangeFeed(venue, ["BNBBTC"], options)
+    _, http, ws = await _client(start_server, feed, ["BNBBTC"])
+    model = Model()
+    try:
+        client = Client(ws)
+        conn = await fake_exchange.connection(0)
+        [sub] = map(orjson.loads, await conn.wait_messages(1))
+        await conn.send(orjson.dumps({"result": None, "id": sub["id"]}).decode())
+        await conn.send(_depth("BNBBTC", 10, 11, [("0.0024", "1")], []))
+        assert await fake_exchange.rest_call(1) == [_path("BNBBTC")]
+        snap = ([("0.0024", "5")], [("0.0026", "9")])
+        fake_exchange.answer(_path("BNBBTC"), _rest(10, *snap))
+        model.apply(*snap, reset=True)
+        model.apply([("0.0024", "1")], [])
+        await client.until_book("BNBBTC", model)
+        await conn.send(_depth("BNBBTC", 12, 12, [("0.0027", "3")], []))  # above the ask
+        assert "crossed" in await client.until_status("BNBBTC", STALE)
+        await conn.send(_depth("BNBBTC", 13, 13, [("0.0023", "2")], []))  # the next message
+        assert (await fake_exchange.rest_call(2))[1] == _path("BNBBTC")
+        sound = ([("0.0024", "4"), ("0.0023", "2")], [("0.0026", "9")])
+        fake_exchange.answer(_path("BNBBTC"), _rest(13, *sound))
+        await conn.send(_depth("BNBBTC", 14, 14, [("0.0022", "1")], []))  # bridges the id
+        model.apply(*sound, reset=True)
+        model.apply([("0.0022", "1")], [])
+        await client.until_book("BNBBTC", model)
+        await client.until_status("BNBBTC", LIVE)
+    finally:
+        await ws.close()
+        await http.close()
+    assert venue.stats.book_resyncs == 1
+
+
 # -- Kraken: book with its CRC32, the guide's worked example ----------------------------
 
 # docs.kraken.com/exchange/guides/websockets/book-checksum-v2: this book's checksum is
@@ -439,3 +482,37 @@ def test_a_malformed_book_message_is_counted_and_skipped() -> None:
     assert [v.stats.malformed for v in (kraken, coinbase, binance)] == [2, 2, 1]
     assert all(v.resyncing == dict.fromkeys(v.names, "book: waiting for its snapshot")
                for v in (kraken, coinbase, binance))  # fmt: skip
+
+
+def test_a_refetched_book_ignores_its_updates_until_the_new_snapshot() -> None:
+    """What the node's crossed-book resync does to the venues that resubscribe: one
+    resync counted, the product stale, its old updates not passed on nor counted as
+    faults, and the next snapshot taken as the book."""
+    sent: list[tuple[str, list, list, bool]] = []
+    for venue, update, snapshot in (
+        (
+            Coinbase({"NU-GBP": "NU-GBP"}, books=True),
+            '{"type":"l2update","product_id":"NU-GBP","changes":[["buy","1.5","2"]]}',
+            '{"type":"snapshot","product_id":"NU-GBP","bids":[["1.4","3"]],"asks":[["1.6","1"]]}',
+        ),
+        (
+            Kraken({"BTC/USD": "BTC/USD"}, books=True),
+            _book("update", "BTC/USD", [("45283.5", "1.0")], [], 0),
+            _book("snapshot", "BTC/USD", [("45283.5", "1.0")], [], 0),
+        ),
+    ):
+        sent.clear()
+        venue.book_sink = lambda s, b, a, reset=False: sent.append((s, list(b), list(a), reset))
+        venue.connected(list(venue.names))
+        [product] = venue.names
+        venue.refetch(product, "crossed")
+        assert venue.take_resyncs() == [product] and venue.resubscriptions([product])
+        assert venue.resyncing[product] == "book resyncing: crossed"
+        venue.decode(update, 0)
+        assert sent == [] and venue.stats.book_resyncs == 1 and not venue.take_resyncs()
+        if isinstance(venue, Kraken):  # its checksum must hold: the book's own
+            book = PairBook(10)
+            book.apply([{"price": Decimal("45283.5"), "qty": Decimal("1.0")}], [])
+            snapshot = snapshot.replace('"checksum":0', f'"checksum":{book.checksum()}')
+        venue.decode(snapshot, 0)
+        assert [reset for *_, reset in sent] == [True] and product not in venue.resyncing

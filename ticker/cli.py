@@ -525,12 +525,17 @@ def feed(args: argparse.Namespace) -> int:
         print(f"ticker feed: error: {exc}", file=sys.stderr)
         return 2
     feeds.log_feeds(args, built, "from the cluster")
+    from feeds.supervisor import book_resyncs
     from ticker.server.books import BookService
 
-    def books(bus: Bus) -> BookService:  # the feeds' books, numbered here
-        return BookService(interval_s=args.book_interval_ms / 1000, status=bus.status.set)
+    adapters = feeds.adapters(built)
 
-    return publisher.run(feeds.adapters(built), broker, books if args.book_interval_ms else None)
+    def books(bus: Bus) -> BookService:  # the feeds' books, numbered here
+        service = BookService(interval_s=args.book_interval_ms / 1000, status=bus.status.set)
+        service.on_crossed.append(book_resyncs(adapters))
+        return service
+
+    return publisher.run(adapters, broker, books if args.book_interval_ms else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -81,6 +81,13 @@ class Coinbase(Venue):
         self._synced.difference_update(products)
         self._asked.difference_update(products)
 
+    def refetch(self, product: str, reason: str) -> None:
+        """The node found the book wrong: resubscribe it, its updates until the new
+        snapshot ignored (they would land on the wrong book)."""
+        self.forget_books([product])
+        self._asked.add(product)
+        self.resync(product, reason)
+
     def after_refusal(self, products: list[str]) -> list[str]:
         """Coinbase refused the whole subscribe for one product: again, without it."""
         return self.subscriptions(products)

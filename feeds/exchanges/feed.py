@@ -52,6 +52,14 @@ class ExchangeFeed:
         """Book changes go to ``sink`` (``ReportsBooks``; only with ``?books=1``)."""
         self.venue.book_sink = sink
 
+    def resync_book(self, symbol: str, reason: str) -> None:
+        """The node found the symbol's book wrong (``ResyncsBooks``): the venue resyncs
+        it as it does its own faults, with the next message a link takes."""
+        venue = self.venue
+        for product, name in venue.names.items():
+            if name == symbol and venue.books and product not in venue.resyncing:
+                venue.refetch(product, reason)
+
     def connections(self) -> list[list[str]]:
         """The products of each connection: at most ``per_connection`` each."""
         size = self.venue.per_connection

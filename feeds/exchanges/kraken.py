@@ -144,6 +144,13 @@ class Kraken(Venue):
             self._books.pop(product, None)
             self._asked.discard(product)
 
+    def refetch(self, product: str, reason: str) -> None:
+        """The node found the book wrong: resubscribe it, its updates until the new
+        snapshot ignored (they would land on the wrong book)."""
+        self.forget_books([product])
+        self._asked.add(product)
+        self.resync(product, reason)
+
     def parse(self, data: str | bytes) -> Any:
         """Book messages keep each number's text (``Decimal``), as the checksum needs."""
         if self.books and ('"book"' in data if isinstance(data, str) else b'"book"' in data):

@@ -149,6 +149,12 @@ class Venue(ABC):
         self.resyncing[product] = f"book resyncing: {reason}"
         self.ask_snapshot(product)
 
+    def refetch(self, product: str, reason: str) -> None:
+        """The node found the product's book wrong (crossed): start it over from a fresh
+        snapshot (REST here: the events meanwhile are buffered for it)."""
+        self.forget_books([product])
+        self.resync(product, reason)
+
     def ask_snapshot(self, product: str) -> None:
         """Have the link ask for the product's snapshot (the first one is no fault)."""
         if product not in self._due:

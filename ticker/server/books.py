@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ticker.core.books import (
     BOOKS,
@@ -65,6 +65,9 @@ class BookService:
         self._timer: asyncio.TimerHandle | None = None
         self._last_pass = 0.0
         self.on_applied: list[Applied] = []
+        self.on_crossed: list[Callable[[str, str], None]] = []
+        """Told ``(symbol, reason)`` when a book comes out crossed or locked: its feed's
+        resync (``feeds.supervisor.book_resyncs``)."""
         self.changes = 0
         """Level changes submitted, for metrics."""
         self.applied = 0
@@ -161,6 +164,8 @@ class BookService:
             log.warning("book %s crossed or locked at u=%d", symbol, book.u)
             if self._status is not None:
                 self._status([symbol], STALE, CROSSED_REASON)
+            for listener in self.on_crossed:
+                listener(symbol, "the node found it crossed or locked")
         elif symbol in self._stale and not book.crossed:
             self._stale.discard(symbol)
             if self._status is not None:

@@ -16,11 +16,10 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 
 from feeds.base import FeedAdapter, FeedFatal
-from feeds.supervisor import FeedSupervisor
+from feeds.supervisor import FeedSupervisor, book_resyncs
 from ticker.cluster.broker import Broker, LocalBroker
 from ticker.cluster.loader import book_relay, candle_store
 from ticker.core.admission import Admission
-from ticker.core.books import BookSink
 from ticker.core.bus import Bus
 from ticker.core.codes import CloseCode
 from ticker.core.session import ReplayHost
@@ -43,12 +42,15 @@ def supervise(
     feeds: Iterable[FeedAdapter],
     bus: Bus,
     settings: Settings,
-    books: BookSink | None = None,
+    books: BookService | None = None,
 ) -> list[FeedSupervisor]:
-    """A supervisor per feed, publishing into ``bus`` (and its books into ``books``),
-    whose universe gets their symbols."""
+    """A supervisor per feed, publishing into ``bus`` (and its books into ``books``,
+    which asks a feed for a book afresh when one comes out crossed), whose universe gets
+    their symbols."""
     feeds = list(feeds)
     bus.add_symbols([s for feed in feeds for s in feed.symbols()])
+    if books is not None:
+        books.on_crossed.append(book_resyncs(feeds))
     return [
         FeedSupervisor(
             feed,
@@ -56,7 +58,7 @@ def supervise(
             backoff_initial=settings.feed_backoff_s,
             backoff_max=settings.feed_backoff_max_s,
             status=bus.status.set,
-            books=books,
+            books=None if books is None else books.submit,
         )
         for feed in feeds
     ]
@@ -91,9 +93,7 @@ class Node:
         self.book_relay = book_relay(self.broker, self.books)
         """Books through the cluster's Redis (``ticker/cluster/book_relay.py``), if any."""
         feeds = list(feeds)
-        self.supervisors = supervise(
-            feeds, self.bus, settings, None if self.books is None else self.books.submit
-        )
+        self.supervisors = supervise(feeds, self.bus, settings, self.books)
         self._local_symbols = [s for feed in feeds for s in feed.symbols()]
         self._feed_tasks: list[asyncio.Task[None]] = []
         self.exit_status = 0

@@ -256,7 +256,7 @@ async def serve(
     books = None  # the feeds' books: numbered here, applied the same by every worker
     if settings.book_interval_s:
         books = BookService(interval_s=settings.book_interval_s, status=bus.status.set)
-    supervisors = supervise(feeds, bus, settings, None if books is None else books.submit)
+    supervisors = supervise(feeds, bus, settings, books)
     metrics = Metrics()
     stats = Stats(metrics=settings.metrics)
     delays = DelayPump(bus, settings.delay_max_bytes)
