@@ -290,22 +290,34 @@ def _top_delta(
     side: Side, before: list[float], changed: dict[float, float], depth: int
 ) -> dict[float, float]:
     """Levels to send so a client holding the old top ``depth`` holds the new one: those
-    that left (size 0), entered, or changed while in it."""
+    that left (size 0), entered, or changed while in it.
+
+    Found from the edges of the two tops rather than by comparing them whole: a level is
+    in a top when it is at or better than that top's worst (or the top is not full), so
+    what left or entered without changing itself is a tail of one top beyond the other's
+    edge, and the rest is among ``changed``."""
     after = side.best(depth)
     levels = side.levels
-    if after == before:  # nothing entered or left: what changed inside the top, if any
-        if len(after) < depth:
-            return dict(changed)
-        edge = after[-1]
-        if side.bids:
-            return {p: s for p, s in changed.items() if p >= edge}
-        return {p: s for p, s in changed.items() if p <= edge}
-    now = set(after)
-    out = {p: 0.0 for p in before if p not in now}
-    was = set(before)
-    for p in after:
-        if p not in was or p in changed:
-            out[p] = levels[p]
+    bids = side.bids
+    edge_now = after[-1] if len(after) == depth else None
+    edge_was = before[-1] if len(before) == depth else None
+    out: dict[float, float] = {}
+    for p, size in changed.items():
+        if size and (edge_now is None or (p >= edge_now if bids else p <= edge_now)):
+            out[p] = size  # in the top now: new or changed
+        elif edge_was is None or (p >= edge_was if bids else p <= edge_was):
+            out[p] = 0.0  # was in the top (or could have been): gone from it
+    if edge_now is not None:  # unchanged levels pushed out past the new edge
+        for p in reversed(before):
+            if (p >= edge_now) if bids else (p <= edge_now):
+                break
+            out.setdefault(p, 0.0)
+    if edge_was is not None:  # unchanged levels pulled in from past the old edge
+        for p in reversed(after):
+            if (p >= edge_was) if bids else (p <= edge_was):
+                break
+            if p not in out:
+                out[p] = levels[p]
     return out
 
 
