@@ -54,8 +54,6 @@ class Coinbase(Venue):
         super().__init__(names, books=books)
         self._synced: set[str] = set()
         """Products whose book has had its snapshot on this connection."""
-        self._asked: set[str] = set()
-        """Products resubscribed for a new snapshot: their updates until then are stale."""
 
     def subscriptions(self, products: list[str]) -> list[str]:
         """One subscribe, sent at once (Coinbase drops a client silent for 5 s)."""
@@ -79,14 +77,7 @@ class Coinbase(Venue):
     def forget_books(self, products: list[str]) -> None:
         """A new connection: each book waits for the snapshot its subscribe brings."""
         self._synced.difference_update(products)
-        self._asked.difference_update(products)
-
-    def refetch(self, product: str, reason: str) -> None:
-        """The node found the book wrong: resubscribe it, its updates until the new
-        snapshot ignored (they would land on the wrong book)."""
-        self.forget_books([product])
-        self._asked.add(product)
-        self.resync(product, reason)
+        self.asked.difference_update(products)
 
     def after_refusal(self, products: list[str]) -> list[str]:
         """Coinbase refused the whole subscribe for one product: again, without it."""
@@ -129,7 +120,7 @@ class Coinbase(Venue):
             return
         book = levels(bids), levels(asks)
         self._synced.add(product)
-        self._asked.discard(product)
+        self.asked.discard(product)
         self.book_reset(product, *book)
 
     def _update(self, product: str, changes: list[list[str]]) -> None:
@@ -145,8 +136,8 @@ class Coinbase(Venue):
             (bids if side == "buy" else asks).append((decimal(price), decimal(size)))
         if product in self._synced:
             self.book_change(product, bids, asks)
-        elif product not in self._asked:  # else: old updates, before our resubscribe
-            self._asked.add(product)
+        elif product not in self.asked:  # else: old updates, before our resubscribe
+            self.asked.add(product)
             self.resync(product, "an update before its snapshot")
 
     def _halts(self, products: list[dict[str, Any]]) -> None:

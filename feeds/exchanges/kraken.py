@@ -110,8 +110,6 @@ class Kraken(Venue):
         self.depth = depth
         self._books: dict[str, PairBook] = {}
         """Pairs whose book has had its snapshot on this connection."""
-        self._asked: set[str] = set()
-        """Pairs resubscribed for a new snapshot: their updates until then are stale."""
 
     def subscriptions(self, products: list[str]) -> list[str]:
         """One subscribe per channel, naming every pair."""
@@ -142,14 +140,7 @@ class Kraken(Venue):
         """A new connection: each book waits for the snapshot its subscribe brings."""
         for product in products:
             self._books.pop(product, None)
-            self._asked.discard(product)
-
-    def refetch(self, product: str, reason: str) -> None:
-        """The node found the book wrong: resubscribe it, its updates until the new
-        snapshot ignored (they would land on the wrong book)."""
-        self.forget_books([product])
-        self._asked.add(product)
-        self.resync(product, reason)
+            self.asked.discard(product)
 
     def parse(self, data: str | bytes) -> Any:
         """Book messages keep each number's text (``Decimal``), as the checksum needs."""
@@ -201,12 +192,12 @@ class Kraken(Venue):
             return
         if kind == "snapshot":
             book = PairBook(self.depth)
-            self._asked.discard(product)
+            self.asked.discard(product)
         elif kind == "update":
             found = self._books.get(product)
             if found is None:
-                if product not in self._asked:  # else: old updates, before our resubscribe
-                    self._asked.add(product)
+                if product not in self.asked:  # else: old updates, before our resubscribe
+                    self.asked.add(product)
                     self.resync(product, "an update before its snapshot")
                 return
             book = found
@@ -215,7 +206,7 @@ class Kraken(Venue):
         bids, asks = book.apply(data["bids"], data["asks"])
         if book.checksum() != data["checksum"]:
             self._books.pop(product, None)
-            self._asked.add(product)
+            self.asked.add(product)
             self.resync(product, f"checksum {data['checksum']} but the book's is {book.checksum()}")
             return
         self._books[product] = book

@@ -90,6 +90,9 @@ class Venue(ABC):
         self.resyncing: dict[str, str] = {}
         """Products whose book waits for a fresh snapshot, with why: ``stale`` meanwhile."""
         self._due: list[str] = []
+        self.asked: set[str] = set()
+        """Products resubscribed for a new snapshot (the venues whose snapshot comes with
+        a subscribe): their updates until it comes are stale, ignored."""
 
     @classmethod
     def product(cls, text: str) -> str:
@@ -151,8 +154,10 @@ class Venue(ABC):
 
     def refetch(self, product: str, reason: str) -> None:
         """The node found the product's book wrong (crossed): start it over from a fresh
-        snapshot (REST here: the events meanwhile are buffered for it)."""
+        snapshot, the updates until then ignored (``asked``) or, where the snapshot is a
+        REST call, buffered for it."""
         self.forget_books([product])
+        self.asked.add(product)
         self.resync(product, reason)
 
     def ask_snapshot(self, product: str) -> None:
