@@ -43,7 +43,7 @@ from ticker.cluster.book_wire import (
 )
 from ticker.cluster.config import RedisConfig, redacted
 from ticker.cluster.metrics import BookRelayCollector
-from ticker.cluster.redis import link_client, until_first_ends, write_rounds
+from ticker.cluster.redis import finish, link_client, until_first_ends, write_rounds
 from ticker.cluster.stats import BookRelayStats
 from ticker.cluster.wire import BadMessage, Keys, valid_symbol
 from ticker.core.backoff import Backoff
@@ -102,13 +102,8 @@ class BookRelay:
         self._stopping = True
         self._stop.set()
         self._send.set()
-        try:
-            async with asyncio.timeout(2.0):
-                await asyncio.shield(task)
-        except TimeoutError:
-            while not task.done():  # repeated: redis-py can swallow a cancel (see redis.py)
-                task.cancel()
-                await asyncio.wait([task], timeout=0.05)
+        if not await finish(task):
+            log.warning("the book relay did not stop within 3 s; leaving it")
 
     def restart(self) -> None:
         """The cluster's stream restarted (a new epoch: Redis and the owners started

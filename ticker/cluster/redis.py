@@ -86,6 +86,22 @@ async def until_first_ends(*coros: Coroutine[Any, Any, None]) -> None:
         task.result()
 
 
+async def finish(task: asyncio.Task[None], grace_s: float = 2.0) -> bool:
+    """Let a link's task send what is pending within ``grace_s``, then cancel it (again
+    and again: see ``until_first_ends``, for at most a second); whether it is gone."""
+    try:
+        async with asyncio.timeout(grace_s):
+            await asyncio.shield(task)
+    except TimeoutError:
+        for _ in range(20):
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=0.05)
+            if done:
+                return True
+        return False
+    return True
+
+
 def link_client(config: RedisConfig) -> Redis:
     """A client for one session of a link: redis-py retries nothing, since reconnecting
     is the link's to do, with backoff."""
@@ -239,17 +255,8 @@ class RedisBroker:
         self._stopping = True
         self._stop.set()
         self._outgoing_ready.set()
-        try:
-            async with asyncio.timeout(2.0):
-                await asyncio.shield(task)
-        except TimeoutError:
-            for _ in range(20):  # repeated: a cancel can be swallowed (see until_first_ends)
-                task.cancel()
-                done, _ = await asyncio.wait([task], timeout=0.05)
-                if done:
-                    break
-            else:
-                log.warning("the redis relay did not stop within 3 s; leaving it")
+        if not await finish(task):
+            log.warning("the redis relay did not stop within 3 s; leaving it")
 
     def health(self) -> dict[str, Any]:
         """The link's state for ``/readyz`` (URL redacted), down time included."""
