@@ -48,6 +48,10 @@ async def test_snapshot_then_deltas_rebuild_the_book_and_checksum(
             snap: dict[str, Any] = await resp.json()
         assert snap["u"] == 2 and snap["snapshot"] and "depth" not in snap
         assert RefBook(snap).bids == refs[None].bids
+        async with http.get(server.make_url("/book?symbol=MSFT")) as resp:  # no book: empty
+            empty: dict[str, Any] = await resp.json()
+        assert (empty["u"], empty["bids"], empty["asks"], empty["depth"]) == (0, [], [], 10)
+        assert books.books.get("MSFT") is None  # asking keeps nothing
         async with http.get(server.make_url("/book?symbol=AAPL&depth=7")) as resp:
             assert resp.status == 400
             assert "depth must be one of 10 50 all" in (await resp.text())

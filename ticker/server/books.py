@@ -184,8 +184,10 @@ class BookService:
     # -- the way out ------------------------------------------------------------------
 
     def snapshot(self, symbol: str, depth: int | None) -> bytes:
-        """The snapshot frame of a topic as of the last pass (``GET /book`` too)."""
-        return self.books.book(symbol).snapshot(depth)
+        """The snapshot frame of a topic as of the last pass (``GET /book`` too); a symbol
+        no source gave a book has an empty one (``u`` 0), not kept."""
+        book = self.books.get(symbol)
+        return (book or Book(symbol)).snapshot(depth)
 
     def follow(self, session: Session, topics: list[DerivedTopic], history: int) -> None:
         """Queue each topic's snapshot, then follow it from that snapshot's ``u``."""
