@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
@@ -199,7 +199,7 @@ class Book:
         self,
         bids: Iterable[Level],
         asks: Iterable[Level],
-        depths: Iterable[int] = DEPTHS,
+        depths: Collection[int] = DEPTHS,
         u: int | None = None,
     ) -> Change | None:
         """One change set of absolute levels; None when it changed nothing. ``depths``:
@@ -207,11 +207,14 @@ class Book:
         ``u``: the number to give it (another node's, past ``self.u``); else ``u + 1``."""
         bids, asks = list(bids), list(asks)
         change = Change(self.u + 1 if u is None else u)
-        self._note_tops(change, bids, asks, depths)
+        for depth in depths:
+            if self._touches(bids, asks, depth):
+                change.before[depth] = (self.bids.best(depth), self.asks.best(depth))
         # only a change inside the top 10 (before it) can change what the checksum reads
-        top10 = any(self.bids.in_top(p, CHECKSUM_DEPTH) for p, _ in bids) or any(
-            self.asks.in_top(p, CHECKSUM_DEPTH) for p, _ in asks
-        )
+        if CHECKSUM_DEPTH in depths:
+            top10 = CHECKSUM_DEPTH in change.before
+        else:
+            top10 = self._touches(bids, asks, CHECKSUM_DEPTH)
         for side, levels, out in ((self.bids, bids, change.bids), (self.asks, asks, change.asks)):
             for price, size in levels:
                 if side.set(price, size):
@@ -225,7 +228,7 @@ class Book:
         self.u = change.u
         top_bid, top_ask = self.bids.best(1), self.asks.best(1)
         self.crossed = bool(top_bid and top_ask and top_bid[0] >= top_ask[0])
-        if top10 or len(self.bids) <= CHECKSUM_DEPTH or len(self.asks) <= CHECKSUM_DEPTH:
+        if top10:
             self.cs = zlib.crc32(
                 f"{self.bids.checksum_text()}|{self.asks.checksum_text()}".encode()
             )
@@ -235,7 +238,7 @@ class Book:
         self,
         bids: Iterable[Level],
         asks: Iterable[Level],
-        depths: Iterable[int] = DEPTHS,
+        depths: Collection[int] = DEPTHS,
         u: int | None = None,
     ) -> Change | None:
         """The source's new snapshot (after a resync): one change set to it, with every
@@ -247,14 +250,12 @@ class Book:
         to_bids = [*gone_bids, *new_bids.items()]
         return self.apply(to_bids, [*gone_asks, *new_asks.items()], depths, u)
 
-    def _note_tops(
-        self, change: Change, bids: list[Level], asks: list[Level], depths: Iterable[int]
-    ) -> None:
-        for depth in depths:
-            if any(self.bids.in_top(p, depth) for p, _ in bids) or any(
-                self.asks.in_top(p, depth) for p, _ in asks
-            ):
-                change.before[depth] = (self.bids.best(depth), self.asks.best(depth))
+    def _touches(self, bids: list[Level], asks: list[Level], depth: int) -> bool:
+        """Whether a change set can change the top ``depth``: one of its levels is at or
+        better than that top's worst before it (or that side is not that deep)."""
+        return any(self.bids.in_top(p, depth) for p, _ in bids) or any(
+            self.asks.in_top(p, depth) for p, _ in asks
+        )
 
     def snapshot(self, depth: int | None) -> bytes:
         """The snapshot frame of a depth (None: every level)."""

@@ -225,4 +225,6 @@ class BookService:
 
     async def stop(self) -> None:
         """Apply what is pending (nothing a source gave is lost) and stop the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
         self.pump()
