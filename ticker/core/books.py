@@ -389,15 +389,17 @@ class BookFollower:
     def __bool__(self) -> bool:
         return bool(self._pending) or self._bids is not None
 
-    def offer(self, delta: BookDelta) -> None:
-        """Keep a frame of the topic until the client is written to."""
+    def offer(self, delta: BookDelta) -> bool:
+        """Keep a frame of the topic until the client is written to; whether it is the
+        first one waiting (the session is then to be told, ``Session.frames_ready``)."""
         if delta.u <= self.last_u or delta.u <= self._u:
-            return  # already covered (a snapshot taken after it)
+            return False  # already covered (a snapshot taken after it)
         self._u, self._cs = delta.u, delta.cs
         if self._bids is not None:
             self._bids.update(delta.bids)
             self._asks.update(delta.asks)
-            return
+            return False
+        first = not self._pending
         self._pending.append(delta)
         if len(self._pending) > MAX_PENDING:
             self._bids, self._asks = {}, {}
@@ -405,6 +407,7 @@ class BookFollower:
                 self._bids.update(d.bids)
                 self._asks.update(d.asks)
             self._pending.clear()
+        return first
 
     def take(self) -> list[bytes]:
         """The frames to write now: the shared ones when they chain from ``last_u``,

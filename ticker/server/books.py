@@ -176,9 +176,7 @@ class BookService:
         if not followers:
             return
         for session, follower in followers.items():
-            was = bool(follower)
-            follower.offer(delta)
-            if not was and follower:
+            if follower.offer(delta):
                 session.frames_ready(follower)
 
     # -- the way out ------------------------------------------------------------------

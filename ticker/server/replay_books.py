@@ -119,7 +119,5 @@ class ReplayBooks:
 
     def _offer(self, delta: BookDelta) -> None:
         follower = self._followers[(delta.symbol, delta.depth)]
-        was = bool(follower)
-        follower.offer(delta)
-        if not was and follower:
+        if follower.offer(delta):
             self.session.frames_ready(follower)
