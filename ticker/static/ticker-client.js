@@ -227,8 +227,9 @@ export class TickerClient {
     if (this.#status === "live") this.#subscribeNow(list);
   }
 
-  /** Subscribe ops for `symbols`: book topics in one of their own (a book keeps no
-   *  history, the server would refuse the op), history asked when a candle topic is in. */
+  /** Subscribe ops for `symbols`: book topics in one of their own (a server without
+   *  book topics refuses a whole op that names one, and the others must still be taken),
+   *  history asked when a candle topic is in. */
   #subscribeNow(symbols) {
     const books = symbols.filter(isBookTopic);
     const rest = symbols.filter((s) => !isBookTopic(s));
